@@ -1,0 +1,38 @@
+# `make train` and `make test` are the only set-up a new machine needs: both create .venv
+# and install genlab into it when it is missing or pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.genlab-installed
+ARGS ?=
+
+.PHONY: install train test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+## train the default model (deep autoencoder on the bundled MNIST digits); extra Hydra overrides via ARGS="..."
+train: $(STAMP)
+	$(PY) -m genlab.train $(ARGS)
+
+## run the test suite (CPU, a few minutes)
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py $(ARGS)
+
+clean:
+	rm -rf logs outputs multirun wandb .pytest_cache

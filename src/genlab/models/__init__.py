@@ -1,0 +1,5 @@
+"""LightningModules: one per training loop."""
+
+from genlab.models.autoencoder import AutoEncoder
+
+__all__ = ["AutoEncoder"]

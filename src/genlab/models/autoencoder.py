@@ -1,0 +1,106 @@
+"""The deterministic autoencoder: deep/stacked (MLP, conv, recurrent nets by config)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from genlab.losses.reconstruction import KINDS, reconstruction_loss
+from genlab.utils.errors import GenlabError
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def image_metrics() -> nn.ModuleDict:
+    """PSNR and SSIM over [0, 1] images, accumulated over a whole epoch."""
+    return nn.ModuleDict(
+        {
+            "psnr": PeakSignalNoiseRatio(data_range=1.0),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+        }
+    )
+
+
+class AutoEncoder(L.LightningModule):
+    """x -> encoder -> code -> decoder -> logits; reconstruction = sigmoid(logits).
+
+    The loss is the reconstruction loss summed over pixels, averaged over the batch
+    (`train/loss`, `val/loss`, `test/loss`, per image). PSNR and SSIM are logged for val and
+    test. `monitor` names the metric this model is judged by (checkpointing and early
+    stopping watch it; lower is better unless `monitor_mode=max`).
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        reconstruction: str = "mse",
+        latent_dim: int | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        if reconstruction not in KINDS:
+            raise GenlabError(f"model.reconstruction={reconstruction!r}: use one of {KINDS}.")
+        self.encoder, self.decoder = encoder, decoder
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.reconstruction = reconstruction
+        self.latent_dim = latent_dim
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.metrics = nn.ModuleDict({"val": image_metrics(), "test": image_metrics()})
+
+    # --- the model ------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (b, latent_dim)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """Code -> image in [0, 1]."""
+        return torch.sigmoid(self.decoder(code))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)
+
+    # --- training -------------------------------------------------------------------------
+    def step(self, batch: tuple[torch.Tensor, Any], stage: str) -> torch.Tensor:
+        x, _ = batch  # (b, c, h, w) in [0, 1]
+        code = self.encoder(x)
+        logits = self.decoder(code)
+        loss = reconstruction_loss(logits, x, self.reconstruction).mean()
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train")
+        if stage in self.metrics:
+            x_hat = torch.sigmoid(logits)
+            for name, metric in self.metrics[stage].items():
+                metric.update(x_hat, x)
+                self.log(f"{stage}/{name}", metric, batch_size=len(x))
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }

@@ -1,0 +1,6 @@
+"""Plain nn.Modules (no Lightning): encoders, decoders, generators, discriminators."""
+
+from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.nets.mlp import MLPDecoder, MLPEncoder
+
+__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
