@@ -1,8 +1,8 @@
-"""Evaluate a checkpoint: `python -m genlab.eval ckpt_path=PATH [data=...]`.
+"""Evaluate a checkpoint: `python -m genlab.eval ckpt_path=PATH [tasks=[test,...]] [data=...]`.
 
 Rebuilds the model and data from the config stored in the checkpoint (or the run's
-config.yaml), checks the weights fit, runs the test split and writes metrics.json to
-RUN/eval/<time>/.
+config.yaml), checks the weights fit, runs each configured task (conf/tasks/) and writes
+metrics.json, one entry per task, to RUN/eval/<time>/.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import genlab.utils.resolvers  # noqa: F401
+from genlab.evaluation.context import EvalContext
 from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
 from genlab.utils.errors import GenlabError, exit_on_user_error
 from genlab.utils.resolvers import run_dir_of
-from genlab.utils.run import scalar_metrics, write_json
+from genlab.utils.run import write_json
 
 log = logging.getLogger("genlab.eval")
 
@@ -50,24 +51,33 @@ def load_model(ckpt_path: str) -> tuple[L.LightningModule, DictConfig]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test the checkpoint's model on the test split; write metrics.json to the eval directory."""
+    """Run every task of `cfg.tasks` on the checkpoint's model; write metrics.json."""
     out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     model, run_cfg = load_model(cfg.ckpt_path)
     data_cfg = cfg.data if cfg.get("data") else run_cfg.data
     datamodule: L.LightningDataModule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    trainer: L.Trainer = instantiate(cfg.trainer, default_root_dir=str(out_dir))
-    trainer.test(model, datamodule=datamodule)
-    metrics = scalar_metrics(trainer.callback_metrics)
-    result = {
+    tasks = {name: instantiate(task) for name, task in (cfg.get("tasks") or {}).items()}
+    if not tasks:
+        raise GenlabError("tasks is empty: name at least one evaluation task, e.g. tasks=[test].")
+
+    def make_trainer() -> L.Trainer:
+        return instantiate(cfg.trainer, default_root_dir=str(out_dir))
+
+    device = "cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu"
+    ctx = EvalContext(model.to(device), datamodule, run_cfg, out_dir, make_trainer, device)
+    result: dict[str, Any] = {
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
         "data": OmegaConf.to_container(data_cfg, resolve=True),
-        "metrics": metrics,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", result)
+    for name, task in tasks.items():
+        log.info("eval task: %s", name)
+        result[name] = task(ctx)
+        model.eval()
+        write_json(out_dir / "metrics.json", result)  # after each task: partial results survive
     log.info("evaluation written to %s", out_dir / "metrics.json")
     return result
 

@@ -64,34 +64,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-        train_metrics = scalar_metrics(trainer.callback_metrics)
-        test_metrics: dict[str, float] = {}
+        metrics = scalar_metrics(trainer.callback_metrics)
+        ckpt_cb = trainer.checkpoint_callback
+        best = (getattr(ckpt_cb, "best_model_path", "") or None) if ckpt_cb else None
+        last = Path(ckpt_cb.dirpath) / "last.ckpt" if ckpt_cb and ckpt_cb.dirpath else None
+        summary.update(
+            global_step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            monitor=getattr(model, "monitor", None),
+            best_score=scalar_metrics({"s": ckpt_cb.best_model_score}).get("s")
+            if ckpt_cb is not None and ckpt_cb.best_model_score is not None
+            else None,
+            best_ckpt=best,
+            last_ckpt=str(last) if last is not None and last.exists() else None,
+        )
         if cfg.get("test", True):
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            # the best checkpoint by the model's declared metric, else the current weights
             trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            test_metrics = scalar_metrics(trainer.callback_metrics)
+            metrics.update(scalar_metrics(trainer.callback_metrics))
             summary["test_ckpt"] = best
     except BaseException as exc:
         if trainer.is_global_zero:
             summary.update(status="failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
             write_json(run_dir / "summary.json", summary)
         raise
-
-    metrics = {**train_metrics, **test_metrics}
-    ckpt_cb = trainer.checkpoint_callback
-    summary.update(
-        status="completed",
-        ended=time.time(),
-        global_step=trainer.global_step,
-        epoch=trainer.current_epoch,
-        monitor=getattr(model, "monitor", None),
-        best_score=scalar_metrics({"s": ckpt_cb.best_model_score})["s"]
-        if ckpt_cb is not None and ckpt_cb.best_model_score is not None
-        else None,
-        best_ckpt=getattr(ckpt_cb, "best_model_path", None) or None,
-        last_ckpt=getattr(ckpt_cb, "last_model_path", None) or None,
-        metrics=metrics,
-    )
+    summary.update(status="completed", ended=time.time(), metrics=metrics)
     if trainer.is_global_zero:
         write_json(run_dir / "summary.json", summary)
         for d in wandb_offline_dirs(trainer):

@@ -1,0 +1,101 @@
+"""Shared test helpers: compose the real Hydra config, run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import genlab.utils.resolvers  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "src" / "genlab" / "conf"
+
+# Never talk to W&B servers from tests; keep its console quiet.
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("WANDB_DISABLE_CODE", "true")
+
+# A small, fast run: a few batches, two epochs, CPU, CSV logger, no rich console output.
+FAST = [
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=4",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=1",
+    "~callbacks.rich_progress_bar",
+    "+trainer.enable_model_summary=false",
+    "logger=csv",
+    "extras.print_config=false",
+    "data.batch_size=32",
+]
+
+
+def options(group: str) -> list[str]:
+    """The option names of a config group (e.g. 'model', 'data', 'trainer')."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def make_cfg(tmp_path: Path, *overrides: str, config_name: str = "train") -> DictConfig:
+    """Compose the real config with `overrides`, as `python -m genlab.<config_name>` would,
+    with every path under `tmp_path` (run directory: tmp_path/run)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            config_name,
+            overrides=[f"paths.root_dir={tmp_path}", *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    module: str = "genlab.train",
+    check: bool = True,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `python -m <module> args...` in `cwd` and return the finished process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"`python -m {module} {' '.join(args)}` exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def run_dirs(root: Path, task: str = "train") -> list[Path]:
+    """The run directories a CLI invocation made under root/logs/<task>/runs/."""
+    base = root / "logs" / task / "runs"
+    return sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    yield
+    GlobalHydra.instance().clear()
