@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from genlab.models.protocols import CanSample
 from genlab.utils.loggers import log_image
 
 
@@ -87,7 +88,7 @@ class SampleGrid(_EveryN):
         self.n, self.n_per_row, self.seed = n, n_per_row, seed
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not callable(getattr(pl_module, "sample", None)):
+        if not isinstance(pl_module, CanSample):
             return
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         x = pl_module.sample(self.n, generator=gen)  # type: ignore[operator]

@@ -54,7 +54,7 @@ class AutoEncoder(L.LightningModule):
         self.encoder, self.decoder = encoder, decoder
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.reconstruction = reconstruction
-        self.latent_dim = latent_dim
+        self.latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "out_dim", None)
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.metrics = nn.ModuleDict({"val": image_metrics(), "test": image_metrics()})
 
@@ -62,7 +62,10 @@ class AutoEncoder(L.LightningModule):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)  # (b, latent_dim)
 
-    def decode(self, code: torch.Tensor) -> torch.Tensor:
+    def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(x)
+
+    def decode(self, code: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Code -> image in [0, 1]."""
         return torch.sigmoid(self.decoder(code))
 
