@@ -11,6 +11,8 @@ from torch import nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from genlab.losses.reconstruction import KINDS, reconstruction_loss
+from genlab.losses.sparsity import Sparsity, code_stats
+from genlab.models.corruption import CorruptionSpec, as_corruption
 from genlab.utils.errors import GenlabError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -34,6 +36,16 @@ class AutoEncoder(L.LightningModule):
     (`train/loss`, `val/loss`, `test/loss`, per image). PSNR and SSIM are logged for val and
     test. `monitor` names the metric this model is judged by (checkpointing and early
     stopping watch it; lower is better unless `monitor_mode=max`).
+
+    Sparse and denoising autoencoders are this module with two optional extras:
+    `corruption` (genlab.models.corruption; a mapping/list of corruptions from the
+    `model/corruption` group) corrupts the input only, in every stage, and the loss compares
+    with the clean input, so a denoising model's val/test metrics are denoising metrics;
+    `reconstruct(x)` itself never corrupts. `sparsity` (genlab.losses.sparsity) transforms
+    the code wherever the model encodes (top-k) and/or adds a penalty on it to the loss;
+    then `{stage}/recon_loss`, `{stage}/sparsity_penalty` and code statistics
+    (`{stage}/code_mean_activation`, `code_active_fraction`, `code_dead_unit_fraction`,
+    `code_unit_active_fraction_max`) are logged too.
     """
 
     def __init__(
@@ -45,6 +57,8 @@ class AutoEncoder(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         reconstruction: str = "mse",
         latent_dim: int | None = None,
+        corruption: CorruptionSpec = None,
+        sparsity: Sparsity | None = None,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
     ) -> None:
@@ -54,13 +68,18 @@ class AutoEncoder(L.LightningModule):
         self.encoder, self.decoder = encoder, decoder
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.reconstruction = reconstruction
-        self.latent_dim = latent_dim if latent_dim is not None else getattr(encoder, "out_dim", None)
+        self.latent_dim = (
+            latent_dim if latent_dim is not None else getattr(encoder, "out_dim", None)
+        )
         self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.corruption = as_corruption(corruption)
+        self.sparsity = sparsity
         self.metrics = nn.ModuleDict({"val": image_metrics(), "test": image_metrics()})
 
     # --- the model ------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # (b, latent_dim)
+        code = self.encoder(x)  # (b, latent_dim)
+        return code if self.sparsity is None else self.sparsity.transform(code)
 
     def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(x)
@@ -78,16 +97,33 @@ class AutoEncoder(L.LightningModule):
     # --- training -------------------------------------------------------------------------
     def step(self, batch: tuple[torch.Tensor, Any], stage: str) -> torch.Tensor:
         x, _ = batch  # (b, c, h, w) in [0, 1]
-        code = self.encoder(x)
+        x_in = x if self.corruption is None else self.corruption(x)  # corrupt the input only
+        code = self.encode(x_in)
         logits = self.decoder(code)
-        loss = reconstruction_loss(logits, x, self.reconstruction).mean()
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train")
+        loss = reconstruction_loss(logits, x, self.reconstruction).mean()  # the clean target
+        if self.sparsity is not None:
+            loss = loss + self.log_sparsity(code, loss, stage)
+        self.log(
+            f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train"
+        )
         if stage in self.metrics:
             x_hat = torch.sigmoid(logits)
             for name, metric in self.metrics[stage].items():
                 metric.update(x_hat, x)
                 self.log(f"{stage}/{name}", metric, batch_size=len(x))
         return loss
+
+    def log_sparsity(self, code: torch.Tensor, recon: torch.Tensor, stage: str) -> torch.Tensor:
+        """Log the reconstruction term, the sparsity penalty and code statistics; return the
+        penalty."""
+        assert self.sparsity is not None
+        penalty = self.sparsity.penalty(code)
+        sync, n = stage != "train", len(code)
+        self.log(f"{stage}/recon_loss", recon, batch_size=n, sync_dist=sync)
+        self.log(f"{stage}/sparsity_penalty", penalty, batch_size=n, sync_dist=sync)
+        for name, value in code_stats(code, self.sparsity.active_threshold).items():
+            self.log(f"{stage}/code_{name}", value, batch_size=n, sync_dist=sync)
+        return penalty
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.step(batch, "train")

@@ -2,5 +2,13 @@
 
 from genlab.nets.conv import ConvDecoder, ConvEncoder
 from genlab.nets.mlp import MLPDecoder, MLPEncoder
+from genlab.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
-__all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder"]
+__all__ = [
+    "ConvDecoder",
+    "ConvEncoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "RecurrentDecoder",
+    "RecurrentEncoder",
+]
