@@ -23,6 +23,14 @@ def fixed_batch(trainer: L.Trainer, n: int, split: str = "val") -> torch.Tensor:
     return torch.stack([data[i][0] for i in torch.linspace(0, len(data) - 1, n).long().tolist()])
 
 
+def fixed_labels(trainer: L.Trainer, n: int, split: str = "val") -> torch.Tensor:
+    """The labels of the images `fixed_batch` returns (same n, same split)."""
+    data = trainer.datamodule.dataset(split)  # type: ignore[attr-defined]
+    n = min(n, len(data))
+    idx = torch.linspace(0, len(data) - 1, n).long().tolist()
+    return torch.stack([torch.as_tensor(data[i][1]) for i in idx])
+
+
 def images_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.default_root_dir) / "images"
 
@@ -61,7 +69,11 @@ class ReconstructionGrid(_EveryN):
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         x = fixed_batch(trainer, self.n).to(pl_module.device)
-        x_hat = pl_module.reconstruct(x)  # type: ignore[operator]
+        if getattr(pl_module, "conditional", False):  # label-conditioned models (CVAE)
+            y = fixed_labels(trainer, self.n).to(pl_module.device)
+            x_hat = pl_module.reconstruct(x, y)  # type: ignore[operator]
+        else:
+            x_hat = pl_module.reconstruct(x)  # type: ignore[operator]
         grid = reconstruction_grid(x, x_hat, self.n_per_row)
         name = f"reconstructions_e{trainer.current_epoch:04d}.png"
         log_image(trainer, "val/reconstructions", grid, path=images_dir(trainer) / name)

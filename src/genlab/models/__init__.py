@@ -1,5 +1,8 @@
 """LightningModules: one per training loop."""
 
 from genlab.models.autoencoder import AutoEncoder
+from genlab.models.vae import VAE
+from genlab.models.wae import WAE
+from genlab.models.classifier import Classifier
 
-__all__ = ["AutoEncoder"]
+__all__ = ["AutoEncoder", "VAE", "WAE", "Classifier"]

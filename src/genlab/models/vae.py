@@ -1,0 +1,285 @@
+"""The variational autoencoder (Kingma & Welling 2014) and its variants by config:
+β-VAE (`beta`, KL warm-up) and the conditional VAE (`conditional=true`).
+
+Objective, per image (nats): -ELBO(x) = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), each term
+SUMMED over pixels and latent dims, then AVERAGED over the batch. One sample of z per image,
+the KL in closed form. The training loss is `recon + beta * warmup(step) * kl` (`*/loss`); the
+true negative ELBO (`*/nelbo_nats`, `*/bits_per_dim`) is logged beside it and is what
+checkpoints watch by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from genlab.distributions import DiagonalGaussian, std_normal_log_prob
+from genlab.losses.likelihood import bernoulli_nll, bits_per_dim, gaussian_nll
+from genlab.nets.conditional import ConditionalDecoder, ConditionalEncoder
+from genlab.utils.errors import GenlabError
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+LIKELIHOODS = ("bernoulli", "gaussian")
+GAUSSIAN_MEANS = ("sigmoid", "identity")
+
+
+def _build(net: Any, **resize: int) -> nn.Module:
+    """A built net, or a partial (`_partial_: true` config) called with `resize` overrides."""
+    if isinstance(net, nn.Module):
+        return net
+    keywords = getattr(net, "keywords", {})
+    return net(**{k: keywords.get(k, 0) + v for k, v in resize.items()})
+
+
+class VAE(L.LightningModule):
+    """Encoder -> q(z|x) = N(mu, diag sigma^2) -> z = mu + eps * sigma -> decoder -> p(x|z).
+
+    - `encoder` outputs 2 * latent_dim numbers per image (mean and log-variance);
+      `decoder` maps z to logits (B, C, H, W).
+    - `likelihood`: `bernoulli` (logits; binary data from `data.binarize`, or continuous
+      targets in [0, 1] as the classic recipe does) or `gaussian` (mean sigmoid(logits) or the
+      raw output with `gaussian_mean=identity`; standard deviation `sigma`, learned with
+      `learn_sigma=true`, one value for all pixels).
+    - `beta` weighs the KL (β-VAE); `kl_warmup_steps` ramps that weight linearly from 0.
+    - `conditional=true` (CVAE): encoder and decoder also see the label (one-hot, or the
+      attribute vector), `num_classes` of them; give the nets as `_partial_` configs and they
+      are built with the extra input channels / dims.
+    """
+
+    has_likelihood = True  # log p(x) can be estimated (the density / ood eval tasks)
+
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module | Callable[..., nn.Module],
+        decoder: nn.Module | Callable[..., nn.Module],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        latent_dim: int,
+        likelihood: str = "bernoulli",
+        sigma: float = 0.1,
+        learn_sigma: bool = False,
+        gaussian_mean: str = "sigmoid",
+        beta: float = 1.0,
+        kl_warmup_steps: int = 0,
+        conditional: bool = False,
+        num_classes: int | None = None,
+        monitor: str = "val/nelbo_nats",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise GenlabError(f"model.likelihood={likelihood!r}: use one of {LIKELIHOODS}.")
+        if gaussian_mean not in GAUSSIAN_MEANS:
+            raise GenlabError(
+                f"model.gaussian_mean={gaussian_mean!r}: use one of {GAUSSIAN_MEANS}."
+            )
+        if sigma <= 0 or beta < 0 or kl_warmup_steps < 0:
+            raise GenlabError(
+                f"model.sigma={sigma} must be > 0, model.beta={beta} and "
+                f"model.kl_warmup_steps={kl_warmup_steps} must be >= 0."
+            )
+        self.latent_dim, self.conditional = latent_dim, conditional
+        self.num_classes = num_classes
+        if conditional:
+            if not num_classes:
+                raise GenlabError(
+                    "model=cvae needs the number of classes (or attributes) to condition on, "
+                    "but model.num_classes is empty (data.num_classes is null for this data). "
+                    "Set model.num_classes, e.g. model.num_classes=40 for CelebA attributes."
+                )
+            self.encoder: nn.Module = ConditionalEncoder(
+                _build(encoder, channels=num_classes), num_classes
+            )
+            self.decoder: nn.Module = ConditionalDecoder(
+                _build(decoder, in_dim=num_classes), num_classes
+            )
+        else:
+            self.encoder, self.decoder = _build(encoder), _build(decoder)
+        self.check_encoder_size()
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.likelihood, self.gaussian_mean = likelihood, gaussian_mean
+        log_sigma = torch.tensor(math.log(sigma))
+        if likelihood == "gaussian" and learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        self.beta, self.kl_warmup_steps = beta, kl_warmup_steps
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+
+    codes_per_latent = 2  # the encoder outputs mean and log-variance
+
+    def check_encoder_size(self) -> None:
+        out_dim = getattr(self.encoder, "out_dim", None)
+        want = self.codes_per_latent * self.latent_dim
+        if out_dim is not None and out_dim != want:
+            raise GenlabError(
+                f"the encoder outputs {out_dim} numbers per image but this model needs {want} "
+                f"({self.codes_per_latent} x model.latent_dim={self.latent_dim}). Leave "
+                "model.encoder.out_dim at its default in the model config."
+            )
+
+    # --- the model ------------------------------------------------------------------------
+    def _encoder(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.conditional:
+            if y is None:
+                raise GenlabError(
+                    "this conditional VAE needs labels y to encode or decode (pass y=...)."
+                )
+            return self.encoder(x, y)
+        return self.encoder(x)
+
+    def decoder_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (..., B, d) -> decoder outputs (..., B, C, H, W); leading sample dims allowed."""
+        lead = z.shape[:-1]
+        flat = z.reshape(-1, z.shape[-1])
+        if self.conditional:
+            if y is None:
+                raise GenlabError("this conditional VAE needs labels y to decode (pass y=...).")
+            reps = flat.shape[0] // y.shape[0]
+            out = self.decoder(flat, y.repeat(reps, *([1] * (y.ndim - 1))))
+        else:
+            out = self.decoder(flat)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
+        """q(z|x): a DiagonalGaussian with mean and logvar of shape (B, latent_dim)."""
+        return DiagonalGaussian.from_params(self._encoder(x, y))
+
+    def nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) summed over pixels, from decoder outputs (..., B, C, H, W): (..., B)."""
+        lead = out.shape[: out.ndim - 4]
+        out_flat, x_flat = (
+            out.reshape(-1, *out.shape[-3:]),
+            x.expand_as(out).reshape(-1, *x.shape[-3:]),
+        )
+        if self.likelihood == "bernoulli":
+            nll = bernoulli_nll(out_flat, x_flat)
+        else:
+            nll = gaussian_nll(self._gaussian_mean(out_flat), x_flat, self.log_sigma)
+        return nll.reshape(lead + x.shape[:1])
+
+    def _gaussian_mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out) if self.gaussian_mean == "sigmoid" else out
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (B, d) -> the mean of p(x|z), an image in [0, 1]."""
+        out = self.decoder_logits(z, self._labels(len(z), y, z.device))
+        if self.likelihood == "bernoulli" or self.gaussian_mean == "sigmoid":
+            return torch.sigmoid(out)
+        return out.clamp(0, 1)
+
+    def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The posterior mean: a deterministic code (B, latent_dim)."""
+        return self.posterior(x, y).mean
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode_latent(x, y), y)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reconstruct(x, y)
+
+    def sample_latent(
+        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Prior draws z ~ N(0, temperature^2 I): (n, latent_dim)."""
+        return temperature * torch.randn(
+            n, self.latent_dim, generator=generator, device=self.device
+        )
+
+    def _labels(self, n: int, y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+        """Conditional models without labels given: classes in sorted blocks over the n images."""
+        if not self.conditional or y is not None:
+            return y
+        return (torch.arange(n, device=device) * self.num_classes) // max(n, 1)
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        y: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """n images x ~ p(x|z) (their means), z from the prior; per class `y` if conditional."""
+        z = self.sample_latent(n, generator=generator, temperature=temperature)
+        return self.decode(z, y)
+
+    # --- likelihood -------------------------------------------------------------------------
+    def elbo_terms(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One-sample negative ELBO terms per image (B,): recon = -log p(x|z), kl, nelbo."""
+        q = self.posterior(x, y)
+        z = q.rsample()
+        recon = self.nll(self.decoder_logits(z, y), x)
+        kl = q.kl()
+        return {"recon": recon, "kl": kl, "nelbo": recon + kl, "z": z}
+
+    def log_importance_weights(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """log w_i = log p(x, z_i) - log q(z_i|x) for k draws z_i ~ q(z|x): (k, B).
+
+        logsumexp over k minus log k is the IWAE bound on log p(x) (Burda et al. 2015).
+        """
+        q = self.posterior(x, y)
+        z = q.rsample((k,), generator=generator)  # (k, b, d)
+        log_px_z = -self.nll(self.decoder_logits(z, y), x)  # (k, b)
+        return log_px_z + std_normal_log_prob(z) - q.log_prob(z)
+
+    # --- training -------------------------------------------------------------------------
+    def kl_weight(self) -> float:
+        """beta times the linear warm-up factor min(1, step / kl_warmup_steps)."""
+        if self.kl_warmup_steps <= 0:
+            return self.beta
+        return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
+
+    def step(self, batch: tuple[torch.Tensor, Any], stage: str) -> torch.Tensor:
+        x, y = batch  # (b, c, h, w) in [0, 1]
+        y = y if self.conditional else None
+        terms = self.elbo_terms(x, y)
+        weight = self.kl_weight()
+        loss = (terms["recon"] + weight * terms["kl"]).mean()
+        nelbo = terms["nelbo"].mean()
+        log = dict(batch_size=len(x), sync_dist=stage != "train")
+        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
+        self.log(f"{stage}/nelbo_nats", nelbo, prog_bar=stage != "train", **log)
+        self.log(f"{stage}/bits_per_dim", bits_per_dim(nelbo, x[0].numel()), **log)
+        self.log(f"{stage}/recon_nats", terms["recon"].mean(), **log)
+        self.log(f"{stage}/kl_nats", terms["kl"].mean(), **log)
+        if stage == "train":
+            self.log("train/kl_weight", weight, **log)
+            if isinstance(self.log_sigma, nn.Parameter):
+                self.log("train/sigma", self.log_sigma.exp(), **log)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }

@@ -1,0 +1,56 @@
+"""Label conditioning for any encoder or decoder: one-hot labels (or attribute vectors)
+concatenated to the input. Used by the conditional VAE."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.utils.errors import GenlabError
+
+
+def label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class indices (B,) -> one-hot (B, num_classes); attribute vectors (B, k) pass as floats."""
+    if y.ndim == 1 and not torch.is_floating_point(y):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise GenlabError(
+                f"a label in [{int(y.min())}, {int(y.max())}] is outside 0..{num_classes - 1}: "
+                "set model.num_classes to the number of classes of the data."
+            )
+        return F.one_hot(y, num_classes).float()
+    y = y.float().view(len(y), -1)
+    if y.shape[1] != num_classes:
+        raise GenlabError(
+            f"labels have {y.shape[1]} entries but model.num_classes={num_classes}: set "
+            f"model.num_classes={y.shape[1]}."
+        )
+    return y
+
+
+class ConditionalEncoder(nn.Module):
+    """x (B, C, H, W), y -> net(cat[x, label planes]): the label enters as `num_classes`
+    constant image planes, so any image encoder works (build it with C + num_classes channels).
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.net, self.num_classes = net, num_classes
+        self.out_dim = getattr(net, "out_dim", None)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        planes = label_vector(y, self.num_classes).to(x)[:, :, None, None]  # (b, k, 1, 1)
+        planes = planes.expand(-1, -1, *x.shape[-2:])
+        return self.net(torch.cat([x, planes], dim=1))
+
+
+class ConditionalDecoder(nn.Module):
+    """z (B, d), y -> net(cat[z, label]) (build the net with in_dim = d + num_classes)."""
+
+    def __init__(self, net: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.net, self.num_classes = net, num_classes
+        self.in_dim = getattr(net, "in_dim", None)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, label_vector(y, self.num_classes).to(z)], dim=1))
