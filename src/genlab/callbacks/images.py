@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
-from genlab.models.protocols import CanSample
+from genlab.models.protocols import CanReconstruct, CanSample
 from genlab.utils.loggers import log_image
 
 
@@ -36,23 +36,41 @@ def images_dir(trainer: L.Trainer) -> Path:
 
 
 class _EveryN(L.Callback):
-    """Runs `draw` at the end of every `every_n_epochs`-th validation epoch, on rank 0."""
+    """Runs `draw` at the end of every `every_n_epochs`-th validation epoch, on rank 0, and
+    also after every `every_n_steps`-th training step when that is > 0 (file names then carry
+    the step, `sSSSSSSS`, instead of the epoch; `every_n_epochs=0` turns the epoch grids off)."""
 
-    def __init__(self, *, every_n_epochs: int = 1) -> None:
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, *, every_n_epochs: int = 1, every_n_steps: int = 0) -> None:
+        self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
+        self.stamp = "e0000"  # names this drawing's files
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         raise NotImplementedError
 
-    @rank_zero_only
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
-            return
+    def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stamp: str) -> None:
+        self.stamp = stamp
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
             self.draw(trainer, pl_module)
         pl_module.train(was_training)
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (
+            trainer.sanity_checking
+            or not self.every_n_epochs
+            or trainer.current_epoch % self.every_n_epochs
+        ):
+            return
+        self._draw(trainer, pl_module, f"e{trainer.current_epoch:04d}")
+
+    @rank_zero_only
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object
+    ) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._draw(trainer, pl_module, f"s{trainer.global_step:08d}")
 
 
 class ReconstructionGrid(_EveryN):
@@ -68,6 +86,8 @@ class ReconstructionGrid(_EveryN):
         self.n, self.n_per_row = n, n_per_row
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, CanReconstruct):  # e.g. GANs
+            return
         x = fixed_batch(trainer, self.n).to(pl_module.device)
         if getattr(pl_module, "conditional", False):  # label-conditioned models (CVAE)
             y = fixed_labels(trainer, self.n).to(pl_module.device)
@@ -75,7 +95,7 @@ class ReconstructionGrid(_EveryN):
         else:
             x_hat = pl_module.reconstruct(x)  # type: ignore[operator]
         grid = reconstruction_grid(x, x_hat, self.n_per_row)
-        name = f"reconstructions_e{trainer.current_epoch:04d}.png"
+        name = f"reconstructions_{self.stamp}.png"
         log_image(trainer, "val/reconstructions", grid, path=images_dir(trainer) / name)
 
 
@@ -92,11 +112,20 @@ def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, n_per_row: int) ->
 class SampleGrid(_EveryN):
     """Samples from a fixed noise batch (the same z every time), for models with `sample()`.
 
-    Written as `images/samples_eEEEE.png` and logged under `val/samples`.
+    Written as `images/samples_eEEEE.png` (or `samples_sSSSSSSS.png` with `every_n_steps`) and
+    logged under `val/samples`.
     """
 
-    def __init__(self, *, n: int = 64, n_per_row: int = 8, seed: int = 0, every_n_epochs: int = 1) -> None:
-        super().__init__(every_n_epochs=every_n_epochs)
+    def __init__(
+        self,
+        *,
+        n: int = 64,
+        n_per_row: int = 8,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+        every_n_steps: int = 0,
+    ) -> None:
+        super().__init__(every_n_epochs=every_n_epochs, every_n_steps=every_n_steps)
         self.n, self.n_per_row, self.seed = n, n_per_row, seed
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -105,5 +134,5 @@ class SampleGrid(_EveryN):
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         x = pl_module.sample(self.n, generator=gen)  # type: ignore[operator]
         grid = make_grid(x.float().clamp(0, 1), nrow=self.n_per_row, padding=2, pad_value=1.0)
-        name = f"samples_e{trainer.current_epoch:04d}.png"
+        name = f"samples_{self.stamp}.png"
         log_image(trainer, "val/samples", grid, path=images_dir(trainer) / name)

@@ -1,14 +1,20 @@
 """Plain nn.Modules (no Lightning): encoders, decoders, generators, discriminators."""
 
 from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from genlab.nets.gan_mlp import MLPDiscriminator, MLPGenerator
 from genlab.nets.mlp import MLPDecoder, MLPEncoder
 from genlab.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
 __all__ = [
     "ConvDecoder",
     "ConvEncoder",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
     "MLPDecoder",
+    "MLPDiscriminator",
     "MLPEncoder",
+    "MLPGenerator",
     "RecurrentDecoder",
     "RecurrentEncoder",
 ]
