@@ -1,5 +1,6 @@
 """Lightning callbacks: image grids and run bookkeeping."""
 
 from genlab.callbacks.images import ReconstructionGrid, SampleGrid
+from genlab.callbacks.latent import LatentInterpolation
 
-__all__ = ["ReconstructionGrid", "SampleGrid"]
+__all__ = ["LatentInterpolation", "ReconstructionGrid", "SampleGrid"]
