@@ -2,5 +2,6 @@
 
 from genlab.callbacks.images import ReconstructionGrid, SampleGrid
 from genlab.callbacks.latent import LatentInterpolation
+from genlab.callbacks.metrics import GenerationMetrics
 
-__all__ = ["LatentInterpolation", "ReconstructionGrid", "SampleGrid"]
+__all__ = ["GenerationMetrics", "LatentInterpolation", "ReconstructionGrid", "SampleGrid"]

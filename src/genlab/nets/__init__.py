@@ -1,5 +1,6 @@
 """Plain nn.Modules (no Lightning): encoders, decoders, generators, discriminators."""
 
+from genlab.nets.classifier import ConvClassifier
 from genlab.nets.conv import ConvDecoder, ConvEncoder
 from genlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from genlab.nets.gan_mlp import MLPDiscriminator, MLPGenerator
@@ -7,6 +8,7 @@ from genlab.nets.mlp import MLPDecoder, MLPEncoder
 from genlab.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
 __all__ = [
+    "ConvClassifier",
     "ConvDecoder",
     "ConvEncoder",
     "DCGANDiscriminator",

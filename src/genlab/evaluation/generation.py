@@ -1,0 +1,105 @@
+"""The `generation` task: FID/KID/IS/precision-recall/density-coverage of a checkpoint's
+samples (models with `sample`) and reconstructions (models with `reconstruct`) against real
+images of a split, in one feature space, with the provenance of every number.
+
+    python -m genlab.eval ckpt_path=RUN/checkpoints/last.ckpt tasks=[generation] \
+        tasks.generation.classifier_ckpt=CLF_RUN/checkpoints/best-....ckpt
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from genlab.evaluation.context import EvalContext
+from genlab.metrics.features import build_extractor
+from genlab.metrics.generation import GenerationEvaluator, real_indices
+from genlab.models.protocols import CanReconstruct, CanSample
+from genlab.utils.errors import GenlabError
+
+log = logging.getLogger(__name__)
+
+
+def sampler(model: Any, *, temperature: float = 1.0):
+    """`sample(b, generator)` for a model with `sample()`."""
+
+    def sample(b: int, gen: torch.Generator) -> torch.Tensor:
+        return model.sample(b, generator=gen, temperature=temperature)
+
+    return sample
+
+
+def reconstructor(model: Any, datamodule: Any, split: str, n: int):
+    """`sample(b, generator)` returning reconstructions of the same `n` real images the real
+    features come from, in order (the generator is not used)."""
+    data = datamodule.dataset(split)
+    idx = real_indices(len(data), n)
+    pos = 0
+
+    def sample(b: int, gen: torch.Generator) -> torch.Tensor:  # noqa: ARG001
+        nonlocal pos
+        x = torch.stack([data[j][0] for j in idx[pos : pos + b]]).to(model.device)
+        pos += b
+        return model.reconstruct(x)
+
+    return sample, len(idx)
+
+
+def generation(
+    ctx: EvalContext,
+    *,
+    metrics: list[str] = ("fid", "kid", "precision_recall", "density_coverage"),  # type: ignore[assignment]
+    extractor: str = "domain",
+    classifier_ckpt: str | None = None,
+    inception_weights: str | None = None,
+    antialias: bool = False,
+    download: bool = True,
+    n_samples: int = 1000,
+    split: str = "test",
+    batch_size: int = 250,
+    seed: int = 0,
+    temperature: float = 1.0,
+    reconstructions: bool = True,
+    cache_dir: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure samples and/or reconstructions; returns {samples: {values, provenance}, ...}."""
+    model = ctx.model
+    can_sample = isinstance(model, CanSample)
+    can_reconstruct = reconstructions and isinstance(model, CanReconstruct)
+    if not (can_sample or can_reconstruct):
+        raise GenlabError(
+            f"{type(model).__name__} neither samples nor reconstructs: the generation task "
+            "measures models with sample() or reconstruct(); remove it from tasks."
+        )
+    evaluator = GenerationEvaluator(
+        metrics=list(metrics),
+        extractor=build_extractor(
+            extractor,
+            classifier_ckpt=classifier_ckpt,
+            inception_weights=inception_weights,
+            antialias=antialias,
+            download=download,
+        ),
+        datamodule=ctx.datamodule,
+        split=split,
+        n_real=n_samples,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        device=ctx.device,
+        options=dict(options or {}),
+    )
+    out: dict[str, Any] = {}
+    model.eval()
+    if can_sample:
+        out["samples"] = evaluator.evaluate(
+            sampler(model, temperature=temperature), n_samples, seed=seed, source="samples"
+        )
+        log.info("generation metrics (samples): %s", out["samples"]["values"])
+    if can_reconstruct:
+        recon, n = reconstructor(model, ctx.datamodule, split, n_samples)
+        out["reconstructions"] = evaluator.evaluate(recon, n, source="reconstructions")
+        log.info("generation metrics (reconstructions): %s", out["reconstructions"]["values"])
+    return out
