@@ -98,15 +98,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
-    """The value a sweeper minimises: `optimized_metric`, else the model's declared metric."""
-    name = cfg.get("optimized_metric") or summary.get("monitor")
-    value = summary["metrics"].get(name) if name else None
-    if name and value is None:
+    """The value a sweeper minimises: `optimized_metric`, else the model's declared metric
+    (None when that was not logged, e.g. with train=false)."""
+    metrics = summary.get("metrics", {})
+    name = cfg.get("optimized_metric")
+    if name and name not in metrics:
         raise GenlabError(
             f"optimized_metric={name!r} was not logged by this run; logged metrics are: "
-            f"{', '.join(sorted(summary['metrics']))}."
+            f"{', '.join(sorted(metrics)) or 'none'}."
         )
-    return value
+    return metrics.get(name or summary.get("monitor"))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

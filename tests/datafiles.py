@@ -1,0 +1,89 @@
+"""Writers of tiny datasets in the real on-disk formats the torchvision loaders read."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CELEBA_ATTRS = [f"Attr_{i:02d}" for i in range(38)] + ["Smiling", "Eyeglasses"]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file (MNIST's format): magic, big-endian dims, uint8 data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim))
+        f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.tobytes())
+
+
+def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 60, n_test: int = 20, seed: int = 0):
+    """root/<folder>/raw/ with the four IDX files; image i of class c has value 10*c+i%10 at (0,0)."""
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    out = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        out[prefix] = (images, labels)
+    return out
+
+
+def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 10, seed: int = 0):
+    """root/cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta pickles."""
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    batches = {}
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        with open(base / name, "wb") as f:
+            pickle.dump({"batch_label": name, "data": data, "labels": labels}, f)
+        batches[name] = (data, labels)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return batches
+
+
+def write_celeba(root: Path, n: int = 12, seed: int = 0) -> np.ndarray:
+    """root/celeba/ in torchvision's layout: img_align_celeba/*.jpg (178x218) and the five
+    annotation files. Partition: 0 train, 1 valid, 2 test by index mod 3 (n//3 each)."""
+    rng = np.random.default_rng(seed)
+    base = root / "celeba"
+    (base / "img_align_celeba").mkdir(parents=True, exist_ok=True)
+    names = [f"{i + 1:06d}.jpg" for i in range(n)]
+    attrs = rng.choice([-1, 1], size=(n, len(CELEBA_ATTRS)))
+    for name in names:
+        pixels = rng.integers(0, 256, size=(218, 178, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(base / "img_align_celeba" / name, quality=90)
+    lines = [str(n), " ".join(CELEBA_ATTRS)]
+    lines += [f"{name} " + " ".join(f"{a:2d}" for a in row) for name, row in zip(names, attrs)]
+    (base / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (base / "identity_CelebA.txt").write_text("".join(f"{m} {i % 5}\n" for i, m in enumerate(names)))
+    bbox = [str(n), "image_id x_1 y_1 width height"] + [f"{m} 1 2 100 120" for m in names]
+    (base / "list_bbox_celeba.txt").write_text("\n".join(bbox) + "\n")
+    marks_header = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+    marks = [str(n), marks_header] + [f"{m} " + " ".join(["50"] * 10) for m in names]
+    (base / "list_landmarks_align_celeba.txt").write_text("\n".join(marks) + "\n")
+    (base / "list_eval_partition.txt").write_text("".join(f"{m} {i % 3}\n" for i, m in enumerate(names)))
+    return attrs
+
+
+def write_image_folder(root: Path, classes: list[str] | None, per_class: int = 10, size=(40, 30), seed=0):
+    """PNG images under root (flat) or root/<class>/ for each class."""
+    rng = np.random.default_rng(seed)
+    dirs = [root / c for c in classes] if classes else [root]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(d / f"img_{i:03d}.png")
+    return dirs

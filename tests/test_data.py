@@ -1,0 +1,153 @@
+"""Every datamodule on files written in the real on-disk formats, through torchvision's loaders."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datafiles import CELEBA_ATTRS, write_celeba, write_cifar10, write_image_folder, write_mnist
+from hydra.utils import instantiate
+from conftest import make_cfg
+
+from genlab.data import CIFAR10, CelebA, ImageFolder, MNIST5k, TorchvisionMNIST
+from genlab.utils.errors import GenlabError
+
+
+def batch(dm, split="train"):
+    loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}
+    return next(iter(loader[split]()))
+
+
+def test_mnist_5k_split_is_deterministic_and_disjoint():
+    a, b = MNIST5k(image_size=28, channels=1), MNIST5k(image_size=28, channels=1)
+    a.setup(), b.setup()
+    assert {k: len(v) for k, v in a.splits.items()} == {"train": 4000, "val": 500, "test": 500}
+    fingerprint = lambda dm, s: torch.stack([dm.dataset(s)[i][0] for i in range(0, 500, 50)])
+    for split in ("train", "val", "test"):
+        assert torch.equal(fingerprint(a, split), fingerprint(b, split))
+    # no image appears in two splits
+    flat = {s: {a.dataset(s)[i][0].flatten().numpy().tobytes() for i in range(len(a.dataset(s)))} for s in a.splits}
+    assert not flat["train"] & flat["test"] and not flat["train"] & flat["val"]
+    x, y = batch(a)
+    assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert y.dtype == torch.long and set(y.tolist()) <= set(range(10))
+    assert a.image_shape == (1, 28, 28) and a.num_classes == 10
+
+
+def test_mnist_5k_resizes_and_converts_channels():
+    dm = MNIST5k(image_size=32, channels=3, batch_size=8)
+    x, _ = batch(dm, "val")
+    assert x.shape == (8, 3, 32, 32) and torch.equal(x[:, 0], x[:, 1])
+
+
+def test_binarization_static_is_fixed_dynamic_is_fresh():
+    static = MNIST5k(image_size=28, channels=1, binarize="static")
+    dynamic = MNIST5k(image_size=28, channels=1, binarize="dynamic")
+    static.setup(), dynamic.setup()
+    s1, s2 = static.dataset("train")[3][0], static.dataset("train")[3][0]
+    d1, d2 = dynamic.dataset("train")[3][0], dynamic.dataset("train")[3][0]
+    assert set(s1.unique().tolist()) <= {0.0, 1.0} and torch.equal(s1, s2)
+    assert set(d1.unique().tolist()) <= {0.0, 1.0} and not torch.equal(d1, d2)
+    # evaluation splits are always a fixed draw, so test numbers are comparable
+    assert torch.equal(dynamic.dataset("test")[0][0], dynamic.dataset("test")[0][0])
+
+
+@pytest.mark.parametrize("variant,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_torchvision_mnist_reads_idx_files(tmp_path, variant, folder):
+    written = write_mnist(tmp_path, folder)
+    dm = TorchvisionMNIST(
+        variant=variant, data_dir=str(tmp_path), download=False, image_size=28, channels=1,
+        val_fraction=0.2, batch_size=4,
+    )
+    dm.prepare_data()
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 48, "val": 12, "test": 20}
+    x, y = dm.dataset("test")[7]
+    images, labels = written["t10k"]
+    assert torch.equal((x[0] * 255).round().to(torch.uint8), torch.from_numpy(images[7]))
+    assert int(y) == int(labels[7])
+
+
+def test_missing_mnist_names_the_files(tmp_path):
+    dm = TorchvisionMNIST(data_dir=str(tmp_path), download=False, image_size=28, channels=1)
+    with pytest.raises(GenlabError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in msg and "download" in msg
+
+
+def test_cifar10_reads_pickles(tmp_path):
+    batches = write_cifar10(tmp_path)
+    dm = CIFAR10(data_dir=str(tmp_path), download=False, image_size=32, channels=3, batch_size=5)
+    dm.prepare_data()
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 45, "val": 5, "test": 10}
+    x, y = dm.dataset("test")[2]
+    data, labels = batches["test_batch"]
+    expected = torch.from_numpy(data[2].reshape(3, 32, 32))
+    assert x.shape == (3, 32, 32) and torch.equal((x * 255).round().to(torch.uint8), expected)
+    assert int(y) == labels[2]
+
+
+def test_celeba_layout_crop_and_attributes(tmp_path):
+    attrs = write_celeba(tmp_path, n=12)
+    dm = CelebA(data_dir=str(tmp_path), download=False, image_size=64, channels=3, batch_size=2)
+    dm.prepare_data()
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 4, "val": 4, "test": 4}
+    assert dm.attr_names == CELEBA_ATTRS
+    x, y = dm.dataset("val")[0]  # image 000002.jpg (index 1: partition 1)
+    assert x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(y, torch.from_numpy((attrs[1] + 1) // 2))
+    xb, yb = batch(dm)
+    assert xb.shape == (2, 3, 64, 64) and yb.shape == (2, 40)
+
+
+def test_missing_celeba_explains_where_files_go(tmp_path):
+    dm = CelebA(data_dir=str(tmp_path), download=False, image_size=64, channels=3)
+    with pytest.raises(GenlabError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    assert str(tmp_path / "celeba" / "img_align_celeba") in msg
+    assert "list_attr_celeba.txt" in msg and "data.data_dir" in msg
+
+
+def test_image_folder_with_class_subfolders(tmp_path):
+    write_image_folder(tmp_path / "imgs", ["cats", "dogs", "owls"], per_class=10)
+    dm = ImageFolder(path=str(tmp_path / "imgs"), image_size=16, channels=3, batch_size=4)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.num_classes == 3 and dm.classes == ["cats", "dogs", "owls"]
+    assert sum(len(v) for v in dm.splits.values()) == 30
+    x, y = batch(dm)
+    assert x.shape == (4, 3, 16, 16) and set(y.tolist()) <= {0, 1, 2}
+
+
+def test_image_folder_flat_grey(tmp_path):
+    write_image_folder(tmp_path / "flat", None, per_class=10)
+    dm = ImageFolder(path=str(tmp_path / "flat"), image_size=8, channels=1, batch_size=3)
+    x, y = batch(dm)
+    assert x.shape == (3, 1, 8, 8) and set(y.tolist()) == {0}
+
+
+def test_image_folder_unreadable_file_error_or_skip(tmp_path):
+    write_image_folder(tmp_path / "f", None, per_class=6)
+    bad = tmp_path / "f" / "broken.png"
+    bad.write_bytes(b"this is not a png")
+    dm = ImageFolder(path=str(tmp_path / "f"), image_size=8, channels=3)
+    with pytest.raises(GenlabError) as err:
+        dm.setup()
+    assert str(bad) in str(err.value) and "on_bad_file=skip" in str(err.value)
+    skipping = ImageFolder(path=str(tmp_path / "f"), image_size=8, channels=3, on_bad_file="skip")
+    skipping.setup()
+    assert sum(len(v) for v in skipping.splits.values()) == 6
+
+
+@pytest.mark.parametrize("data", ["mnist_5k", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"])
+def test_every_data_config_instantiates_and_sizes_nets(tmp_path, data):
+    cfg = make_cfg(tmp_path, f"data={data}", "data.path=/nonexistent")  if data == "image_folder" else make_cfg(tmp_path, f"data={data}")
+    dm = instantiate(cfg.data)
+    assert dm.image_shape == (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    model = instantiate(cfg.model)
+    x = torch.rand(2, *dm.image_shape)
+    assert model.reconstruct(x).shape == x.shape
