@@ -49,7 +49,7 @@ class VAE(L.LightningModule):
     - `beta` weighs the KL (β-VAE); `kl_warmup_steps` ramps that weight linearly from 0.
     - `conditional=true` (CVAE): encoder and decoder also see the label (one-hot, or the
       attribute vector), `num_classes` of them; give the nets as `_partial_` configs and they
-      are built with the extra input channels / dims.
+      are built with one extra input channel (a learned label plane) / num_classes extra z dims.
     """
 
     has_likelihood = True  # log p(x) can be estimated (the density / ood eval tasks)
@@ -94,8 +94,14 @@ class VAE(L.LightningModule):
                     "but model.num_classes is empty (data.num_classes is null for this data). "
                     "Set model.num_classes, e.g. model.num_classes=40 for CelebA attributes."
                 )
+            if isinstance(encoder, nn.Module) or isinstance(decoder, nn.Module):
+                raise GenlabError(
+                    "a conditional VAE builds its nets with the label inputs added: give the "
+                    "encoder and decoder as `_partial_: true` configs (as model/cvae.yaml does)."
+                )
+            image_size = int(encoder.keywords["image_size"])  # type: ignore[union-attr]
             self.encoder: nn.Module = ConditionalEncoder(
-                _build(encoder, channels=num_classes), num_classes
+                _build(encoder, channels=1), num_classes, image_size
             )
             self.decoder: nn.Module = ConditionalDecoder(
                 _build(decoder, in_dim=num_classes), num_classes

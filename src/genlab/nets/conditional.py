@@ -1,5 +1,5 @@
-"""Label conditioning for any encoder or decoder: one-hot labels (or attribute vectors)
-concatenated to the input. Used by the conditional VAE."""
+"""Label conditioning for any encoder or decoder: labels (one-hot, or attribute vectors)
+enter as an extra image plane (encoder) or extra code dims (decoder). Used by the CVAE."""
 
 from __future__ import annotations
 
@@ -29,19 +29,21 @@ def label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class ConditionalEncoder(nn.Module):
-    """x (B, C, H, W), y -> net(cat[x, label planes]): the label enters as `num_classes`
-    constant image planes, so any image encoder works (build it with C + num_classes channels).
+    """x (B, C, H, W), y -> net(cat[x, label plane]): the label is embedded as one extra image
+    plane (a learned (num_classes -> H*W) map), so any image encoder works: build it with
+    C + 1 channels. (One plane rather than num_classes one-hot planes keeps MLP encoders small.)
     """
 
-    def __init__(self, net: nn.Module, num_classes: int) -> None:
+    def __init__(self, net: nn.Module, num_classes: int, image_size: int) -> None:
         super().__init__()
-        self.net, self.num_classes = net, num_classes
+        self.net, self.num_classes, self.image_size = net, num_classes, image_size
+        self.embed = nn.Linear(num_classes, image_size * image_size)
         self.out_dim = getattr(net, "out_dim", None)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        planes = label_vector(y, self.num_classes).to(x)[:, :, None, None]  # (b, k, 1, 1)
-        planes = planes.expand(-1, -1, *x.shape[-2:])
-        return self.net(torch.cat([x, planes], dim=1))
+        plane = self.embed(label_vector(y, self.num_classes).to(x))  # (b, h*w)
+        plane = plane.view(-1, 1, self.image_size, self.image_size)
+        return self.net(torch.cat([x, plane], dim=1))
 
 
 class ConditionalDecoder(nn.Module):
