@@ -155,6 +155,7 @@ class GAN(L.LightningModule):
             gradient_clip_algorithm,
         )
         self.num_classes, self.seed = num_classes, seed
+        self.conditional = num_classes > 0  # the sample/latent CLIs pass labels when True
         self.nan_check_every_n_steps = nan_check_every_n_steps
         self.monitor, self.monitor_mode = monitor, monitor_mode
         # first non-finite iteration: (step, loss_d, loss_g), step -1 while all is well
@@ -274,6 +275,7 @@ class GAN(L.LightningModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             self._step_uncounted(opt_d)
+        opt_d.zero_grad(set_to_none=True)  # so the G step provably leaves D's .grad at None
 
         with frozen(self.discriminator):
             if fake is None:

@@ -1,0 +1,339 @@
+"""GANs: losses against closed forms, nets, step counting, the D-frozen property, precision,
+divergence handling, exact resume, config composition. Tiny nets, few steps, real training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from conftest import FAST, make_cfg, run_cli, run_dirs
+from hydra.utils import instantiate
+
+from genlab.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
+from genlab.models.gan import GAN, frozen
+from genlab.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from genlab.train import train
+from genlab.utils.errors import GenlabError
+
+# a GAN small enough to take a few ms per iteration
+TINY = [
+    "model=gan",
+    "model.latent_dim=8",
+    "model.generator.hidden_dims=[32]",
+    "model.discriminator.hidden_dims=[32]",
+    "data.batch_size=16",
+]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- losses ------------------------------------------------------------------------------
+def test_losses_match_closed_forms_at_known_points():
+    zero = torch.zeros(3)
+    log2 = math.log(2.0)
+    # D undecided (logit 0): BCE pays log 2 on each side; the G losses are +-log 2
+    assert torch.allclose(discriminator_loss(zero, zero, "bce"), torch.full((3,), 2 * log2))
+    assert torch.allclose(generator_loss(zero, "bce"), torch.full((3,), log2))
+    assert torch.allclose(generator_loss(zero, "minimax"), torch.full((3,), -log2))
+    assert torch.allclose(discriminator_loss(zero, zero, "hinge"), torch.full((3,), 2.0))
+    assert torch.allclose(discriminator_loss(zero, zero, "ls"), torch.full((3,), 0.5))
+    # one-sided smoothing: the real term is BCE against 0.9, minimised at logit log(0.9/0.1)
+    best = torch.full((1,), math.log(9.0), requires_grad=True)
+    discriminator_loss(best, torch.full((1,), -50.0), "bce", real_target=0.9).sum().backward()
+    assert abs(best.grad.item()) < 1e-6
+    # saturation: once D rejects fakes confidently, minimax gives G almost no gradient,
+    # the non-saturating loss a strong one (the reason it is the default)
+    fake = torch.full((1,), -8.0, requires_grad=True)
+    (g_mm,) = torch.autograd.grad(generator_loss(fake, "minimax").sum(), fake)
+    (g_ns,) = torch.autograd.grad(generator_loss(fake, "bce").sum(), fake)
+    assert abs(g_mm.item()) < 1e-3 < 0.99 < abs(g_ns.item())
+
+
+def test_gradient_penalty_of_a_linear_critic_is_closed_form():
+    w = torch.tensor([3.0, 4.0])  # ||w|| = 5, so the penalty is (5 - 1)^2 = 16 everywhere
+
+    def critic(x):
+        return x.flatten(1) @ w
+
+    real, fake = torch.randn(6, 1, 1, 2), torch.randn(6, 1, 1, 2)
+    assert torch.allclose(gradient_penalty(critic, real, fake), torch.full((6,), 16.0))
+
+
+# --- nets --------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [64, 32, 28])
+def test_dcgan_shapes_and_paper_init(size):
+    torch.manual_seed(0)
+    g = DCGANGenerator(latent_dim=100, channels=3, image_size=size, base_channels=8)
+    d = DCGANDiscriminator(channels=3, image_size=size, base_channels=8)
+    x = g(torch.randn(5, 100))
+    assert x.shape == (5, 3, size, size) and x.abs().max() <= 1.0
+    assert d(x).shape == (5,)
+    convs = [m.weight for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    std = torch.cat([w.flatten() for w in convs]).std().item()
+    assert 0.018 < std < 0.022
+    bns = [m for m in d.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(abs(m.weight.mean().item() - 1.0) < 0.02 for m in bns)
+    # no batch norm right after D's input conv, none before G's Tanh
+    assert not isinstance(d.body[1], torch.nn.BatchNorm2d)
+    assert isinstance(g.body[-1], torch.nn.Tanh) and isinstance(
+        g.body[-2], torch.nn.ConvTranspose2d
+    )
+
+
+def test_dcgan_rejects_other_sizes_naming_the_option():
+    with pytest.raises(GenlabError, match=r"data\.image_size"):
+        DCGANGenerator(latent_dim=8, channels=1, image_size=48)
+
+
+def test_conditional_nets_use_the_label():
+    torch.manual_seed(0)
+    g = MLPGenerator(latent_dim=4, channels=1, image_size=8, hidden_dims=[16], num_classes=3)
+    d = MLPDiscriminator(channels=1, image_size=8, hidden_dims=[16], num_classes=3)
+    z = torch.randn(2, 4).repeat(1, 1)
+    a, b = g(z, torch.tensor([0, 0])), g(z, torch.tensor([1, 1]))
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(d(a, torch.tensor([0, 0])), d(a, torch.tensor([2, 2])))
+
+
+def test_frozen_restores_flags_even_when_the_body_raises():
+    net = torch.nn.Linear(2, 2)
+    net.bias.requires_grad_(False)
+    with pytest.raises(RuntimeError), frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        raise RuntimeError("boom")
+    assert net.weight.requires_grad and not net.bias.requires_grad
+
+
+# --- training loop -----------------------------------------------------------------------
+class WatchGeneratorStep(L.Callback):
+    """Checks, at every G update of a real run, that D is frozen, has no gradient, and that
+    the G step leaves D's weights unchanged."""
+
+    def __init__(self) -> None:
+        self.g_steps = 0
+        self.snapshot: list[torch.Tensor] | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if optimizer is not trainer.optimizers[0]:
+            return
+        d = pl_module.discriminator
+        assert not any(p.requires_grad for p in d.parameters())
+        assert all(p.grad is None for p in d.parameters())
+        assert all(p.grad is not None for p in pl_module.generator.parameters())
+        self.snapshot = [p.detach().clone() for p in d.parameters()]
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        d = list(pl_module.discriminator.parameters())
+        assert all(p.requires_grad for p in d)
+        assert all(torch.equal(a, b) for a, b in zip(self.snapshot, d, strict=True))
+        self.g_steps += 1
+
+
+def test_discriminator_is_frozen_and_untouched_in_the_generator_step(tmp_path):
+    cfg = make_cfg(tmp_path, *FAST, *TINY, "train=true", "test=false", "++trainer.max_steps=3")
+    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data)
+    watch = WatchGeneratorStep()
+    d_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[watch],
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert watch.g_steps == 3
+    # ... while D's own steps do change it
+    d_after = list(model.discriminator.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, d_after, strict=True))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_max_steps_counts_gan_iterations(tmp_path, precision):
+    """max_steps=10 -> exactly 10 G updates and n_critic * 10 D updates (Adam's own step
+    counters), schedulers stepped 10 times, one logged step per iteration."""
+    summary = train(
+        make_cfg(
+            tmp_path,
+            *FAST,
+            *TINY,
+            "model.n_critic=2",
+            "model.gradient_clip_val=1.0",
+            "+model.scheduler_g={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}",
+            "trainer.max_epochs=10",
+            "trainer.limit_train_batches=5",  # so step 10 ends epoch 2 and last.ckpt is saved
+            "++trainer.max_steps=10",
+            f"trainer.precision={precision}",
+            "test=false",
+        )
+    )
+    assert summary["status"] == "completed" and summary["global_step"] == 10
+    ckpt = load(summary["last_ckpt"])
+    opt_g, opt_d = ckpt["optimizer_states"]
+    assert {float(s["step"]) for s in opt_g["state"].values()} == {10.0}
+    assert {float(s["step"]) for s in opt_d["state"].values()} == {20.0}
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 10
+    assert opt_g["param_groups"][0]["lr"] == pytest.approx(2e-4 * 0.5**10)
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        steps = {int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss_d")}
+    assert steps == set(range(10))
+    for key in ("train/d_real", "train/d_fake", "train/grad_norm_d", "train/grad_norm_g"):
+        assert math.isfinite(summary["metrics"][key]), key
+
+
+def test_16_mixed_on_cpu(tmp_path):
+    """fp16 autocast with a GradScaler on CPU: the D step goes through the same scaler."""
+    summary = train(
+        make_cfg(
+            tmp_path,
+            *FAST,
+            *TINY,
+            "model.gradient_clip_val=1.0",
+            "trainer.limit_train_batches=3",
+            "++trainer.max_steps=6",
+            "trainer.precision=16-mixed",
+            "test=false",
+        )
+    )
+    assert summary["global_step"] == 6
+    ckpt = load(summary["last_ckpt"])
+    opt_g, opt_d = ckpt["optimizer_states"]
+    # a skipped (overflowing) scaler step leaves Adam's counter behind; at most a few skip
+    assert 3 <= max(float(s["step"]) for s in opt_d["state"].values()) <= 6
+    for v in ckpt["state_dict"].values():
+        assert torch.isfinite(v.float()).all()
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # After 4 iterations (one epoch, checkpointed) D's learning rate jumps to ~1e26.
+    cfg = make_cfg(
+        tmp_path,
+        *FAST,
+        *TINY,
+        "trainer.max_epochs=3",
+        "model.nan_check_every_n_steps=1",
+        "+model.scheduler_d={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:4,gamma:1e30}",
+    )
+    with pytest.raises(GenlabError, match=r"diverged: at step (\d+) .*train/loss_d=") as err:
+        train(cfg)
+    step = int(err.value.args[0].split("at step ")[1].split()[0])
+    assert 4 <= step < 8
+    ckpt = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["state_dict"].values())
+
+
+def test_resume_is_exact(tmp_path):
+    """2 epochs straight == 1 epoch, stop, resume for the 2nd: every weight (G, D, EMA, BN
+    stats) and both optimizer states equal bit for bit."""
+    common = [*FAST, *TINY, "test=false", "model.n_critic=2", "model.loss=wgan_gp"]
+    straight = train(make_cfg(tmp_path / "a", *common, "trainer.max_epochs=2"))
+    first = train(make_cfg(tmp_path / "b", *common, "trainer.max_epochs=1"))
+    resumed = train(
+        make_cfg(
+            tmp_path / "c", *common, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}"
+        )
+    )
+    a, b = load(straight["last_ckpt"]), load(resumed["last_ckpt"])
+    assert a["global_step"] == b["global_step"] == 8
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert any(k.startswith("generator_ema.") for k in a["state_dict"])
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for i in oa["state"]:
+            for name in oa["state"][i]:
+                assert torch.equal(
+                    torch.as_tensor(oa["state"][i][name]), torch.as_tensor(ob["state"][i][name])
+                )
+    # and the weights did move in the resumed epoch
+    c = load(first["last_ckpt"])
+    assert not torch.equal(
+        c["state_dict"]["generator.body.0.weight"], b["state_dict"]["generator.body.0.weight"]
+    )
+
+
+def test_ddp_two_processes_train_and_end_with_identical_weights(tmp_path):
+    """trainer=ddp_sim (2 CPU processes, plain `strategy: ddp`): no unused-parameter error,
+    and G, D and the EMA are bit-identical on both ranks at the end."""
+    fast = [o for o in FAST if o != "trainer=cpu"]
+    run_cli(
+        *fast,
+        *TINY,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=2",
+        "test=false",
+        "+callbacks.weights_digest._target_=genlab.callbacks.WeightsDigest",
+        cwd=tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    (run,) = run_dirs(tmp_path)
+    rank0 = json.loads((run / "weights_rank0.json").read_text())
+    rank1 = json.loads((run / "weights_rank1.json").read_text())
+    assert rank0["global_step"] == rank1["global_step"] == 2 * 4
+    assert set(rank0["digests"]) == {"generator", "discriminator", "generator_ema"}
+    assert rank0 == rank1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+
+
+# --- sampling ----------------------------------------------------------------------------
+def test_sampling_uses_ema_and_returns_unit_range(tmp_path):
+    cfg = make_cfg(tmp_path, *TINY, "model=cgan")
+    model: GAN = instantiate(cfg.model)
+    assert model.conditional and model.num_classes == 10
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)  # G and its EMA now differ
+    gen = torch.Generator().manual_seed(0)
+    x = model.sample(12, generator=gen)
+    assert x.shape == (12, 1, 28, 28) and x.min() >= 0.0 and x.max() <= 1.0
+    z = model.sample_latent(12, generator=torch.Generator().manual_seed(0))
+    y = model.default_labels(12)
+    assert torch.equal(y, torch.arange(12) % 10)
+    ema_out = (model.generator_ema(z, y) + 1) / 2
+    assert torch.allclose(x, ema_out.clamp(0, 1))
+    assert not torch.allclose(x, ((model.generator(z, y) + 1) / 2).clamp(0, 1))
+
+
+def test_conditional_gan_refuses_data_without_classes(tmp_path):
+    cfg = make_cfg(tmp_path, *TINY, "model=cgan")
+    model: GAN = instantiate(cfg.model)
+    with pytest.raises(GenlabError, match="class-conditional"):
+        model._labels(torch.zeros(4, 40))
+
+
+# --- configs -----------------------------------------------------------------------------
+def test_dcgan_celeba_command_composes_into_the_paper_recipe(tmp_path):
+    """`python -m genlab.train model=dcgan data=celeba trainer=gpu`, experiment=dcgan_celeba."""
+    for overrides in (["model=dcgan", "data=celeba", "trainer=gpu"], ["experiment=dcgan_celeba"]):
+        cfg = make_cfg(tmp_path, *overrides)
+        assert cfg.data.batch_size == 128 and cfg.data.image_size == 64 and cfg.data.channels == 3
+        assert cfg.trainer.accelerator == "gpu"
+        assert cfg.model.latent_dim == 100
+        for opt in (cfg.model.optimizer_g, cfg.model.optimizer_d):
+            assert opt._target_ == "torch.optim.Adam" and opt.lr == 2e-4 and opt.betas[0] == 0.5
+        model = instantiate(cfg.model)
+        assert isinstance(model.generator, DCGANGenerator)
+        assert model.generator.body[0].out_channels == 8 * 64  # 4x4x512 at the bottom
+        assert model.sample(2).shape == (2, 3, 64, 64)
+        assert model.discriminator(torch.zeros(2, 3, 64, 64)).shape == (2,)
+        instantiate(cfg.data)  # the CelebA datamodule builds (no files needed until setup)
+
+
+@pytest.mark.parametrize("experiment", ["gan_mnist", "dcgan_mnist", "cgan_mnist"])
+def test_mnist_experiments_compose_and_build(tmp_path, experiment):
+    cfg = make_cfg(tmp_path, f"experiment={experiment}")
+    model = instantiate(cfg.model)
+    assert model.sample(2).shape == (2, 1, 28, 28)
+    assert cfg.callbacks.sample_grid.every_n_steps > 0
