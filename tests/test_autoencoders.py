@@ -1,0 +1,315 @@
+"""Sparse, denoising and recurrent autoencoders: their parts against closed forms, then each
+defining behaviour on real MNIST digits (mnist_5k) through the real config and training."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import make_cfg
+from hydra.utils import instantiate
+
+from genlab.data import MNIST5k
+from genlab.eval import evaluate, load_model
+from genlab.losses.sparsity import hoyer_sparsity, kl_sparsity_batch, top_k
+from genlab.models.corruption import (
+    Corruptions,
+    DropoutNoise,
+    GaussianNoise,
+    Masking,
+    SaltAndPepper,
+)
+from genlab.nets import RecurrentDecoder, RecurrentEncoder
+from genlab.train import train
+from genlab.utils.errors import GenlabError
+
+# short real training: small nets, checkpoint callback only, no test pass, CSV logger
+QUICK = [
+    "trainer=cpu",
+    "callbacks=model_checkpoint",
+    "logger=csv",
+    "extras.print_config=false",
+    "test=false",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "+trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=10",
+    "data.batch_size=64",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each
+    other and a small MLP step takes 20-40x longer (measured: 0.3-0.5 s vs 12 ms)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL_MLP = ["model.encoder.hidden_dims=[256]", "model.decoder.hidden_dims=[256]"]
+
+
+def fit(tmp_path, *overrides):
+    """Train with the real config; return (summary, trained model in eval mode)."""
+    summary = train(make_cfg(tmp_path, *QUICK, *overrides))
+    assert summary["status"] == "completed"
+    model, _ = load_model(summary["last_ckpt"])
+    return summary, model
+
+
+def mnist_test_images() -> torch.Tensor:
+    """The 500 real test digits of mnist_5k (its default split), (500, 1, 28, 28) in [0, 1]."""
+    data = MNIST5k(image_size=28, channels=1).dataset("test")
+    return torch.stack([data[i][0] for i in range(len(data))])
+
+
+# --- corruptions ----------------------------------------------------------------------------
+def test_gaussian_noise_has_sigma_and_is_reproducible():
+    x = torch.full((64, 1, 28, 28), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    noisy = GaussianNoise(0.1)(x, generator=gen)
+    assert abs((noisy - x).std().item() - 0.1) < 0.005  # clipping at 0.5 +- 5 sigma is negligible
+    assert abs((noisy - x).mean().item()) < 0.005
+    again = GaussianNoise(0.1)(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)
+    assert GaussianNoise(2.0)(x).min() >= 0 and GaussianNoise(2.0)(x).max() <= 1  # clipped
+
+
+def test_masking_salt_pepper_and_dropout_fractions():
+    x = torch.full((32, 3, 28, 28), 0.5)
+    masked = Masking(0.3)(x)
+    zero = masked == 0
+    assert abs(zero.float().mean().item() - 0.3) < 0.02
+    assert torch.equal(zero[:, :1].expand_as(zero), zero)  # whole pixels, every channel
+    assert torch.all(masked[~zero] == 0.5)
+
+    sp = SaltAndPepper(0.2)(x)
+    assert abs((sp != 0.5).float().mean().item() - 0.2) < 0.02
+    assert abs((sp == 0).float().mean().item() - 0.1) < 0.015  # half pepper, half salt
+    assert abs((sp == 1).float().mean().item() - 0.1) < 0.015
+
+    dropped = DropoutNoise(0.25)(x)
+    assert abs((dropped == 0).float().mean().item() - 0.25) < 0.02
+    assert torch.allclose(dropped[dropped != 0], torch.tensor(0.5 / 0.75))
+    assert abs(dropped.mean().item() - 0.5) < 0.01  # inverted dropout keeps the expectation
+
+
+def test_corruptions_compose_from_config_in_order(tmp_path):
+    cfg = make_cfg(tmp_path, "model=denoising_ae", "model/corruption=[masking,gaussian]")
+    model = instantiate(cfg.model)
+    assert isinstance(model.corruption, Corruptions)
+    assert [type(c) for c in model.corruption.steps] == [Masking, GaussianNoise]
+    # masking first, then noise: masked pixels are no longer exactly 0
+    x = torch.ones(8, 1, 28, 28)
+    assert (model.corruption(x) == 0).float().mean() < 0.2
+    assert sum(p.numel() for p in model.corruption.parameters()) == 0  # nothing in checkpoints
+    plain = instantiate(make_cfg(tmp_path, "model=ae").model)
+    assert plain.corruption is None and plain.sparsity is None
+
+
+# --- sparsity -------------------------------------------------------------------------------
+def test_kl_sparsity_closed_form():
+    rho = 0.05
+    code = torch.full((10, 4), rho)
+    assert kl_sparsity_batch(code, rho).item() == pytest.approx(0.0, abs=1e-6)
+    code = torch.tensor([[0.2, 0.5], [0.4, 0.5]])  # unit means 0.3 and 0.5
+    expected = sum(
+        rho * torch.log(torch.tensor(rho / m))
+        + (1 - rho) * torch.log(torch.tensor((1 - rho) / (1 - m)))
+        for m in (0.3, 0.5)
+    )
+    assert kl_sparsity_batch(code, rho).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_top_k_keeps_the_k_largest():
+    code = torch.randn(16, 32)
+    out = top_k(code, 5)
+    assert torch.all((out != 0).sum(1) == 5)
+    kept = torch.sort(code, dim=1, descending=True).values[:, :5]
+    assert torch.equal(torch.sort(out[out != 0].view(16, 5), dim=1, descending=True).values, kept)
+
+
+def test_hoyer_sparsity_extremes():
+    assert hoyer_sparsity(torch.eye(8)).allclose(torch.ones(8))
+    assert hoyer_sparsity(torch.ones(3, 8)).allclose(torch.zeros(3), atol=1e-6)
+    assert torch.equal(hoyer_sparsity(3.0 * torch.eye(8)), hoyer_sparsity(torch.eye(8)))
+
+
+# --- recurrent nets -------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_recurrent_nets_read_rows_and_sequences(cell):
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(channels=3, image_size=12, out_dim=6, cell=cell, hidden_size=16)
+    dec = RecurrentDecoder(channels=3, image_size=12, in_dim=6, cell=cell, hidden_size=16)
+    x = torch.rand(5, 3, 12, 12)
+    rows = x.permute(0, 2, 1, 3).reshape(5, 12, 36)  # row t = all channels of row t
+    assert torch.allclose(enc(x), enc(rows), atol=1e-6)
+    assert not torch.allclose(enc(x), enc(x.flip(2)), atol=1e-3)  # order matters: it reads rows
+    assert dec(enc(x)).shape == (5, 3, 12, 12)
+    seq_enc = RecurrentEncoder(seq_len=7, features=4, out_dim=3, cell=cell, hidden_size=8)
+    seq_dec = RecurrentDecoder(seq_len=7, features=4, in_dim=3, cell=cell, hidden_size=8)
+    assert seq_dec(seq_enc(torch.randn(2, 7, 4))).shape == (2, 7, 4)
+    with pytest.raises(GenlabError, match="features"):
+        enc(torch.rand(5, 1, 12, 12))
+
+
+# --- real training --------------------------------------------------------------------------
+# The same small MLP (784-256-64-256-784, BCE, Adam 3e-3) for every sparse form and its plain
+# baseline; each form is compared with a plain autoencoder of the same code size whose code has
+# the same kind of output (ReLU codes for L1; sigmoid codes for KL). Top-k (linear codes) is
+# compared with the ReLU baseline, the sparser of the two plain codes.
+SPARSE_COMMON = [
+    *SMALL_MLP,
+    "model.latent_dim=64",
+    "model.reconstruction=bce",
+    "model.optimizer.lr=3e-3",
+]
+EPOCHS = {"relu": 2, "sigmoid": 4}  # sigmoid codes start saturated and need longer
+SPARSE = {
+    "l1": (["model/sparsity=l1", "model.sparsity.weight=0.3"], "relu"),
+    "kl": (["model/sparsity=kl", "model.sparsity.rho=0.05", "model.sparsity.weight=3"], "sigmoid"),
+    "topk": (["model/sparsity=topk", "model.sparsity.k=8"], "relu"),
+}
+
+
+@torch.no_grad()
+def code_sparsity(model, x: torch.Tensor, threshold: float) -> dict[str, float]:
+    code = model.encode_latent(x)
+    return {
+        "active_fraction": (code.abs() > threshold).float().mean().item(),
+        "mean_activation": code.abs().mean().item(),
+        "hoyer": hoyer_sparsity(code).mean().item(),
+        "recon_mse": (model.reconstruct(x) - x).pow(2).flatten(1).sum(1).mean().item(),
+    }
+
+
+@pytest.fixture(scope="module")
+def plain_ae(tmp_path_factory):
+    """Plain autoencoders with ReLU / sigmoid codes, trained once for the module."""
+    cache: dict[str, torch.nn.Module] = {}
+
+    def get(out_act: str):
+        if out_act not in cache:
+            _, cache[out_act] = fit(
+                tmp_path_factory.mktemp(f"plain_{out_act}"),
+                "model=ae",
+                *SPARSE_COMMON,
+                f"model.encoder.out_activation={out_act}",
+                f"trainer.max_epochs={EPOCHS[out_act]}",
+            )
+        return cache[out_act]
+
+    return get
+
+
+@pytest.mark.parametrize("form", sorted(SPARSE))
+def test_sparse_codes_are_sparser_than_plain_ae(tmp_path, plain_ae, form):
+    overrides, baseline_act = SPARSE[form]
+    _, sparse = fit(
+        tmp_path,
+        "model=sparse_ae",
+        *SPARSE_COMMON,
+        *overrides,
+        f"trainer.max_epochs={EPOCHS[baseline_act]}",
+    )
+    assert sparse.sparsity.kind == form and sparse.latent_dim == 64
+    x = mnist_test_images()
+    threshold = sparse.sparsity.active_threshold
+    s, p = code_sparsity(sparse, x, threshold), code_sparsity(plain_ae(baseline_act), x, threshold)
+    assert s["active_fraction"] < 0.6 * p["active_fraction"], (s, p)
+    if form == "kl":  # the mean activation is pulled towards rho; plain sigmoid codes sit high
+        assert s["mean_activation"] < 0.3 * p["mean_activation"], (s, p)
+        assert s["mean_activation"] < 4 * 0.05, s
+    else:  # scale-free: a penalty cannot fake it by shrinking the code
+        assert s["hoyer"] > p["hoyer"] + 0.15, (s, p)
+    if form == "topk":
+        assert s["active_fraction"] <= 8 / 64 + 1e-6
+    # still an autoencoder: far better than predicting the mean test image
+    baseline = (x - x.mean(0)).pow(2).flatten(1).sum(1).mean().item()
+    assert s["recon_mse"] < 0.8 * baseline, (s, baseline)
+
+
+def test_sparse_ae_logs_code_statistics(tmp_path):
+    summary, _ = fit(
+        tmp_path,
+        "model=sparse_ae",
+        *SMALL_MLP,
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+    )
+    (metrics,) = tmp_path.glob("run/csv/**/metrics.csv")
+    header = next(csv.reader(metrics.open()))
+    for stage in ("train", "val"):
+        for key in (
+            "code_mean_activation",
+            "code_active_fraction",
+            "code_dead_unit_fraction",
+            "sparsity_penalty",
+        ):
+            assert f"{stage}/{key}" in header
+    assert 0.0 <= summary["metrics"]["val/code_dead_unit_fraction"] <= 1.0
+
+
+def test_denoising_ae_output_beats_noisy_input(tmp_path):
+    summary, _ = fit(
+        tmp_path / "train",
+        "model=denoising_ae",
+        "model/corruption=[gaussian]",
+        "model.corruption.gaussian.sigma=0.3",
+        *SMALL_MLP,
+        "trainer.max_epochs=2",
+    )
+    cfg = make_cfg(
+        tmp_path / "eval",
+        f"ckpt_path={summary['last_ckpt']}",
+        "tasks=[denoising]",
+        "tasks.denoising.noise={gaussian:[0.2,0.4],masking:[0.25],salt_pepper:[0.1]}",
+        "trainer=cpu",
+        config_name="eval",
+    )
+    result = evaluate(cfg)["denoising"]
+    out = tmp_path / "eval" / "run"
+    assert [(r["kind"], r["level"]) for r in result["results"]] == [
+        ("gaussian", 0.2),
+        ("gaussian", 0.4),
+        ("masking", 0.25),
+        ("salt_pepper", 0.1),
+    ]
+    for row in result["results"]:
+        assert row["denoised_psnr_db"] > row["noisy_psnr_db"] + 1.0, row
+    # more noise, noisier input (a closed-form direction), the output degrades gracefully
+    g02, g04 = result["results"][:2]
+    assert g04["noisy_psnr_db"] < g02["noisy_psnr_db"] and g04["gain_db"] > g02["gain_db"]
+    assert json.loads((out / "denoising.json").read_text())["results"] == result["results"]
+    assert "| gaussian | 0.4 |" in (out / "denoising.md").read_text()
+    for kind in ("gaussian", "masking", "salt_pepper"):
+        png = out / f"denoising_{kind}.png"
+        assert png.stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["denoising"]["results"] == result["results"]
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_recurrent_ae_trains_and_loss_falls(tmp_path, cell):
+    summary, model = fit(
+        tmp_path,
+        "model=rnn_ae",
+        f"model/encoder={cell}",
+        f"model/decoder={cell}",
+        "model.encoder.hidden_size=64",
+        "model.decoder.hidden_size=64",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=40",
+    )
+    assert type(model.encoder).__name__ == "RecurrentEncoder" and model.encoder.cell == cell
+    (metrics,) = tmp_path.glob("run/csv/**/metrics.csv")
+    losses = [
+        float(r["train/loss"]) for r in csv.DictReader(metrics.open()) if r.get("train/loss")
+    ]
+    assert len(losses) >= 30
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.75 * first, (first, last)
