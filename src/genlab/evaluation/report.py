@@ -1,0 +1,350 @@
+"""The `report` task: one folder per checkpoint that reads like a lab notebook.
+
+    python -m genlab.eval ckpt_path=RUN/checkpoints/last.ckpt tasks=[test,generation,report]
+
+writes `report/report.md` with, for whatever the model can do: a sample grid (`sample`),
+reconstructions (`reconstruct`), an interpolation strip (between encoded test images, or
+between prior draws), a 2-D PCA scatter of encoded test images coloured by label
+(`encode_latent`), training curves from the run's `csv/metrics.csv`, reconstruction metrics,
+and the results of the tasks that ran before it (test, generation, ...) from metrics.json,
+provenance included. What does not apply to a model is listed with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from genlab.evaluation.context import EvalContext
+from genlab.metrics.reconstruction import reconstruction_metrics
+from genlab.models.protocols import CanEncode, CanReconstruct, CanSample
+
+log = logging.getLogger(__name__)
+
+
+def _labels_for(model: Any, y: torch.Tensor) -> torch.Tensor | None:
+    """Labels to pass to a conditional model (CVAE), else None."""
+    return y.to(model.device) if getattr(model, "conditional", False) else None
+
+
+def _spread(data: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` images and labels spread evenly over a dataset (the same every time)."""
+    n = min(n, len(data))
+    idx = torch.linspace(0, len(data) - 1, n).long().tolist()
+    items = [data[i] for i in idx]
+    return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
+
+
+def run_dir_candidates(ctx: EvalContext) -> list[Path]:
+    found = []
+    out_dir = ctx.run_cfg.get("paths", {}).get("output_dir") if ctx.run_cfg is not None else None
+    if out_dir:
+        found.append(Path(str(out_dir)))
+    if "run_dir" in ctx.extra:
+        found.append(Path(ctx.extra["run_dir"]))
+    found.append(ctx.out_dir.parent.parent)  # RUN/eval/<time>
+    return found
+
+
+def read_csv_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """{metric: [(step, value), ...]} from a Lightning CSVLogger file."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            step = float(row.get("step") or "nan")
+            for key, value in row.items():
+                if key in ("epoch", "step") or value in (None, ""):
+                    continue
+                try:
+                    series.setdefault(key, []).append((step, float(value)))
+                except ValueError:
+                    continue
+    return series
+
+
+def plot_curves(
+    series: dict[str, list[tuple[float, float]]], path: Path, max_panels: int = 12
+) -> list[str]:
+    """One panel per quantity (train and val of the same name together); returns panel names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[str]] = {}
+    for key in sorted(series):
+        if key.startswith("test/") or key.startswith("lr-"):
+            continue
+        name = key.split("/", 1)[-1].removesuffix("_step").removesuffix("_epoch")
+        groups.setdefault(name, []).append(key)
+    names = sorted(groups)[:max_panels]
+    if not names:
+        return []
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for key in groups[name]:
+            pts = sorted(series[key])
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                label=key,
+                marker="." if len(pts) < 30 else None,
+            )
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return names
+
+
+def pca_2d(codes: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """Codes (N, d) -> their first two principal components (N, 2), and the variance fractions."""
+    centred = codes.double() - codes.double().mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    k = min(2, v.shape[0])
+    proj = centred @ v[:k].T
+    if k < 2:
+        proj = torch.cat([proj, torch.zeros(len(proj), 2 - k, dtype=proj.dtype)], 1)
+    var = (s**2) / (s**2).sum().clamp_min(1e-30)
+    return proj.float(), [float(f) for f in var[:2]]
+
+
+def plot_scatter(
+    points: torch.Tensor, labels: torch.Tensor | None, path: Path, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if labels is not None and labels.ndim == 1:
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=6)
+        fig.colorbar(sc, ax=ax, label="label")
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=6, c="grey")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _interpolation(
+    model: Any, data: Any, n_pairs: int, steps: int, mode: str, seed: int
+) -> tuple[torch.Tensor, str]:
+    """An interpolation grid and how it was made (between encoded images or prior draws)."""
+    try:
+        from genlab.latent import interpolation_strips
+    except ImportError:  # pragma: no cover  (genlab.latent is part of genlab)
+        interpolation_strips = None
+    if isinstance(model, CanEncode):
+        x, y = _spread(data, 2 * n_pairs)
+        x = x.to(model.device)
+        yy = _labels_for(model, y)
+        z = model.encode_latent(x, yy)
+        z0, z1, ends = z[0::2], z[1::2], (x[0::2], x[1::2])
+        y0 = yy[0::2] if yy is not None else None
+        mode = "linear" if mode == "auto" else mode
+        source = "encoded test images (ends: the real images)"
+    else:
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        z0 = model.sample_latent(n_pairs, generator=gen)
+        z1 = model.sample_latent(n_pairs, generator=gen)
+        ends, y0 = None, None
+        mode = "spherical" if mode == "auto" else mode
+        source = "prior draws"
+    assert interpolation_strips is not None
+    grid = interpolation_strips(model, z0, z1, steps=steps, mode=mode, y=y0, ends=ends)
+    return grid, f"{mode} interpolation between {source}"
+
+
+def _table(values: dict[str, Any]) -> list[str]:
+    rows = ["| metric | value |", "|---|---|"]
+    for key in sorted(values):
+        v = values[key]
+        rows.append(
+            f"| `{key}` | {v:.6g} |" if isinstance(v, (int, float)) else f"| `{key}` | {v} |"
+        )
+    return rows
+
+
+def _task_sections(previous: dict[str, Any]) -> list[str]:
+    """Markdown for the results of the tasks that ran before the report."""
+    lines: list[str] = []
+    for task, result in previous.items():
+        if task in ("report", "ckpt_path", "data") or not isinstance(result, dict):
+            continue
+        lines += ["", f"### Task `{task}`", ""]
+        measured = {k: v for k, v in result.items() if isinstance(v, dict) and "values" in v}
+        flat = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
+        if flat:
+            lines += _table(flat)
+        for source, m in measured.items():
+            lines += ["", f"**{source}**", ""] + _table(m["values"])
+            lines += [
+                "",
+                "<details><summary>provenance</summary>",
+                "",
+                "```json",
+                json.dumps(m.get("provenance", {}), indent=1, sort_keys=True, default=str),
+                "```",
+                "</details>",
+            ]
+    return lines
+
+
+@torch.no_grad()
+def report(
+    ctx: EvalContext,
+    *,
+    split: str = "test",
+    n_samples: int = 64,
+    n_per_row: int = 8,
+    n_reconstructions: int = 32,
+    interpolation_pairs: int = 4,
+    interpolation_steps: int = 10,
+    interpolation_mode: str = "auto",
+    scatter_n: int = 1000,
+    metric_images: int = 500,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write RUN/eval/<time>/report/report.md and its figures; return what was made."""
+    model, data = ctx.model, ctx.datamodule.dataset(split)
+    model.eval()
+    out = ctx.out_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    notes: dict[str, Any] = {}
+    name = type(model).__name__
+
+    if isinstance(model, CanSample):
+        gen = torch.Generator(device=model.device).manual_seed(seed)
+        x = model.sample(n_samples, generator=gen)
+        save_image(
+            make_grid(x.float().clamp(0, 1).cpu(), nrow=n_per_row, padding=2, pad_value=1.0),
+            out / "samples.png",
+        )
+        made["samples"] = "samples.png"
+    else:
+        skipped["samples"] = f"{name} has no sample()"
+
+    recon_metrics: dict[str, float] = {}
+    if isinstance(model, CanReconstruct):
+        from genlab.callbacks.images import reconstruction_grid
+
+        x, y = _spread(data, n_reconstructions)
+        x = x.to(model.device)
+        yy = _labels_for(model, y)
+        x_hat = model.reconstruct(x, yy) if yy is not None else model.reconstruct(x)
+        save_image(
+            reconstruction_grid(x.cpu(), x_hat.cpu(), n_per_row), out / "reconstructions.png"
+        )
+        made["reconstructions"] = "reconstructions.png"
+        recon_metrics = reconstruction_metrics(model, data, n=metric_images)
+    else:
+        skipped["reconstructions"] = f"{name} has no reconstruct()"
+
+    if isinstance(model, (CanEncode, CanSample)):
+        grid, how = _interpolation(
+            model, data, interpolation_pairs, interpolation_steps, interpolation_mode, seed
+        )
+        save_image(grid, out / "interpolation.png")
+        made["interpolation"] = "interpolation.png"
+        notes["interpolation"] = how
+    else:
+        skipped["interpolation"] = f"{name} has neither encode_latent() nor sample_latent()"
+
+    if isinstance(model, CanEncode):
+        from genlab.latent import encode_dataset
+
+        _, labels, codes = encode_dataset(model, data, max_images=scatter_n)
+        points, var = pca_2d(codes)
+        plot_scatter(
+            points,
+            labels if labels.ndim == 1 else None,
+            out / "latent_scatter.png",
+            f"{len(codes)} {split} codes, PCA of {codes.shape[1]}-d "
+            f"({100 * sum(var):.0f}% of variance)",
+        )
+        made["latent_scatter"] = "latent_scatter.png"
+        notes["latent_scatter_variance"] = var
+    else:
+        skipped["latent_scatter"] = f"{name} has no encoder (encode_latent())"
+
+    metrics_csv = next(
+        (
+            d / "csv" / "metrics.csv"
+            for d in run_dir_candidates(ctx)
+            if (d / "csv" / "metrics.csv").is_file()
+        ),
+        None,
+    )
+    if metrics_csv is not None:
+        panels = plot_curves(read_csv_metrics(metrics_csv), out / "curves.png")
+        if panels:
+            made["curves"] = "curves.png"
+            notes["curves_from"] = str(metrics_csv)
+        else:
+            skipped["curves"] = f"{metrics_csv} holds no train/val metrics"
+    else:
+        skipped["curves"] = (
+            "no csv/metrics.csv in the run directory (train with logger=csv or many)"
+        )
+
+    metrics_file = ctx.out_dir / "metrics.json"
+    previous = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    target = ctx.run_cfg.model.get("_target_", name) if ctx.run_cfg is not None else name
+    lines = [
+        f"# Report: {name}",
+        "",
+        f"- checkpoint: `{previous.get('ckpt_path', '?')}`",
+        f"- model: `{target}`",
+        f"- data: `{getattr(ctx.datamodule, 'name', '?')}`, split `{split}`, image shape "
+        f"{list(getattr(ctx.datamodule, 'image_shape', []))}",
+    ]
+    titles = {
+        "samples": "Samples (fixed seed)",
+        "reconstructions": "Reconstructions (rows: inputs, then reconstructions)",
+        "interpolation": "Interpolation",
+        "latent_scatter": "Latent space (PCA, coloured by label)",
+        "curves": "Training curves",
+    }
+    for key, title in titles.items():
+        if key in made:
+            lines += ["", f"## {title}", ""]
+            if key in notes:
+                lines += [f"{notes[key]}", ""]
+            lines.append(f"![{key}]({made[key]})")
+    if recon_metrics:
+        lines += ["", f"## Reconstruction metrics ({metric_images} {split} images)", ""]
+        lines += _table(recon_metrics)
+    task_lines = _task_sections(previous)
+    if task_lines:
+        lines += ["", "## Results of the other evaluation tasks"] + task_lines
+    if skipped:
+        lines += ["", "## Not applicable", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    log.info("report written to %s", out / "report.md")
+    return {
+        "report": str(out / "report.md"),
+        "figures": made,
+        "skipped": skipped,
+        "reconstruction": recon_metrics,
+        "notes": {k: v for k, v in notes.items() if k != "interpolation"},
+    }

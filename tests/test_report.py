@@ -1,0 +1,93 @@
+"""The report (and generation) eval tasks on real checkpoints of every model family, through
+the real `python -m genlab.eval` CLI; and the sweep comparison table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CONF, FAST, make_cfg, run_cli
+
+from genlab.train import train
+
+TINY_CLASSIFIER = [
+    "model=classifier",
+    "model.net.hidden_channels=[4,8]",
+    "model.net.feature_dim=16",
+    "trainer.max_epochs=1",
+    "~callbacks.reconstruction_grid",
+    "~callbacks.sample_grid",
+    "test=false",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory) -> str:
+    """A barely trained domain classifier: enough for the metrics' plumbing, not for quality."""
+    summary = train(make_cfg(tmp_path_factory.mktemp("clf"), *FAST, *TINY_CLASSIFIER))
+    return summary["last_ckpt"]
+
+
+FAMILIES = {
+    "ae": ["model=ae"],
+    "vae": ["model=vae"],
+    "gan": ["model=gan"],
+}
+
+
+def has_model(name: str) -> bool:
+    return (CONF / "model" / f"{name}.yaml").is_file()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_report_for_each_model_family(family, tmp_path, classifier_ckpt):
+    assert has_model(family), f"conf/model/{family}.yaml is missing"
+    summary = train(make_cfg(tmp_path, *FAST, *FAMILIES[family], "test=false"))
+    ckpt = summary["last_ckpt"]
+    run_cli(
+        f"ckpt_path={ckpt}",
+        "tasks=[generation,report]",
+        f"paths.root_dir={tmp_path}",
+        "trainer=cpu",
+        f"tasks.generation.classifier_ckpt={classifier_ckpt}",
+        "tasks.generation.n_samples=40",
+        "tasks.generation.metrics=[fid,kid,is,precision_recall,density_coverage]",
+        "tasks.report.scatter_n=100",
+        "tasks.report.metric_images=50",
+        cwd=tmp_path,
+        module="genlab.eval",
+    )
+    evals = sorted((Path(summary["run_dir"]) / "eval").iterdir())
+    out = evals[-1]
+    result = json.loads((out / "metrics.json").read_text())
+    rep = result["report"]
+    text = (out / "report" / "report.md").read_text()
+    for fig in rep["figures"].values():
+        assert (out / "report" / fig).is_file() and f"]({fig})" in text
+    assert "curves" in rep["figures"]  # from RUN/csv/metrics.csv
+
+    gen = result["generation"]
+    if family == "gan":
+        assert set(rep["figures"]) == {"samples", "interpolation", "curves"}
+        assert "latent_scatter" in rep["skipped"] and "reconstructions" in rep["skipped"]
+        assert "reconstructions" not in gen
+    else:
+        assert {"reconstructions", "interpolation", "latent_scatter"} <= set(rep["figures"])
+        assert rep["reconstruction"]["psnr_db"] > 0 and rep["reconstruction"]["n_images"] == 50
+        assert gen["reconstructions"]["provenance"]["fake_source"] == "reconstructions"
+    if family == "ae":
+        assert "samples" not in gen and "samples" in rep["skipped"]
+    else:
+        values, prov = gen["samples"]["values"], gen["samples"]["provenance"]
+        assert {
+            "fid_domain",
+            "kid_domain",
+            "is_domain",
+            "precision_domain",
+            "coverage_domain",
+        } <= set(values)
+        assert prov["n_real"] == prov["n_fake"] == 40 and prov["split"] == "test"
+        assert prov["extractor"] == "genlab-classifier" and prov["dataset"] == "mnist_5k"
+        assert prov["image_size"] == 28 and prov["resize"] == "none"
+        assert "fid_domain" in text  # the report shows the generation task's results
