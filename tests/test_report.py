@@ -3,6 +3,7 @@ the real `python -m genlab.eval` CLI; and the sweep comparison table."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -91,3 +92,36 @@ def test_report_for_each_model_family(family, tmp_path, classifier_ckpt):
         assert prov["extractor"] == "genlab-classifier" and prov["dataset"] == "mnist_5k"
         assert prov["image_size"] == 28 and prov["resize"] == "none"
         assert "fid_domain" in text  # the report shows the generation task's results
+
+
+def test_compare_runs_table(tmp_path):
+    scores = {}
+    for name, latent in (("a", 2), ("b", 16)):
+        s = train(
+            make_cfg(
+                tmp_path / name,
+                *FAST,
+                "trainer.max_epochs=1",
+                f"model.latent_dim={latent}",
+                "test=false",
+            )
+        )
+        scores[name] = s["best_score"]
+    (tmp_path / "notes").mkdir()  # not a run: ignored
+    proc = run_cli(
+        str(tmp_path), "--out", str(tmp_path / "cmp"), cwd=tmp_path, module="genlab.compare"
+    )
+    with open(tmp_path / "cmp.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == [f"{n}/run" for n in sorted(scores, key=scores.get)]
+    by_run = {r["run"].split("/")[0]: r for r in rows}
+    # the config value that differs is a column; ones that are equal are not
+    assert (
+        by_run["a"]["cfg/model.latent_dim"] == "2" and by_run["b"]["cfg/model.latent_dim"] == "16"
+    )
+    assert "cfg/data.batch_size" not in rows[0]
+    assert float(by_run["a"]["best_score"]) == pytest.approx(scores["a"])
+    assert (tmp_path / "cmp.md").read_text().startswith("| run | status |")
+    assert "val/loss" in proc.stdout
+    bad = run_cli(str(tmp_path / "notes"), cwd=tmp_path, module="genlab.compare", check=False)
+    assert bad.returncode == 2 and "no run directories" in bad.stderr

@@ -80,7 +80,7 @@ def plot_curves(
 
     groups: dict[str, list[str]] = {}
     for key in sorted(series):
-        if key.startswith("test/") or key.startswith("lr-"):
+        if key.startswith(("test/", "lr-")) or key.split("/")[-1] in ("step", "epoch"):
             continue
         name = key.split("/", 1)[-1].removesuffix("_step").removesuffix("_epoch")
         groups.setdefault(name, []).append(key)
