@@ -6,19 +6,26 @@ best by the model's declared metric), csv/metrics.csv, images/ and summary.json.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, open_dict
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
 from genlab.utils.checkpoint import check_state_dict, load_checkpoint
-from genlab.utils.errors import GenlabError, exit_on_user_error
+from genlab.utils.errors import GenlabError, find_user_error
 from genlab.utils.loggers import wandb_offline_dirs
 from genlab.utils.run import (
     StoreConfig,
@@ -30,6 +37,7 @@ from genlab.utils.run import (
     to_plain,
     write_json,
 )
+from genlab.utils.sweep import single_job_argv_for_ddp_children
 
 log = logging.getLogger("genlab.train")
 
@@ -38,6 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Build data, model, callbacks, loggers and trainer from `cfg`; fit; test; summarise."""
     run_dir = Path(cfg.paths.output_dir)
     is_rank_zero = launch_rank() == 0
+    if cfg.get("resume") or (_multirun() and (run_dir / "checkpoints" / "last.ckpt").is_file()):
+        # resume=..., or a multirun job requeued by SLURM into its own, already used directory
+        apply_resume(cfg, run_dir)
     if is_rank_zero:
         save_config(cfg, run_dir)
         if cfg.extras.get("print_config"):
@@ -51,6 +62,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
     datamodule.setup("fit")
     model: L.LightningModule = instantiate(cfg.model)
+    if cfg.get("compile"):
+        compile_nets(model, backend=cfg.get("compile_backend", "inductor"))
     if cfg.get("ckpt_path"):
         check_state_dict(model, load_checkpoint(cfg.ckpt_path)["state_dict"], cfg.ckpt_path)
 
@@ -61,6 +74,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(to_plain(cfg))
 
     summary: dict[str, Any] = {"status": "running", "run_dir": str(run_dir), "started": time.time()}
+    wandb_ids = [lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger) and is_rank_zero]
+    if wandb_ids:
+        summary["wandb_id"] = wandb_ids[0]
+    if is_rank_zero:
+        write_json(run_dir / "summary.json", summary)
+    single_job_argv_for_ddp_children()
     try:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -97,6 +116,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def apply_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """`resume=auto|RUN_DIR`: continue from RUN_DIR/checkpoints/last.ckpt in the same
+    directory and the same W&B run (its id is kept in summary.json)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        log.info("resume=%s: no checkpoint in %s, starting a new run", cfg.resume, run_dir)
+        return
+    previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    with open_dict(cfg):
+        cfg.ckpt_path = str(last)
+        if previous.get("wandb_id") and cfg.get("logger") and "wandb" in cfg.logger:
+            cfg.logger.wandb.id = previous["wandb_id"]
+    log.info("resuming %s from %s (W&B run %s)", run_dir, last, previous.get("wandb_id"))
+
+
+def compile_nets(model: L.LightningModule, backend: str) -> None:
+    """torch.compile each net of the model in place (nn.Module.compile keeps parameter
+    names, so checkpoints stay loadable without compile); metric modules are left alone."""
+    for name, child in model.named_children():
+        if "metric" not in name and any(p.requires_grad for p in child.parameters()):
+            child.compile(backend=backend)
+
+
 def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     """The value a sweeper minimises: `optimized_metric`, else the model's declared metric
     (None when that was not logged, e.g. with train=false)."""
@@ -110,11 +152,53 @@ def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     return metrics.get(name or summary.get("monitor"))
 
 
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def release_distributed(env: dict[str, str]) -> None:
+    """Between the jobs of a multirun in one process: end the DDP process group and restore
+    the environment Lightning's DDP launcher changed (MASTER_PORT, WORLD_SIZE, ...), so the
+    next job starts its own processes cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def worst(cfg: DictConfig) -> float:
+    """The objective of a failed or diverged job: the worst possible value."""
+    mode = cfg.get("model", {}).get("monitor_mode", "min")
+    return -math.inf if mode == "max" else math.inf
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    summary = train(cfg)
-    return objective(cfg, summary)
+    env = dict(os.environ)
+    try:
+        summary = train(cfg)
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if _multirun() and cfg.get("multirun_on_error", "record") == "record":
+            # recorded in the job's summary.json and the sweep summary; the sweep goes on
+            log.error("job failed: %s", user_error or f"{type(exc).__name__}: {exc}", exc_info=user_error is None)
+            error = str(user_error) if user_error else f"{type(exc).__name__}: {exc}"
+            write_json(Path(cfg.paths.output_dir) / "summary.json", {"status": "failed", "error": error})
+            return worst(cfg)
+        if user_error is not None and not _multirun():
+            print(f"\ngenlab: error: {user_error}\n", file=sys.stderr)
+            sys.exit(2)
+        raise
+    finally:
+        if _multirun():
+            release_distributed(env)
+    value = objective(cfg, summary)
+    if value is not None and math.isnan(value):
+        log.warning("objective %s is NaN: reported as the worst value", cfg.get("optimized_metric"))
+        return worst(cfg)
+    return value
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""Multirun helpers: a summary table of a sweep, and DDP children that run one job."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job directory of a sweep: job number, overrides, status, error, metrics."""
+    rows = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=lambda p: p.name):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        summary_file = job / "summary.json"
+        if not overrides_file.is_file() and not summary_file.is_file():
+            continue
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        row: dict[str, Any] = {
+            "job": job.name,
+            "overrides": " ".join(overrides),
+            "status": summary.get("status", "missing"),
+            "error": summary.get("error", ""),
+        }
+        row.update(summary.get("metrics", {}))
+        rows.append(row)
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], csv_path: Path, md_path: Path) -> None:
+    """Write rows as CSV and as a Markdown table (numbers with 4 significant digits)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v if v is not None else "").replace("|", "\\|").replace("\n", " ")[:120]
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, write sweep_summary.csv and sweep_summary.md in the
+    sweep directory (one row per job: overrides, status, error, final metrics)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = sweep_rows(sweep_dir)
+        if rows:
+            write_table(rows, sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md")
+            failed = sum(r["status"] != "completed" for r in rows)
+            log.info("sweep summary: %s (%d jobs, %d failed)", sweep_dir / "sweep_summary.md", len(rows), failed)
+
+
+def single_job_argv_for_ddp_children() -> None:
+    """Make Lightning's DDP child processes re-run THIS job, not the whole multirun.
+
+    Lightning starts each DDP child as `python -m genlab.train <sys.argv[1:]>
+    hydra.run.dir=<HydraConfig.run.dir>`. In a multirun that would be the sweep's arguments
+    (`-m a=1,2`) and a fresh run directory, so every child would start a sweep of its own.
+    Here argv becomes the job's own overrides (the values a sweeper such as Optuna chose, so
+    every rank trains the same parameters) and run.dir the job's directory.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hc.overrides.task, "hydra.mode=RUN"]
+    with read_write(hc), open_dict(hc):
+        hc.run.dir = hc.runtime.output_dir
