@@ -372,6 +372,20 @@ def test_sampling_uses_ema_and_returns_unit_range(tmp_path):
     assert not torch.allclose(x, ((model.generator(z, y) + 1) / 2).clamp(0, 1))
 
 
+def test_inversion_finds_a_code_that_reproduces_a_sample(tmp_path):
+    torch.manual_seed(0)
+    model: GAN = instantiate(make_cfg(tmp_path, *TINY).model).eval()
+    gen = torch.Generator().manual_seed(3)
+    x = model.sample(8, generator=gen)  # images G can make exactly
+    z = model.invert(x, steps=300, generator=torch.Generator().manual_seed(4))
+    start = model.decode(model.sample_latent(8, generator=torch.Generator().manual_seed(4)))
+    with torch.no_grad():
+        err_start = (start - x).pow(2).mean()
+        err = (model.decode(z) - x).pow(2).mean()
+    assert err < 0.05 * err_start, (err, err_start)
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+
+
 def test_conditional_gan_refuses_data_without_classes(tmp_path):
     cfg = make_cfg(tmp_path, *TINY, "model=cgan")
     model: GAN = instantiate(cfg.model)

@@ -201,6 +201,33 @@ class GAN(L.LightningModule):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(z, y)
 
+    def invert(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        steps: int = 200,
+        lr: float = 0.05,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """A code z with decode(z) close to the images x (B, C, H, W) in [0, 1]: Adam on z from
+        a prior draw, minimising the pixel MSE (GAN inversion, Zhu et al. 2016). The GAN's
+        stand-in for an encoder, e.g. to average the codes of real exemplars of an attribute
+        for latent arithmetic. Deliberately not named `encode_latent`: it costs `steps`
+        forward/backward passes, so callers opt in. Returns (B, latent_dim)."""
+        net = self.sampling_generator
+        target = x.to(self.device).float() * 2.0 - 1.0
+        labels = self._labels(y if y is not None else self.default_labels(len(x)))
+        with torch.enable_grad(), frozen(net):
+            z = self.sample_latent(len(x), generator=generator).requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=lr)
+            for _ in range(steps):
+                loss = (net(z, labels).float() - target).pow(2).flatten(1).mean(1).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return z.detach()
+
     # --- helpers --------------------------------------------------------------------------
     def _labels(self, y: Any) -> torch.Tensor | None:
         if not self.num_classes:
