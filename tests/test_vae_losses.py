@@ -180,3 +180,17 @@ def test_learned_sigma_is_a_parameter_and_fixed_sigma_is_not():
     assert any(p is learned.log_sigma for p in learned.parameters())
     assert not any(p is fixed.log_sigma for p in fixed.parameters())
     assert learned.log_sigma.exp().item() == pytest.approx(0.5)
+
+
+def test_label_vectors_for_conditioning():
+    from genlab.nets.conditional import label_vector
+
+    assert torch.equal(
+        label_vector(torch.tensor([2, 0]), 3), torch.tensor([[0, 0, 1.0], [1.0, 0, 0]])
+    )
+    attrs = torch.tensor([[1, 0, 1], [0, 0, 0]])
+    assert torch.equal(label_vector(attrs, 3), attrs.float())  # attribute vectors pass through
+    with pytest.raises(GenlabError, match="num_classes"):
+        label_vector(torch.tensor([3]), 3)
+    with pytest.raises(GenlabError, match="num_classes=3"):
+        label_vector(attrs, 40)
