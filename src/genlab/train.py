@@ -106,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             summary.update(status="failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
             write_json(run_dir / "summary.json", summary)
+        finish_wandb(loggers)
         raise
     summary.update(status="completed", ended=time.time(), metrics=metrics)
     if trainer.is_global_zero:
@@ -113,7 +114,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for d in wandb_offline_dirs(trainer):
             log.info("W&B run saved offline; upload it with: wandb sync %s", d)
         log.info("run directory: %s", run_dir)
+    finish_wandb(loggers)
     return summary
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close this run's W&B run, so the next job of a multirun gets a run of its own."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
 
 
 def apply_resume(cfg: DictConfig, run_dir: Path) -> None:

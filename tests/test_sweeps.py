@@ -1,0 +1,110 @@
+"""Multirun, Optuna, submitit, resume and precision/compile switches, through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import optuna
+import pytest
+import torch
+from conftest import FAST, make_cfg, run_cli, run_dirs
+from wandb_records import records
+
+from genlab.train import train
+
+NO_CPU_PRESET = [o for o in FAST if o != "trainer=cpu"]
+
+
+def sweep_dirs(root):
+    base = root / "logs" / "train" / "multiruns"
+    return sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+
+def wandb_run_info(job_dir):
+    (run_file,) = job_dir.glob("wandb/offline-run-*/run-*.wandb")
+    (run,) = [r.run for r in records(run_file) if r.WhichOneof("record_type") == "run"]
+    return run
+
+
+def test_multirun_records_failures_groups_wandb_and_runs_ddp_jobs(tmp_path):
+    run_cli(
+        "-m", "data.image_size=28,30", "model.latent_dim=8,16", "model/encoder=conv",
+        "model/decoder=conv", "trainer=ddp_sim", *NO_CPU_PRESET, "logger=[csv,wandb]",
+        cwd=tmp_path, timeout=900,
+    )
+    (sweep,) = sweep_dirs(tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    with open(sweep / "sweep_summary.csv") as f:
+        rows = {r["job"]: r for r in csv.DictReader(f)}
+    assert (sweep / "sweep_summary.md").read_text().count("\n") == 2 + 4
+    for job, row in rows.items():
+        if "data.image_size=30" in row["overrides"]:
+            assert row["status"] == "failed" and "multiple of 4" in row["error"]
+        else:
+            assert row["status"] == "completed" and float(row["val/loss"]) > 0
+            # DDP children of each job ran that job, in its directory
+            assert (sweep / job / "train_ddp_process_1.log").is_file()
+            run = wandb_run_info(sweep / job)
+            assert run.run_group == sweep.name
+            assert "model.latent_dim=" in run.display_name and "data.image_size=28" in run.display_name
+    assert not run_dirs(tmp_path)  # no stray single-run directories
+
+
+def test_optuna_failed_trial_is_worst_and_study_resumes_with_ddp(tmp_path):
+    common = [
+        "-m", "hparams_search=ae_optuna", "hydra.sweeper.n_trials=1", "model/encoder=conv",
+        "model/decoder=conv", *NO_CPU_PRESET,
+    ]
+    run_cli(*common, "data.image_size=30", cwd=tmp_path, timeout=600)
+    (sweep,) = sweep_dirs(tmp_path)
+    # resume the same study in the same sweep directory; this trial trains with 2 DDP processes
+    run_cli(
+        *common, "trainer=ddp_sim", "data.image_size=28",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600,
+    )
+    study = optuna.load_study(study_name="ae", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    values = sorted(t.value for t in study.trials)
+    assert len(values) == 2 and values[1] == float("inf") and values[0] < 1e4
+    trial_dirs = [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(trial_dirs) == 2  # the resumed trial did not overwrite the first one
+    (ddp_trial,) = [d for d in trial_dirs if (d / "train_ddp_process_1.log").is_file()]
+    assert json.loads((ddp_trial / "summary.json").read_text())["status"] == "completed"
+    assert len(sweep_dirs(tmp_path)) == 1  # the DDP child did not start a study of its own
+
+
+def test_submitit_local_launcher_runs_each_job(tmp_path):
+    run_cli("-m", "hydra/launcher=local", "model.latent_dim=4,8", *FAST, cwd=tmp_path, timeout=600)
+    (sweep,) = sweep_dirs(tmp_path)
+    assert (sweep / ".submitit").is_dir()
+    summaries = [json.loads((sweep / j / "summary.json").read_text()) for j in ("0", "1")]
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    assert "model.latent_dim=4" in (sweep / "sweep_summary.md").read_text()
+
+
+def test_resume_auto_continues_in_place_with_the_same_wandb_run(tmp_path):
+    run_cli(*FAST, "logger=[csv,wandb]", "test=false", cwd=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    first = json.loads((run / "summary.json").read_text())
+    run_cli(*FAST, "logger=[csv,wandb]", "test=false", "resume=auto", "trainer.max_epochs=3", cwd=tmp_path)
+    assert run_dirs(tmp_path) == [run]  # continued in the same directory
+    second = json.loads((run / "summary.json").read_text())
+    assert first["global_step"] == 8 and second["global_step"] == 12
+    assert second["wandb_id"] == first["wandb_id"]
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(d.name.endswith(first["wandb_id"]) for d in offline)
+
+
+@pytest.mark.parametrize("model", ["ae"])
+def test_bf16_mixed_on_cpu(tmp_path, model):
+    summary = train(make_cfg(tmp_path, f"model={model}", *FAST, "trainer.precision=bf16-mixed", "test=false"))
+    assert summary["status"] == "completed" and torch.isfinite(torch.tensor(summary["metrics"]["val/loss"]))
+
+
+def test_compile_switch_keeps_checkpoint_keys(tmp_path):
+    # aot_eager traces the nets through torch.compile's graph capture without a C++ toolchain
+    cfg = make_cfg(tmp_path, *FAST, "compile=true", "compile_backend=aot_eager", "test=false")
+    summary = train(cfg)
+    state = torch.load(summary["last_ckpt"], weights_only=True)["state_dict"]
+    assert "encoder.head.weight" in state and not any("_orig_mod" in k for k in state)
