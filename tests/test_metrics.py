@@ -167,3 +167,11 @@ def test_inception_path_with_local_random_weights_is_flagged_non_standard(tmp_pa
     torch.save({"fc.weight": torch.zeros(3)}, broken)
     with pytest.raises(GenlabError, match="does not fit"):
         InceptionFeatures(weights_path=str(broken), download=False)
+
+
+def test_inception_score_does_not_depend_on_order():
+    # a class-sorted set: unshuffled splits would each see one class and score ~1
+    k, n = 10, 200
+    logits = torch.full((n, k), -1e4)
+    logits[torch.arange(n), torch.arange(n) * k // n] = 0.0
+    assert distances.inception_score(logits, splits=10)[0] > 0.6 * k  # 20 per part: ~7.8

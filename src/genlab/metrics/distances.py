@@ -108,9 +108,15 @@ def kid(
     return float(t.mean()), float(t.std()) if len(t) > 1 else 0.0, size
 
 
-def inception_score(logits: torch.Tensor, *, splits: int = 10) -> tuple[float, float]:
-    """exp E_x KL(p(y|x) || p(y)) from class logits (N, K), mean and std over `splits` parts."""
+def inception_score(
+    logits: torch.Tensor, *, splits: int = 10, seed: int = 0
+) -> tuple[float, float]:
+    """exp E_x KL(p(y|x) || p(y)) from class logits (N, K), mean and std over `splits` parts.
+
+    The images are shuffled (fixed seed) before splitting: parts of a class-sorted set would
+    each hold few classes and give a score near 1."""
     logp = torch.log_softmax(_f64(logits), dim=1)
+    logp = logp[torch.randperm(len(logp), generator=torch.Generator().manual_seed(seed))]
     splits = max(1, min(splits, len(logp)))
     scores = []
     for part in logp.chunk(splits):
