@@ -4,6 +4,7 @@ Inception path with a locally made random-weights file (flagged non-standard).""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +15,12 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from genlab.metrics import distances
 from genlab.metrics.features import (
     INCEPTION_FILE,
+    FeatureExtractor,
     InceptionFeatures,
     find_inception_weights,
     inception_architecture,
 )
-from genlab.metrics.generation import measure
+from genlab.metrics.generation import fake_features, measure, real_features
 from genlab.metrics.registry import Features, compute
 from genlab.utils.errors import GenlabError
 
@@ -175,3 +177,32 @@ def test_inception_score_does_not_depend_on_order():
     logits = torch.full((n, k), -1e4)
     logits[torch.arange(n), torch.arange(n) * k // n] = 0.0
     assert distances.inception_score(logits, splits=10)[0] > 0.6 * k  # 20 per part: ~7.8
+
+
+class PixelFeatures(FeatureExtractor):
+    """Raw pixels as features: a real (if crude) extractor for testing the feature pass."""
+
+    name, suffix, weights_sha256, resize_mode = "pixels", "_pixels", "0" * 64, "none"
+
+    def extract(self, x: torch.Tensor) -> Features:
+        return Features(x.flatten(1))
+
+
+def test_real_feature_cache_and_time_budget(tmp_path):
+    from genlab.data import MNIST5k
+
+    data = MNIST5k(data_dir=str(tmp_path), image_size=28, channels=1)
+    first, info = real_features(PixelFeatures(), data, "test", 64, cache_dir=tmp_path / "c")
+    again, info2 = real_features(PixelFeatures(), data, "test", 64, cache_dir=tmp_path / "c")
+    assert info["real_cache"] == info2["real_cache"] and Path(info["real_cache"]).is_file()
+    assert torch.equal(first.features, again.features) and info2["n_real"] == 64
+    other, info3 = real_features(PixelFeatures(), data, "val", 64, cache_dir=tmp_path / "c")
+    assert info3["real_cache"] != info["real_cache"]  # another split, another entry
+
+    def sample(b: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.rand(b, 1, 28, 28, generator=gen)
+
+    fake, fake_info = fake_features(PixelFeatures(), sample, 100, batch_size=16, time_budget_s=0.0)
+    assert fake_info["n_fake"] == len(fake) == 16  # stopped after the first batch
+    full, full_info = fake_features(PixelFeatures(), sample, 100, batch_size=16)
+    assert full_info["n_fake"] == 100 and torch.equal(full.features[:16], fake.features)
