@@ -428,7 +428,7 @@ class GAN(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # the default `monitor`: with no generation metric configured, "best" = most recent
-        self.log("val/step", float(self.global_step), sync_dist=False)
+        self.log("val/step", float(self.global_step), sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
