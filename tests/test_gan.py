@@ -176,9 +176,16 @@ def test_max_steps_counts_gan_iterations(tmp_path):
             "++trainer.max_steps=10",
             f"trainer.precision={precision}",
             "test=false",
+            "+callbacks.sample_grid.every_n_steps=5",
+            "+callbacks.prior_interpolation._target_=genlab.callbacks.PriorInterpolation",
+            "+callbacks.prior_interpolation.every_n_steps=5",
         )
     )
     assert summary["status"] == "completed" and summary["global_step"] == 10
+    images = tmp_path / "run" / "images"
+    for step in (5, 10):  # step-based grids count iterations too
+        assert (images / f"samples_s{step:08d}.png").is_file()
+        assert (images / f"prior_interpolation_spherical_s{step:08d}.png").is_file()
     ckpt = load(summary["last_ckpt"])
     opt_g, opt_d = ckpt["optimizer_states"]
     assert {float(s["step"]) for s in opt_g["state"].values()} == {10.0}
