@@ -75,7 +75,7 @@ def test_domain_fid_is_zero_for_itself_and_rises_with_noise(classifier_run, tmp_
 
     fids = [
         evaluator.evaluate(noisy(s), 200, seed=1)["values"]["fid_domain"]
-        for s in (0.0, 0.1, 0.2, 0.4, 0.8)
+        for s in (0.0, 0.2, 0.4, 0.8)
     ]
     assert all(a < b for a, b in zip(fids, fids[1:], strict=False)), fids
 
