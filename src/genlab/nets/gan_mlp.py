@@ -66,7 +66,10 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """Image (B, C, H, W) in [-1, 1] [+ one-hot class] -> hidden layers -> one score (B,)."""
+    """Image (B, C, H, W) in [-1, 1] [+ one-hot class] -> hidden layers -> one score (B,).
+
+    Class-conditional (`num_classes` > 0): the one-hot label joins the input and a projection
+    term <embed(y), features> joins the score."""
 
     def __init__(
         self,
@@ -87,13 +90,21 @@ class MLPDiscriminator(nn.Module):
             layers += [nn.Linear(d_in, d_out), make_activation(activation)]
             if dropout:
                 layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(dims[-1], 1))
         self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(dims[-1], 1)
+        # projection discriminator (Miyato & Koyama 2018): + <embed(y), features>, a much
+        # stronger class signal than the one-hot input alone
+        self.embed = nn.Embedding(num_classes, dims[-1]) if num_classes else None
         if spectral_norm:
             apply_spectral_norm(self.body)
+            self.head = _spectral_norm(self.head)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)
         if self.num_classes:
             h = torch.cat([h, one_hot(y, self.num_classes, len(x), h)], dim=1)
-        return self.body(h).squeeze(1)  # (b,)
+        h = self.body(h)  # (b, features)
+        out = self.head(h).squeeze(1)  # (b,)
+        if self.embed is not None:
+            out = out + (self.embed(y.long()) * h).sum(1)
+        return out
