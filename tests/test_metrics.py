@@ -145,9 +145,9 @@ def test_inception_path_with_local_random_weights_is_flagged_non_standard(tmp_pa
     extractor = InceptionFeatures(weights_path=str(weights), download=False)
     assert extractor.standard_weights is False
 
-    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # grey, small
-    real = extractor.extract(x[:2])
-    fake = extractor.extract(x[2:])
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # grey, small
+    real = extractor.extract(x)  # Inception on CPU is slow: 2 images, used as both sets
+    fake = real
     assert real.features.shape == (2, 2048) and real.logits.shape == (2, 1008)
     result = measure(
         ["fid", "is"],
