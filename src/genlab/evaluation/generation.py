@@ -40,8 +40,12 @@ def reconstructor(model: Any, datamodule: Any, split: str, n: int):
 
     def sample(b: int, gen: torch.Generator) -> torch.Tensor:  # noqa: ARG001
         nonlocal pos
-        x = torch.stack([data[j][0] for j in idx[pos : pos + b]]).to(model.device)
+        items = [data[j] for j in idx[pos : pos + b]]
         pos += b
+        x = torch.stack([x for x, _ in items]).to(model.device)
+        if getattr(model, "conditional", False):  # label-conditioned models (CVAE)
+            y = torch.stack([torch.as_tensor(y) for _, y in items]).to(model.device)
+            return model.reconstruct(x, y)
         return model.reconstruct(x)
 
     return sample, len(idx)
