@@ -13,13 +13,20 @@ from hydra.utils import instantiate
 
 from genlab.data import MNIST5k
 from genlab.eval import evaluate, load_model
-from genlab.losses.sparsity import hoyer_sparsity, kl_sparsity_batch, top_k
+from genlab.losses.sparsity import (
+    KLSparsity,
+    TopKSparsity,
+    hoyer_sparsity,
+    kl_sparsity_batch,
+    top_k,
+)
 from genlab.models.corruption import (
     Corruptions,
     DropoutNoise,
     GaussianNoise,
     Masking,
     SaltAndPepper,
+    corruption_at,
 )
 from genlab.nets import RecurrentDecoder, RecurrentEncoder
 from genlab.train import train
@@ -109,6 +116,21 @@ def test_corruptions_compose_from_config_in_order(tmp_path):
     assert sum(p.numel() for p in model.corruption.parameters()) == 0  # nothing in checkpoints
     plain = instantiate(make_cfg(tmp_path, "model=ae").model)
     assert plain.corruption is None and plain.sparsity is None
+
+
+def test_bad_options_raise_clear_errors():
+    with pytest.raises(GenlabError, match="fraction must be in"):
+        Masking(1.5)
+    with pytest.raises(GenlabError, match="sigma"):
+        GaussianNoise(-0.1)
+    with pytest.raises(GenlabError, match="rho"):
+        KLSparsity(rho=0.0)
+    with pytest.raises(GenlabError, match="k must be at least 1"):
+        TopKSparsity(k=0)
+    with pytest.raises(GenlabError, match="out_activation=sigmoid"):
+        KLSparsity().penalty(torch.randn(8, 4))  # a linear code is not a firing rate
+    with pytest.raises(GenlabError, match="noise kind"):
+        corruption_at("speckle", 0.1)
 
 
 # --- sparsity -------------------------------------------------------------------------------

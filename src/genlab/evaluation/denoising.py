@@ -147,9 +147,8 @@ def denoising(
         "clean_reconstruction_psnr_db": clean_db,
         "n_images": len(data),
         "results": rows,
-        "files": files,
+        "files": [*files, "denoising.json", "denoising.md"],
     }
     (ctx.out_dir / "denoising.json").write_text(json.dumps(result, indent=2))
     (ctx.out_dir / "denoising.md").write_text(markdown_table(rows, clean_db))
-    files += ["denoising.json", "denoising.md"]
     return result
