@@ -21,7 +21,7 @@ train: $(STAMP)
 
 ## run the test suite (CPU, a few minutes)
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

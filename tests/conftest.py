@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +18,11 @@ import genlab.utils.resolvers  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "src" / "genlab" / "conf"
+
+# Tiny nets on 2 shared cores: one intra-op thread per process is much faster than two
+# competing ones (also for the CLI subprocesses, which inherit the environment).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Never talk to W&B servers from tests; keep its console quiet.
 os.environ["WANDB_MODE"] = "offline"

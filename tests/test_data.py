@@ -151,3 +151,48 @@ def test_every_data_config_instantiates_and_sizes_nets(tmp_path, data):
     model = instantiate(cfg.model)
     x = torch.rand(2, *dm.image_shape)
     assert model.reconstruct(x).shape == x.shape
+
+
+def test_device_resident_batches_equal_the_dataloader_path():
+    resident = MNIST5k(image_size=28, channels=1, batch_size=64, device_resident=True)
+    loader = MNIST5k(image_size=28, channels=1, batch_size=64, device_resident=False)
+    for split in ("val", "test"):
+        a = torch.cat([x for x, _ in getattr(resident, f"{split}_dataloader")()])
+        b = torch.cat([x for x, _ in getattr(loader, f"{split}_dataloader")()])
+        assert torch.equal(a, b)  # the same images, in the same order, same [0, 1] values
+
+
+def test_device_resident_shuffle_is_per_epoch_and_sharded():
+    from genlab.data.base import TensorBatches, materialize
+
+    dm = MNIST5k(image_size=28, channels=1)
+    images, labels, _ = materialize(dm.dataset("train"))
+    epoch = {"e": 0}
+
+    def batches(rank=0, world=1):
+        tb = TensorBatches(images, labels, batch_size=100, shuffle=True, seed=3,
+                           epoch=lambda: epoch["e"], rank=rank, world_size=world)
+        return torch.cat([y for _, y in tb]), torch.cat([x for x, _ in tb])
+
+    y0, x0 = batches()
+    assert len(x0) == 4000 and torch.equal(torch.sort(y0).values, torch.sort(labels).values)
+    assert torch.equal(batches()[1], x0)  # same (seed, epoch): same order, as after a resume
+    epoch["e"] = 1
+    assert not torch.equal(batches()[1], x0)
+    r0, r1 = batches(0, 2)[1], batches(1, 2)[1]
+    assert len(r0) == len(r1) == 2000
+    assert not (r0.flatten(1)[:, None] == r1.flatten(1)[None]).all(-1).any()  # disjoint shards
+
+
+def test_device_resident_dynamic_binarization_and_flips():
+    dm = MNIST5k(image_size=28, channels=1, batch_size=50, binarize="dynamic", device_resident=True)
+    x1, _ = next(iter(dm.train_dataloader()))
+    x2, _ = next(iter(dm.train_dataloader()))
+    assert set(x1.unique().tolist()) <= {0.0, 1.0} and not torch.equal(x1, x2)
+    flips = MNIST5k(image_size=28, channels=1, batch_size=500, hflip=True, device_resident=True)
+    plain = MNIST5k(image_size=28, channels=1, batch_size=500, device_resident=True)
+    xf, _ = next(iter(flips.train_dataloader()))
+    xp, _ = next(iter(plain.train_dataloader()))
+    flipped = (xf != xp).flatten(1).any(1)
+    assert 0.3 < flipped.float().mean() < 0.7
+    assert torch.equal(xf[flipped], xp[flipped].flip(-1))

@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -61,7 +62,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero:
         datamodule.prepare_data()
     datamodule.setup("fit")
+    apply_perf(cfg)
     model: L.LightningModule = instantiate(cfg.model)
+    if cfg.get("perf", {}).get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile"):
         compile_nets(model, backend=cfg.get("compile_backend", "inductor"))
     if cfg.get("ckpt_path"):
@@ -138,6 +142,22 @@ def apply_resume(cfg: DictConfig, run_dir: Path) -> None:
         if previous.get("wandb_id") and cfg.get("logger") and "wandb" in cfg.logger:
             cfg.logger.wandb.id = previous["wandb_id"]
     log.info("resuming %s from %s (W&B run %s)", run_dir, last, previous.get("wandb_id"))
+
+
+FUSABLE = {"torch.optim.Adam", "torch.optim.AdamW"}
+
+
+def apply_perf(cfg: DictConfig) -> None:
+    """The `perf` switches that act before the model exists: matmul precision, and fused
+    kernels for every Adam/AdamW optimizer of the model config (optimizer, optimizer_g, ...)."""
+    perf = cfg.get("perf") or {}
+    if perf.get("matmul_precision"):
+        torch.set_float32_matmul_precision(perf.matmul_precision)
+    if perf.get("fused_optimizer"):
+        with open_dict(cfg):
+            for node in cfg.model.values():
+                if isinstance(node, DictConfig) and node.get("_target_") in FUSABLE:
+                    node.setdefault("fused", True)
 
 
 def compile_nets(model: L.LightningModule, backend: str) -> None:

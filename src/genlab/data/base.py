@@ -81,6 +81,93 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
+def materialize(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+    """(uint8 images (N, C, H, W), labels, dynamic-binarization mode) of an in-memory split."""
+    if isinstance(data, ArrayImages):
+        return data.images, data.labels, None
+    if isinstance(data, Indexed):
+        images, labels, mode = materialize(data.base)
+        idx = torch.as_tensor(data.indices, dtype=torch.long)
+        return images[idx], labels[idx], mode
+    if isinstance(data, Binarized):
+        if data.mode == "dynamic":
+            images, labels, _ = materialize(data.base)
+            return images, labels, "dynamic"
+        # a static draw is fixed per image: take it once, store it as 0/255
+        items = [data[i] for i in range(len(data))]
+        images = torch.stack([x for x, _ in items]).mul_(255).to(torch.uint8)
+        return images, torch.stack([torch.as_tensor(y) for _, y in items]), None
+    raise GenlabError(
+        "data.device_resident=true needs a dataset held in memory (mnist_5k, mnist, "
+        "fashion_mnist, cifar10); image files are decoded one by one: set "
+        "data.device_resident=false for this dataset."
+    )
+
+
+class TensorBatches:
+    """Batches cut from tensors held on the training device: uint8 images are indexed a whole
+    batch at a time, converted to [0, 1] floats (and binarized or flipped) there. No DataLoader
+    workers and no per-image Python: for datasets that fit in device memory.
+
+    Shuffling depends only on (seed, epoch), as with EpochShuffle, so a resumed run sees the
+    same order; under DDP each rank takes every world_size-th index of the permutation.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        epoch: Callable[[], int],
+        rank: int = 0,
+        world_size: int = 1,
+        dynamic_binarize: bool = False,
+        hflip: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
+        self.rank, self.world_size = rank, world_size
+        self.dynamic_binarize, self.hflip, self.channels_last = dynamic_binarize, hflip, channels_last
+        n = len(images)
+        # training drops the ragged end (as drop_last); evaluation pads by repeating indices so
+        # every rank runs the same number of batches
+        self.per_rank = n // world_size if shuffle else -(-n // world_size)
+
+    def __len__(self) -> int:
+        if self.shuffle and self.per_rank > self.batch_size:
+            return self.per_rank // self.batch_size
+        return -(-self.per_rank // self.batch_size)
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.images)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch())
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
+            if self.per_rank * self.world_size > n:
+                order = torch.cat([order, order[: self.per_rank * self.world_size - n]])
+        return order[self.rank :: self.world_size][: self.per_rank].to(self.images.device)
+
+    def __iter__(self):
+        order = self._indices()
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx].float().div_(255)  # (b, c, h, w) in [0, 1]
+            if self.dynamic_binarize:
+                x = torch.bernoulli(x)
+            if self.hflip:
+                flip = torch.rand(len(x), device=x.device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize uint8 (N, C, H, W) images to (size, size) with antialiasing, in chunks."""
     if images.shape[-1] == size and images.shape[-2] == size:
@@ -135,6 +222,9 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         download: bool = True,
+        device_resident: bool = False,
+        hflip: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if binarize not in BINARIZE:
@@ -155,7 +245,9 @@ class ImageDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.binarize, self.val_fraction = binarize, val_fraction
         self.split_seed, self.shuffle_seed, self.download = split_seed, shuffle_seed, download
+        self.device_resident, self.hflip, self.channels_last = device_resident, hflip, channels_last
         self.splits: dict[str, Dataset] = {}
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor, str | None]] = {}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -192,7 +284,30 @@ class ImageDataModule(L.LightningDataModule):
             self.setup()
         return self.splits[split]
 
-    def _loader(self, split: str, *, train: bool) -> DataLoader:
+    def _resident_batches(self, split: str, *, train: bool) -> TensorBatches:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if split not in self._resident or self._resident[split][0].device != device:
+            images, labels, mode = materialize(self.dataset(split))
+            self._resident[split] = (images.to(device), labels.to(device), mode)
+        images, labels, mode = self._resident[split]
+        return TensorBatches(
+            images,
+            labels,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.shuffle_seed,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            dynamic_binarize=mode == "dynamic",
+            hflip=self.hflip and train,
+            channels_last=self.channels_last,
+        )
+
+    def _loader(self, split: str, *, train: bool) -> DataLoader | TensorBatches:
+        if self.device_resident:
+            return self._resident_batches(split, train=train)
         data = self.dataset(split)
         return DataLoader(
             data,
@@ -204,16 +319,25 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # random horizontal flips for the DataLoader path (TensorBatches flips by itself)
+        trainer = self.trainer
+        if self.hflip and not self.device_resident and trainer is not None and trainer.training:
+            x, y = batch
+            flip = torch.rand(len(x), device=x.device) < 0.5
+            return torch.where(flip[:, None, None, None], x.flip(-1), x), y
+        return batch
+
+    def train_dataloader(self) -> DataLoader | TensorBatches:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | TensorBatches:
         return self._loader("val", train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | TensorBatches:
         return self._loader("test", train=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader | TensorBatches:
         return self._loader("test", train=False)
 
 

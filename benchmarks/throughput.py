@@ -1,0 +1,294 @@
+"""Throughput of genlab's train entry against a plain PyTorch loop, in one run.
+
+    python benchmarks/throughput.py --device cpu            # or cuda
+    python benchmarks/throughput.py --device cuda --cases dcgan --steps 200
+
+For each case the same nets (built from the same composed genlab config), the same
+optimizers, the same precision and the same in-memory images are trained for a fixed number
+of steps three ways, each in its own subprocess, alternating, `--repeats` times:
+  plain      a hand-written loop: batches cut from a uint8 tensor on the device
+  genlab     `genlab.train.train(cfg)` with the device-resident data (the default)
+  genlab_dl  the same with `data.device_resident=false` (a torch DataLoader)
+Images/s are timed after `--warmup` steps (device synchronised at both ends); peak memory is
+the process's peak RSS on CPU, torch's peak allocated memory on CUDA. Results: JSON and a
+Markdown table in --out. Progress bar, checkpoints, loggers and validation are off on the
+genlab side, as a plain loop has none of them; genlab's own per-step work (metric logging,
+gradient norms for GANs) stays on. EMA of G is off on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CASES = {
+    "dcgan": dict(
+        overrides=["model=dcgan", "data.image_size=64", "data.channels=3", "data.batch_size=64",
+                   "model.ema_decay=null"],
+        label="DCGAN 64x64 (G and D steps), batch 64",
+    ),
+    "vae": dict(overrides=["experiment=vae_mnist_classic"], label="MLP VAE 784-400-20, batch 128"),
+    "conv_ae": dict(
+        overrides=["model=ae", "model/encoder=conv", "model/decoder=conv", "data.batch_size=128"],
+        label="conv autoencoder 28x28, batch 128",
+    ),
+}
+
+
+def compose(case: str, device: str, steps: int, extra: list[str]):
+    import genlab
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import genlab.utils.resolvers  # noqa: F401
+
+    out = Path(f"/tmp/genlab-bench-{case}-{time.time_ns()}")
+    overrides = [
+        *CASES[case]["overrides"],
+        f"paths.root_dir={out}",
+        "trainer=gpu" if device == "cuda" else "trainer=cpu",
+        f"+trainer.max_steps={steps}",
+        "trainer.max_epochs=-1",
+        "+trainer.limit_val_batches=0",
+        "+trainer.enable_progress_bar=false",
+        "+trainer.enable_model_summary=false",
+        "+trainer.enable_checkpointing=false",
+        "trainer.log_every_n_steps=50",
+        "callbacks=none",
+        "logger=[]",
+        "test=false",
+        "extras.print_config=false",
+        *extra,
+    ]
+    conf = Path(genlab.__file__).parent / "conf"
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out / "run")
+        cfg.hydra.runtime.cwd = str(out)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+class Clock:
+    """Times steps warmup..end, synchronising the device at both ends."""
+
+    def __init__(self, device: str, warmup: int) -> None:
+        self.device, self.warmup, self.t0, self.t1 = device, warmup, None, None
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def step(self, step: int) -> None:
+        if step == self.warmup:
+            self.sync()
+            self.t0 = time.perf_counter()
+
+    def end(self) -> None:
+        self.sync()
+        self.t1 = time.perf_counter()
+
+
+def run_genlab(case: str, device: str, steps: int, warmup: int, dataloader: bool) -> dict:
+    import lightning as L
+
+    from genlab.train import train
+
+    clock = Clock(device, warmup)
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            clock.step(trainer.global_step)
+
+        def on_train_end(self, trainer, *args) -> None:
+            clock.end()
+
+    from omegaconf import open_dict
+
+    cfg = compose(case, device, steps + warmup, ["data.device_resident=false"] if dataloader else [])
+    with open_dict(cfg):
+        cfg.callbacks = {"timer": {"_target_": "__main__.Timer"}}
+    sys.modules["__main__"].Timer = Timer  # type: ignore[attr-defined]
+    summary = train(cfg)
+    assert summary["global_step"] == steps + warmup, summary["global_step"]
+    return {"seconds": clock.t1 - clock.t0, "batch_size": cfg.data.batch_size}
+
+
+def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
+    """The hand-written loop: same nets, optimizers, precision and data as the genlab run."""
+    import torch
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    cfg = compose(case, device, steps + warmup, [])
+    torch.manual_seed(cfg.seed)
+    if cfg.perf.matmul_precision:
+        torch.set_float32_matmul_precision(cfg.perf.matmul_precision)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    from genlab.data.base import materialize
+
+    images, _, _ = materialize(dm.dataset("train"))
+    images = images.to(device)
+    bs = cfg.data.batch_size
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    fused = {"fused": True} if cfg.perf.fused_optimizer else {}
+    cl = cfg.perf.channels_last
+
+    def batches():
+        while True:
+            perm = torch.randperm(len(images), device=images.device)
+            for i in range(0, len(images) - bs + 1, bs):
+                x = images[perm[i : i + bs]].float().div_(255)
+                yield x.contiguous(memory_format=torch.channels_last) if cl else x
+
+    data = batches()
+    clock = Clock(device, warmup)
+    m = cfg.model
+    if case == "dcgan":
+        G, D = instantiate(m.generator).to(device), instantiate(m.discriminator).to(device)
+        if cl:
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        opt_g = instantiate(m.optimizer_g)(G.parameters(), **fused)
+        opt_d = instantiate(m.optimizer_d)(D.parameters(), **fused)
+        for step in range(steps + warmup):
+            clock.step(step)
+            real = next(data) * 2 - 1
+            z = torch.randn(len(real), m.latent_dim, device=device)
+            with autocast:
+                fake = G(z)
+                d_real, d_fake = D(real), D(fake.detach())
+                loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
+                    F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            with autocast:
+                d_gen = D(fake)
+                loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+    else:
+        enc, dec = instantiate(m.encoder).to(device), instantiate(m.decoder).to(device)
+        if cl:
+            enc, dec = enc.to(memory_format=torch.channels_last), dec.to(memory_format=torch.channels_last)
+        opt = instantiate(m.optimizer)([*enc.parameters(), *dec.parameters()], **fused)
+        for step in range(steps + warmup):
+            clock.step(step)
+            x = next(data)
+            with autocast:
+                if case == "vae":
+                    mu, logvar = enc(x).chunk(2, dim=1)
+                    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+                    rec = F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").flatten(1).sum(1)
+                    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+                    loss = (rec + kl).mean()
+                else:
+                    loss = (torch.sigmoid(dec(enc(x))) - x).pow(2).flatten(1).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    clock.end()
+    return {"seconds": clock.t1 - clock.t0, "batch_size": bs}
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if args.impl == "plain":
+        out = run_plain(args.case, args.device, args.steps, args.warmup)
+    else:
+        out = run_genlab(args.case, args.device, args.steps, args.warmup, args.impl == "genlab_dl")
+    out["images_per_s"] = args.steps * out["batch_size"] / out["seconds"]
+    if args.device == "cuda":
+        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--cases", default="dcgan,vae,conv_ae")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--worker", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.case, args.impl = args.worker
+        return worker(args)
+
+    impls = ["plain", "genlab", "genlab_dl"]
+    results: dict[str, dict[str, list[dict]]] = {}
+    for case in args.cases.split(","):
+        results[case] = {i: [] for i in impls}
+        for _ in range(args.repeats):
+            for impl in impls:
+                cmd = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
+                       "--warmup", str(args.warmup), "--worker", case, impl]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode or not line:
+                    sys.exit(f"{case}/{impl} failed:\n{proc.stderr[-3000:]}")
+                results[case][impl].append(json.loads(line[0][7:]))
+                print(f"{case:8s} {impl:10s} {results[case][impl][-1]['images_per_s']:9.1f} img/s", flush=True)
+
+    import torch
+
+    hardware = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    rows = []
+    for case, by_impl in results.items():
+        med = {i: statistics.median(r["images_per_s"] for r in runs) for i, runs in by_impl.items()}
+        mem = {i: max(r["peak_mem_mb"] for r in runs) for i, runs in by_impl.items()}
+        rows.append({
+            "case": CASES[case]["label"], "plain_img_s": med["plain"], "genlab_img_s": med["genlab"],
+            "ratio": med["genlab"] / med["plain"], "genlab_dataloader_img_s": med["genlab_dl"],
+            "resident_vs_dataloader": med["genlab"] / med["genlab_dl"],
+            "peak_mem_mb_plain": mem["plain"], "peak_mem_mb_genlab": mem["genlab"],
+        })
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"device": args.device, "hardware": hardware, "torch": torch.__version__,
+            "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
+    (out / f"throughput-{args.device}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    mem_unit = "peak allocated MB" if args.device == "cuda" else "peak RSS MB"
+    lines = [
+        f"Hardware: {hardware}; torch {torch.__version__}; {args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats}.",
+        "",
+        f"| case | plain loop img/s | genlab img/s | genlab / plain | genlab DataLoader img/s | resident / DataLoader | {mem_unit} plain / genlab |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['plain_img_s']:.0f} | {r['genlab_img_s']:.0f} | {r['ratio']:.2f} | "
+            f"{r['genlab_dataloader_img_s']:.0f} | {r['resident_vs_dataloader']:.2f} | "
+            f"{r['peak_mem_mb_plain']:.0f} / {r['peak_mem_mb_genlab']:.0f} |"
+        )
+    (out / f"throughput-{args.device}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
