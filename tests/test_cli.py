@@ -3,6 +3,7 @@ unique run directories, and a clear error for each kind of bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -133,12 +134,20 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
     assert len(dirs) == 2 and all((d / "config.yaml").is_file() for d in dirs)
 
 
-def test_ddp_sim_trains_in_one_run_directory(tmp_path):
-    run_cli("trainer=ddp_sim", *(o for o in FAST if o != "trainer=cpu"), cwd=tmp_path, timeout=600)
+@pytest.mark.parametrize("model", ["ae", "vae"])
+def test_ddp_sim_trains_in_one_run_directory(tmp_path, model):
+    # (the GAN's DDP run, with identical weights on both ranks, is in test_gan.py)
+    run_cli(f"model={model}", "trainer=ddp_sim", *(o for o in FAST if o != "trainer=cpu"), cwd=tmp_path, timeout=600)
     (run,) = run_dirs(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
-    # 4 batches of 32 split over 2 processes -> each rank runs 4 steps per epoch
+    # 4 batches per epoch on each of the 2 processes (each takes half of every epoch)
     assert summary["global_step"] == 8
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "train_ddp_process_1.log").is_file()  # rank 1 logged into the same directory
+    # metrics logged once (rank 0), not once per process
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert len(rows) == 8 and len({r["step"] for r in rows}) == 8
+    # one image grid per epoch, written by rank 0 only
+    assert len(list((run / "images").glob("*_e*.png"))) == 2 * len({p.name.split("_e")[0] for p in (run / "images").glob("*_e*.png")})
