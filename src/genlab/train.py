@@ -169,16 +169,19 @@ def compile_nets(model: L.LightningModule, backend: str) -> None:
 
 
 def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
-    """The value a sweeper minimises: `optimized_metric`, else the model's declared metric
-    (None when that was not logged, e.g. with train=false)."""
+    """The value a sweeper minimises: `optimized_metric`, else the model's declared metric;
+    for the declared metric, the best value the run reached (its best checkpoint's score).
+    None when nothing was logged (e.g. train=false)."""
     metrics = summary.get("metrics", {})
-    name = cfg.get("optimized_metric")
-    if name and name not in metrics:
+    name = cfg.get("optimized_metric") or summary.get("monitor")
+    if name and name == summary.get("monitor") and summary.get("best_score") is not None:
+        return summary["best_score"]
+    if cfg.get("optimized_metric") and name not in metrics:
         raise GenlabError(
             f"optimized_metric={name!r} was not logged by this run; logged metrics are: "
             f"{', '.join(sorted(metrics)) or 'none'}."
         )
-    return metrics.get(name or summary.get("monitor"))
+    return metrics.get(name) if name else None
 
 
 def _multirun() -> bool:
