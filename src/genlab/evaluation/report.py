@@ -186,7 +186,9 @@ def _table(values: dict[str, Any]) -> list[str]:
 def _task_sections(previous: dict[str, Any]) -> list[str]:
     """Markdown for the results of the tasks that ran before the report."""
     lines: list[str] = []
-    for task, result in previous.items():
+    order = sorted(previous, key=lambda t: (t != "test", t))  # the model's own metrics first
+    for task in order:
+        result = previous[task]
         if task in ("report", "ckpt_path", "data") or not isinstance(result, dict):
             continue
         lines += ["", f"### Task `{task}`", ""]
