@@ -1,9 +1,9 @@
 """LightningModules: one per training loop."""
 
 from genlab.models.autoencoder import AutoEncoder
+from genlab.models.classifier import Classifier
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.models.wae import WAE
-from genlab.models.classifier import Classifier
 
 __all__ = ["AutoEncoder", "GAN", "VAE", "WAE", "Classifier"]

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from genlab.losses.reconstruction import KINDS, reconstruction_loss
 from genlab.losses.sparsity import Sparsity, code_stats
+from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.models.corruption import CorruptionSpec, as_corruption
 from genlab.utils.errors import GenlabError
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
 
 
 def image_metrics() -> nn.ModuleDict:
@@ -29,7 +25,7 @@ def image_metrics() -> nn.ModuleDict:
     )
 
 
-class AutoEncoder(L.LightningModule):
+class AutoEncoder(StepModule):
     """x -> encoder -> code -> decoder -> logits; reconstruction = sigmoid(logits).
 
     The loss is the reconstruction loss summed over pixels, averaged over the batch
@@ -124,22 +120,3 @@ class AutoEncoder(L.LightningModule):
         for name, value in code_stats(code, self.sparsity.active_threshold).items():
             self.log(f"{stage}/code_{name}", value, batch_size=n, sync_dist=sync)
         return penalty
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.step(batch, "test")
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }

@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy
 
+from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.utils.errors import GenlabError
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
 
-
-class Classifier(L.LightningModule):
+class Classifier(StepModule):
     """Trains `net` (x in [0, 1] -> logits) with cross-entropy on class labels, or with
     binary cross-entropy on attribute vectors when `multilabel=True` (CelebA).
 
@@ -89,22 +83,3 @@ class Classifier(L.LightningModule):
             self.acc[stage].update(logits, y.long() if self.multilabel else y)
             self.log(f"{stage}/acc", self.acc[stage], prog_bar=True, batch_size=len(x))
         return loss
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.step(batch, "test")
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
