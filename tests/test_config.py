@@ -23,10 +23,11 @@ def test_model_options_build_and_run_a_batch(tmp_path, model):
     assert cfg.model.monitor and cfg.model.monitor_mode in ("min", "max")
     dm = instantiate(cfg.data)
     x = torch.rand(4, *dm.image_shape)
+    labels = {"y": torch.arange(4) % 10} if getattr(net, "conditional", False) else {}
     net.eval()
     with torch.no_grad():
         if hasattr(net, "reconstruct"):
-            assert net.reconstruct(x).shape == x.shape
+            assert net.reconstruct(x, **labels).shape == x.shape
         if hasattr(net, "sample"):
             assert net.sample(3).shape == (3, *dm.image_shape)
 

@@ -14,17 +14,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from genlab.distributions import DiagonalGaussian, std_normal_log_prob
 from genlab.losses.likelihood import bernoulli_nll, bits_per_dim, gaussian_nll
+from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.nets.conditional import ConditionalDecoder, ConditionalEncoder
 from genlab.utils.errors import GenlabError
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
 LIKELIHOODS = ("bernoulli", "gaussian")
 GAUSSIAN_MEANS = ("sigmoid", "identity")
 
@@ -37,7 +35,7 @@ def _build(net: Any, **resize: int) -> nn.Module:
     return net(**{k: keywords.get(k, 0) + v for k, v in resize.items()})
 
 
-class VAE(L.LightningModule):
+class VAE(StepModule):
     """Encoder -> q(z|x) = N(mu, diag sigma^2) -> z = mu + eps * sigma -> decoder -> p(x|z).
 
     - `encoder` outputs 2 * latent_dim numbers per image (mean and log-variance);
@@ -213,8 +211,11 @@ class VAE(L.LightningModule):
         temperature: float = 1.0,
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """n images x ~ p(x|z) (their means), z from the prior; per class `y` if conditional."""
+        """n images x ~ p(x|z) (their means), z from the prior; per class `y` if conditional
+        (without `y`, a conditional model cycles through the classes 0, 1, ..., 0, 1, ...)."""
         z = self.sample_latent(n, generator=generator, temperature=temperature)
+        if self.conditional and y is None and self.num_classes:
+            y = torch.arange(n, device=z.device) % self.num_classes
         return self.decode(z, y)
 
     # --- likelihood -------------------------------------------------------------------------
@@ -270,22 +271,3 @@ class VAE(L.LightningModule):
             if isinstance(self.log_sigma, nn.Parameter):
                 self.log("train/sigma", self.log_sigma.exp(), **log)
         return loss
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.step(batch, "train")
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.step(batch, "test")
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
