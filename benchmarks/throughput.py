@@ -30,8 +30,13 @@ from pathlib import Path
 
 CASES = {
     "dcgan": dict(
-        overrides=["model=dcgan", "data.image_size=64", "data.channels=3", "data.batch_size=64",
-                   "model.ema_decay=null"],
+        overrides=[
+            "model=dcgan",
+            "data.image_size=64",
+            "data.channels=3",
+            "data.batch_size=64",
+            "model.ema_decay=null",
+        ],
         label="DCGAN 64x64 (G and D steps), batch 64",
     ),
     "vae": dict(overrides=["experiment=vae_mnist_classic"], label="MLP VAE 784-400-20, batch 128"),
@@ -43,12 +48,12 @@ CASES = {
 
 
 def compose(case: str, device: str, steps: int, extra: list[str]):
-    import genlab
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    import genlab
     import genlab.utils.resolvers  # noqa: F401
 
     out = Path(f"/tmp/genlab-bench-{case}-{time.time_ns()}")
@@ -119,7 +124,9 @@ def run_genlab(case: str, device: str, steps: int, warmup: int, dataloader: bool
 
     from omegaconf import open_dict
 
-    cfg = compose(case, device, steps + warmup, ["data.device_resident=false"] if dataloader else [])
+    cfg = compose(
+        case, device, steps + warmup, ["data.device_resident=false"] if dataloader else []
+    )
     with open_dict(cfg):
         cfg.callbacks = {"timer": {"_target_": "__main__.Timer"}}
     sys.modules["__main__"].Timer = Timer  # type: ignore[attr-defined]
@@ -172,8 +179,9 @@ def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
             with autocast:
                 fake = G(z)
                 d_real, d_fake = D(real), D(fake.detach())
-                loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
-                    F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+                loss_d = F.binary_cross_entropy_with_logits(
+                    d_real, torch.ones_like(d_real)
+                ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -188,7 +196,10 @@ def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
     else:
         enc, dec = instantiate(m.encoder).to(device), instantiate(m.decoder).to(device)
         if cl:
-            enc, dec = enc.to(memory_format=torch.channels_last), dec.to(memory_format=torch.channels_last)
+            enc, dec = (
+                enc.to(memory_format=torch.channels_last),
+                dec.to(memory_format=torch.channels_last),
+            )
         opt = instantiate(m.optimizer)([*enc.parameters(), *dec.parameters()], **fused)
         for step in range(steps + warmup):
             clock.step(step)
@@ -197,7 +208,11 @@ def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
                 if case == "vae":
                     mu, logvar = enc(x).chunk(2, dim=1)
                     z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-                    rec = F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").flatten(1).sum(1)
+                    rec = (
+                        F.binary_cross_entropy_with_logits(dec(z), x, reduction="none")
+                        .flatten(1)
+                        .sum(1)
+                    )
                     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
                     loss = (rec + kl).mean()
                 else:
@@ -227,7 +242,9 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cases", default="dcgan,vae,conv_ae")
     p.add_argument("--steps", type=int, default=60)
@@ -246,43 +263,80 @@ def main() -> None:
         results[case] = {i: [] for i in impls}
         for _ in range(args.repeats):
             for impl in impls:
-                cmd = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--worker", case, impl]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--device",
+                    args.device,
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                    "--worker",
+                    case,
+                    impl,
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode or not line:
                     sys.exit(f"{case}/{impl} failed:\n{proc.stderr[-3000:]}")
                 results[case][impl].append(json.loads(line[0][7:]))
-                print(f"{case:8s} {impl:10s} {results[case][impl][-1]['images_per_s']:9.1f} img/s", flush=True)
+                print(
+                    f"{case:8s} {impl:10s} {results[case][impl][-1]['images_per_s']:9.1f} img/s",
+                    flush=True,
+                )
 
     import torch
 
-    hardware = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    hardware = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
     rows = []
     for case, by_impl in results.items():
-        med = {i: statistics.median(r["images_per_s"] for r in runs) for i, runs in by_impl.items()}
+        med = {
+            i: statistics.median(r["images_per_s"] for r in runs) for i, runs in by_impl.items()
+        }
         mem = {i: max(r["peak_mem_mb"] for r in runs) for i, runs in by_impl.items()}
-        rows.append({
-            "case": CASES[case]["label"], "plain_img_s": med["plain"], "genlab_img_s": med["genlab"],
-            "ratio": med["genlab"] / med["plain"], "genlab_dataloader_img_s": med["genlab_dl"],
-            "resident_vs_dataloader": med["genlab"] / med["genlab_dl"],
-            "peak_mem_mb_plain": mem["plain"], "peak_mem_mb_genlab": mem["genlab"],
-        })
+        rows.append(
+            {
+                "case": CASES[case]["label"],
+                "plain_img_s": med["plain"],
+                "genlab_img_s": med["genlab"],
+                "ratio": med["genlab"] / med["plain"],
+                "genlab_dataloader_img_s": med["genlab_dl"],
+                "resident_vs_dataloader": med["genlab"] / med["genlab_dl"],
+                "peak_mem_mb_plain": mem["plain"],
+                "peak_mem_mb_genlab": mem["genlab"],
+            }
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": args.device, "hardware": hardware, "torch": torch.__version__,
-            "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
-    (out / f"throughput-{args.device}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta = {
+        "device": args.device,
+        "hardware": hardware,
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+    }
+    (out / f"throughput-{args.device}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2)
+    )
     mem_unit = "peak allocated MB" if args.device == "cuda" else "peak RSS MB"
     lines = [
-        f"Hardware: {hardware}; torch {torch.__version__}; {args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats}.",
+        f"Hardware: {hardware}; torch {torch.__version__}; {args.steps} timed steps after "
+        f"{args.warmup} warm-up, median of {args.repeats}.",
         "",
-        f"| case | plain loop img/s | genlab img/s | genlab / plain | genlab DataLoader img/s | resident / DataLoader | {mem_unit} plain / genlab |",
+        "| case | plain loop img/s | genlab img/s | genlab / plain | genlab DataLoader img/s "
+        f"| resident / DataLoader | {mem_unit} plain / genlab |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['case']} | {r['plain_img_s']:.0f} | {r['genlab_img_s']:.0f} | {r['ratio']:.2f} | "
+            f"| {r['case']} | {r['plain_img_s']:.0f} | {r['genlab_img_s']:.0f} | "
+            f"{r['ratio']:.2f} | "
             f"{r['genlab_dataloader_img_s']:.0f} | {r['resident_vs_dataloader']:.2f} | "
             f"{r['peak_mem_mb_plain']:.0f} / {r['peak_mem_mb_genlab']:.0f} |"
         )

@@ -22,8 +22,10 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.tobytes())
 
 
-def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 60, n_test: int = 20, seed: int = 0):
-    """root/<folder>/raw/ with the four IDX files; image i of class c has value 10*c+i%10 at (0,0)."""
+def write_mnist(
+    root: Path, folder: str = "MNIST", n_train: int = 60, n_test: int = 20, seed: int = 0
+):
+    """root/<folder>/raw/ with the four IDX files of random images, labels i % 10."""
     rng = np.random.default_rng(seed)
     raw = root / folder / "raw"
     out = {}
@@ -42,7 +44,9 @@ def write_cifar10(root: Path, per_batch: int = 10, n_test: int = 10, seed: int =
     base = root / "cifar-10-batches-py"
     base.mkdir(parents=True, exist_ok=True)
     batches = {}
-    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [
+        ("test_batch", n_test)
+    ]:
         data = rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, size=n)]
         with open(base / name, "wb") as f:
@@ -65,19 +69,30 @@ def write_celeba(root: Path, n: int = 12, seed: int = 0) -> np.ndarray:
         pixels = rng.integers(0, 256, size=(218, 178, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(base / "img_align_celeba" / name, quality=90)
     lines = [str(n), " ".join(CELEBA_ATTRS)]
-    lines += [f"{name} " + " ".join(f"{a:2d}" for a in row) for name, row in zip(names, attrs)]
+    rows = zip(names, attrs, strict=True)
+    lines += [f"{name} " + " ".join(f"{a:2d}" for a in row) for name, row in rows]
     (base / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    (base / "identity_CelebA.txt").write_text("".join(f"{m} {i % 5}\n" for i, m in enumerate(names)))
+    (base / "identity_CelebA.txt").write_text(
+        "".join(f"{m} {i % 5}\n" for i, m in enumerate(names))
+    )
     bbox = [str(n), "image_id x_1 y_1 width height"] + [f"{m} 1 2 100 120" for m in names]
     (base / "list_bbox_celeba.txt").write_text("\n".join(bbox) + "\n")
-    marks_header = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+    marks_header = " ".join(
+        f"{part}_{axis}"
+        for part in ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
+        for axis in "xy"
+    )
     marks = [str(n), marks_header] + [f"{m} " + " ".join(["50"] * 10) for m in names]
     (base / "list_landmarks_align_celeba.txt").write_text("\n".join(marks) + "\n")
-    (base / "list_eval_partition.txt").write_text("".join(f"{m} {i % 3}\n" for i, m in enumerate(names)))
+    (base / "list_eval_partition.txt").write_text(
+        "".join(f"{m} {i % 3}\n" for i, m in enumerate(names))
+    )
     return attrs
 
 
-def write_image_folder(root: Path, classes: list[str] | None, per_class: int = 10, size=(40, 30), seed=0):
+def write_image_folder(
+    root: Path, classes: list[str] | None, per_class: int = 10, size=(40, 30), seed=0
+):
     """PNG images under root (flat) or root/<class>/ for each class."""
     rng = np.random.default_rng(seed)
     dirs = [root / c for c in classes] if classes else [root]

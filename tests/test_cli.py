@@ -26,7 +26,12 @@ def default_run(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
     env["HOME"] = str(cwd)
     proc = subprocess.run(
-        [sys.executable, "-m", "genlab.train"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "genlab.train"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     (run,) = run_dirs(cwd)
@@ -57,7 +62,13 @@ def test_default_run_wandb_offline(default_run):
     run, _ = default_run
     (offline,) = (run / "wandb").glob("offline-run-*")
     (records,) = offline.glob("run-*.wandb")
-    assert {"train/loss", "val/loss", "val/psnr", "test/loss", "trainer/global_step"} <= history_keys(records)
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/psnr",
+        "test/loss",
+        "trainer/global_step",
+    } <= history_keys(records)
     assert {"model", "data", "trainer"} <= config_keys(records)  # the nested, resolved config
     images = list((offline / "files" / "media" / "images").rglob("reconstructions_*.png"))
     assert len(images) >= 1
@@ -66,7 +77,12 @@ def test_default_run_wandb_offline(default_run):
 def test_eval_reproduces_test_metrics(default_run):
     run, _ = default_run
     summary = json.loads((run / "summary.json").read_text())
-    run_cli(f"ckpt_path={summary['test_ckpt']}", "extras.print_config=false", module="genlab.eval", cwd=run.parent)
+    run_cli(
+        f"ckpt_path={summary['test_ckpt']}",
+        "extras.print_config=false",
+        module="genlab.eval",
+        cwd=run.parent,
+    )
     (result,) = (run / "eval").glob("*/metrics.json")
     evaluated = json.loads(result.read_text())["test"]
     for key in ("test/loss", "test/psnr", "test/ssim"):
@@ -82,8 +98,11 @@ def test_checkpoints_load_weights_only_and_carry_config(default_run):
 def test_mismatched_checkpoint_is_refused_before_training(default_run, tmp_path):
     run, _ = default_run
     proc = run_cli(
-        "model.latent_dim=16", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", *QUIET,
-        cwd=tmp_path, check=False,
+        "model.latent_dim=16",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        *QUIET,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 2
     assert "does not match the model" in proc.stderr and "latent_dim" not in proc.stdout[-200:]
@@ -97,7 +116,9 @@ def test_unreadable_checkpoint_gets_a_clear_error(tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated")
     proc = run_cli(f"ckpt_path={bad}", module="genlab.eval", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "could not be read as a checkpoint" in proc.stderr
-    missing = run_cli(f"ckpt_path={tmp_path / 'nope.ckpt'}", module="genlab.eval", cwd=tmp_path, check=False)
+    missing = run_cli(
+        f"ckpt_path={tmp_path / 'nope.ckpt'}", module="genlab.eval", cwd=tmp_path, check=False
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
@@ -106,7 +127,9 @@ def test_unknown_options_are_refused(tmp_path):
     assert proc.returncode != 0 and "no_such_model" in proc.stderr and "model" in proc.stderr
     proc = run_cli("trainer.max_epochz=3", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "max_epochz" in proc.stderr
-    assert not run_dirs(tmp_path) or not any((d / "checkpoints").exists() for d in run_dirs(tmp_path))
+    assert not run_dirs(tmp_path) or not any(
+        (d / "checkpoints").exists() for d in run_dirs(tmp_path)
+    )
 
 
 def test_missing_data_is_reported_before_training(tmp_path):
@@ -119,15 +142,33 @@ def test_missing_data_is_reported_before_training(tmp_path):
 
 def test_image_size_the_nets_cannot_take(tmp_path):
     proc = run_cli(
-        "model/encoder=conv", "model/decoder=conv", "data.image_size=30", *QUIET, cwd=tmp_path, check=False
+        "model/encoder=conv",
+        "model/decoder=conv",
+        "data.image_size=30",
+        *QUIET,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode == 2
-    assert "data.image_size must be a multiple of 4" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "data.image_size must be a multiple of 4" in proc.stderr and "Traceback" not in proc.stderr
+    )
 
 
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
-    args = [sys.executable, "-m", "genlab.train", "train=false", "test=false", "logger=csv", *QUIET]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    args = [
+        sys.executable,
+        "-m",
+        "genlab.train",
+        "train=false",
+        "test=false",
+        "logger=csv",
+        *QUIET,
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
     dirs = run_dirs(tmp_path)
@@ -137,7 +178,13 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
 @pytest.mark.parametrize("model", ["ae", "vae"])
 def test_ddp_sim_trains_in_one_run_directory(tmp_path, model):
     # (the GAN's DDP run, with identical weights on both ranks, is in test_gan.py)
-    run_cli(f"model={model}", "trainer=ddp_sim", *(o for o in FAST if o != "trainer=cpu"), cwd=tmp_path, timeout=600)
+    run_cli(
+        f"model={model}",
+        "trainer=ddp_sim",
+        *(o for o in FAST if o != "trainer=cpu"),
+        cwd=tmp_path,
+        timeout=600,
+    )
     (run,) = run_dirs(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
@@ -150,4 +197,6 @@ def test_ddp_sim_trains_in_one_run_directory(tmp_path, model):
         rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
     assert len(rows) == 8 and len({r["step"] for r in rows}) == 8
     # one image grid per epoch, written by rank 0 only
-    assert len(list((run / "images").glob("*_e*.png"))) == 2 * len({p.name.split("_e")[0] for p in (run / "images").glob("*_e*.png")})
+    assert len(list((run / "images").glob("*_e*.png"))) == 2 * len(
+        {p.name.split("_e")[0] for p in (run / "images").glob("*_e*.png")}
+    )

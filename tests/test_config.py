@@ -83,12 +83,20 @@ def test_hparams_search_composes(tmp_path):
 
 def test_model_declares_the_metric_checkpointing_watches(tmp_path):
     cfg = make_cfg(tmp_path, "model.monitor=val/psnr", "model.monitor_mode=max")
-    (ckpt,) = [c for c in instantiate_group(cfg.callbacks) if type(c).__name__ == "ModelCheckpoint"]
+    (ckpt,) = [
+        c for c in instantiate_group(cfg.callbacks) if type(c).__name__ == "ModelCheckpoint"
+    ]
     assert ckpt.monitor == "val/psnr" and ckpt.mode == "max"
 
 
 def test_nets_follow_the_data_shape(tmp_path):
-    cfg = make_cfg(tmp_path, "model/encoder=conv", "model/decoder=conv", "data.image_size=32", "data.channels=3")
+    cfg = make_cfg(
+        tmp_path,
+        "model/encoder=conv",
+        "model/decoder=conv",
+        "data.image_size=32",
+        "data.channels=3",
+    )
     model = instantiate(cfg.model)
     x = torch.rand(2, 3, 32, 32)
     assert model.reconstruct(x).shape == x.shape

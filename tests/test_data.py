@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_cfg
 from datafiles import CELEBA_ATTRS, write_celeba, write_cifar10, write_image_folder, write_mnist
 from hydra.utils import instantiate
-from conftest import make_cfg
 
 from genlab.data import CIFAR10, CelebA, ImageFolder, MNIST5k, TorchvisionMNIST
 from genlab.utils.errors import GenlabError
@@ -21,15 +21,21 @@ def test_mnist_5k_split_is_deterministic_and_disjoint():
     a, b = MNIST5k(image_size=28, channels=1), MNIST5k(image_size=28, channels=1)
     a.setup(), b.setup()
     assert {k: len(v) for k, v in a.splits.items()} == {"train": 4000, "val": 500, "test": 500}
-    fingerprint = lambda dm, s: torch.stack([dm.dataset(s)[i][0] for i in range(0, 500, 50)])
+
+    def fingerprint(dm, s):
+        return torch.stack([dm.dataset(s)[i][0] for i in range(0, 500, 50)])
+
     for split in ("train", "val", "test"):
         assert torch.equal(fingerprint(a, split), fingerprint(b, split))
     # no image appears in two splits
-    flat = {s: {a.dataset(s)[i][0].flatten().numpy().tobytes() for i in range(len(a.dataset(s)))} for s in a.splits}
+    flat = {
+        s: {a.dataset(s)[i][0].flatten().numpy().tobytes() for i in range(len(a.dataset(s)))}
+        for s in a.splits
+    }
     assert not flat["train"] & flat["test"] and not flat["train"] & flat["val"]
     x, y = batch(a)
     assert x.shape == (128, 1, 28, 28) and x.dtype == torch.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.9
     assert y.dtype == torch.long and set(y.tolist()) <= set(range(10))
     assert a.image_shape == (1, 28, 28) and a.num_classes == 10
 
@@ -56,8 +62,13 @@ def test_binarization_static_is_fixed_dynamic_is_fresh():
 def test_torchvision_mnist_reads_idx_files(tmp_path, variant, folder):
     written = write_mnist(tmp_path, folder)
     dm = TorchvisionMNIST(
-        variant=variant, data_dir=str(tmp_path), download=False, image_size=28, channels=1,
-        val_fraction=0.2, batch_size=4,
+        variant=variant,
+        data_dir=str(tmp_path),
+        download=False,
+        image_size=28,
+        channels=1,
+        val_fraction=0.2,
+        batch_size=4,
     )
     dm.prepare_data()
     dm.setup()
@@ -97,7 +108,7 @@ def test_celeba_layout_crop_and_attributes(tmp_path):
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 4, "val": 4, "test": 4}
     assert dm.attr_names == CELEBA_ATTRS
     x, y = dm.dataset("val")[0]  # image 000002.jpg (index 1: partition 1)
-    assert x.shape == (3, 64, 64) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (3, 64, 64) and x.min() >= 0 and x.max() <= 1
     assert torch.equal(y, torch.from_numpy((attrs[1] + 1) // 2))
     xb, yb = batch(dm)
     assert xb.shape == (2, 3, 64, 64) and yb.shape == (2, 40)
@@ -143,9 +154,15 @@ def test_image_folder_unreadable_file_error_or_skip(tmp_path):
     assert sum(len(v) for v in skipping.splits.values()) == 6
 
 
-@pytest.mark.parametrize("data", ["mnist_5k", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"])
+@pytest.mark.parametrize(
+    "data", ["mnist_5k", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder"]
+)
 def test_every_data_config_instantiates_and_sizes_nets(tmp_path, data):
-    cfg = make_cfg(tmp_path, f"data={data}", "data.path=/nonexistent")  if data == "image_folder" else make_cfg(tmp_path, f"data={data}")
+    cfg = (
+        make_cfg(tmp_path, f"data={data}", "data.path=/nonexistent")
+        if data == "image_folder"
+        else make_cfg(tmp_path, f"data={data}")
+    )
     dm = instantiate(cfg.data)
     assert dm.image_shape == (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
     model = instantiate(cfg.model)
@@ -170,8 +187,16 @@ def test_device_resident_shuffle_is_per_epoch_and_sharded():
     epoch = {"e": 0}
 
     def batches(rank=0, world=1):
-        tb = TensorBatches(images, labels, batch_size=100, shuffle=True, seed=3,
-                           epoch=lambda: epoch["e"], rank=rank, world_size=world)
+        tb = TensorBatches(
+            images,
+            labels,
+            batch_size=100,
+            shuffle=True,
+            seed=3,
+            epoch=lambda: epoch["e"],
+            rank=rank,
+            world_size=world,
+        )
         return torch.cat([y for _, y in tb]), torch.cat([x for x, _ in tb])
 
     y0, x0 = batches()
@@ -185,7 +210,9 @@ def test_device_resident_shuffle_is_per_epoch_and_sharded():
 
 
 def test_device_resident_dynamic_binarization_and_flips():
-    dm = MNIST5k(image_size=28, channels=1, batch_size=50, binarize="dynamic", device_resident=True)
+    dm = MNIST5k(
+        image_size=28, channels=1, batch_size=50, binarize="dynamic", device_resident=True
+    )
     x1, _ = next(iter(dm.train_dataloader()))
     x2, _ = next(iter(dm.train_dataloader()))
     assert set(x1.unique().tolist()) <= {0.0, 1.0} and not torch.equal(x1, x2)

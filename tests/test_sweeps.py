@@ -29,9 +29,16 @@ def wandb_run_info(job_dir):
 
 def test_multirun_records_failures_groups_wandb_and_runs_ddp_jobs(tmp_path):
     run_cli(
-        "-m", "data.image_size=28,30", "model.latent_dim=8,16", "model/encoder=conv",
-        "model/decoder=conv", "trainer=ddp_sim", *NO_CPU_PRESET, "logger=[csv,wandb]",
-        cwd=tmp_path, timeout=900,
+        "-m",
+        "data.image_size=28,30",
+        "model.latent_dim=8,16",
+        "model/encoder=conv",
+        "model/decoder=conv",
+        "trainer=ddp_sim",
+        *NO_CPU_PRESET,
+        "logger=[csv,wandb]",
+        cwd=tmp_path,
+        timeout=900,
     )
     (sweep,) = sweep_dirs(tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -48,21 +55,32 @@ def test_multirun_records_failures_groups_wandb_and_runs_ddp_jobs(tmp_path):
             assert (sweep / job / "train_ddp_process_1.log").is_file()
             run = wandb_run_info(sweep / job)
             assert run.run_group == sweep.name
-            assert "model.latent_dim=" in run.display_name and "data.image_size=28" in run.display_name
+            assert (
+                "model.latent_dim=" in run.display_name
+                and "data.image_size=28" in run.display_name
+            )
     assert not run_dirs(tmp_path)  # no stray single-run directories
 
 
 def test_optuna_failed_trial_is_worst_and_study_resumes_with_ddp(tmp_path):
     common = [
-        "-m", "hparams_search=ae_optuna", "hydra.sweeper.n_trials=1", "model/encoder=conv",
-        "model/decoder=conv", *NO_CPU_PRESET,
+        "-m",
+        "hparams_search=ae_optuna",
+        "hydra.sweeper.n_trials=1",
+        "model/encoder=conv",
+        "model/decoder=conv",
+        *NO_CPU_PRESET,
     ]
     run_cli(*common, "data.image_size=30", cwd=tmp_path, timeout=600)
     (sweep,) = sweep_dirs(tmp_path)
     # resume the same study in the same sweep directory; this trial trains with 2 DDP processes
     run_cli(
-        *common, "trainer=ddp_sim", "data.image_size=28",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600,
+        *common,
+        "trainer=ddp_sim",
+        "data.image_size=28",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=600,
     )
     study = optuna.load_study(study_name="ae", storage=f"sqlite:///{sweep / 'optuna.db'}")
     values = sorted(t.value for t in study.trials)
@@ -87,7 +105,14 @@ def test_resume_auto_continues_in_place_with_the_same_wandb_run(tmp_path):
     run_cli(*FAST, "logger=[csv,wandb]", "test=false", cwd=tmp_path)
     (run,) = run_dirs(tmp_path)
     first = json.loads((run / "summary.json").read_text())
-    run_cli(*FAST, "logger=[csv,wandb]", "test=false", "resume=auto", "trainer.max_epochs=3", cwd=tmp_path)
+    run_cli(
+        *FAST,
+        "logger=[csv,wandb]",
+        "test=false",
+        "resume=auto",
+        "trainer.max_epochs=3",
+        cwd=tmp_path,
+    )
     assert run_dirs(tmp_path) == [run]  # continued in the same directory
     second = json.loads((run / "summary.json").read_text())
     assert first["global_step"] == 8 and second["global_step"] == 12
@@ -98,8 +123,12 @@ def test_resume_auto_continues_in_place_with_the_same_wandb_run(tmp_path):
 
 @pytest.mark.parametrize("model", ["ae"])
 def test_bf16_mixed_on_cpu(tmp_path, model):
-    summary = train(make_cfg(tmp_path, f"model={model}", *FAST, "trainer.precision=bf16-mixed", "test=false"))
-    assert summary["status"] == "completed" and torch.isfinite(torch.tensor(summary["metrics"]["val/loss"]))
+    summary = train(
+        make_cfg(tmp_path, f"model={model}", *FAST, "trainer.precision=bf16-mixed", "test=false")
+    )
+    assert summary["status"] == "completed" and torch.isfinite(
+        torch.tensor(summary["metrics"]["val/loss"])
+    )
 
 
 def test_compile_switch_keeps_checkpoint_keys(tmp_path):
@@ -108,3 +137,23 @@ def test_compile_switch_keeps_checkpoint_keys(tmp_path):
     summary = train(cfg)
     state = torch.load(summary["last_ckpt"], weights_only=True)["state_dict"]
     assert "encoder.head.weight" in state and not any("_orig_mod" in k for k in state)
+
+
+def test_requeued_job_continues_from_its_last_checkpoint(tmp_path):
+    # What a SLURM requeue does: the same job runs again in its own, already used directory.
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "-m", "model.latent_dim=8", *FAST, "test=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    first = json.loads((sweep / "0" / "summary.json").read_text())
+    run_cli(
+        "-m",
+        "model.latent_dim=8",
+        *FAST,
+        "test=false",
+        "trainer.max_epochs=3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    second = json.loads((sweep / "0" / "summary.json").read_text())
+    assert (first["global_step"], second["global_step"]) == (8, 12)

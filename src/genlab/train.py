@@ -77,8 +77,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(to_plain(cfg))
 
-    summary: dict[str, Any] = {"status": "running", "run_dir": str(run_dir), "started": time.time()}
-    wandb_ids = [lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger) and is_rank_zero]
+    summary: dict[str, Any] = {
+        "status": "running",
+        "run_dir": str(run_dir),
+        "started": time.time(),
+    }
+    wandb_ids = [
+        lg.experiment.id for lg in loggers if isinstance(lg, WandbLogger) and is_rank_zero
+    ]
     if wandb_ids:
         summary["wandb_id"] = wandb_ids[0]
     if is_rank_zero:
@@ -86,7 +92,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     single_job_argv_for_ddp_children()
     try:
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+            trainer.fit(
+                model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            )
         metrics = scalar_metrics(trainer.callback_metrics)
         ckpt_cb = trainer.checkpoint_callback
         best = (getattr(ckpt_cb, "best_model_path", "") or None) if ckpt_cb else None
@@ -108,7 +116,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             summary["test_ckpt"] = best
     except BaseException as exc:
         if trainer.is_global_zero:
-            summary.update(status="failed", error=f"{type(exc).__name__}: {exc}", ended=time.time())
+            summary.update(
+                status="failed", error=f"{type(exc).__name__}: {exc}", ended=time.time()
+            )
             write_json(run_dir / "summary.json", summary)
         finish_wandb(loggers)
         raise
@@ -136,7 +146,11 @@ def apply_resume(cfg: DictConfig, run_dir: Path) -> None:
     if not last.is_file():
         log.info("resume=%s: no checkpoint in %s, starting a new run", cfg.resume, run_dir)
         return
-    previous = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    previous = (
+        json.loads((run_dir / "summary.json").read_text())
+        if (run_dir / "summary.json").is_file()
+        else {}
+    )
     with open_dict(cfg):
         cfg.ckpt_path = str(last)
         if previous.get("wandb_id") and cfg.get("logger") and "wandb" in cfg.logger:
@@ -215,9 +229,15 @@ def main(cfg: DictConfig) -> float | None:
         user_error = find_user_error(exc)
         if _multirun() and cfg.get("multirun_on_error", "record") == "record":
             # recorded in the job's summary.json and the sweep summary; the sweep goes on
-            log.error("job failed: %s", user_error or f"{type(exc).__name__}: {exc}", exc_info=user_error is None)
+            log.error(
+                "job failed: %s",
+                user_error or f"{type(exc).__name__}: {exc}",
+                exc_info=user_error is None,
+            )
             error = str(user_error) if user_error else f"{type(exc).__name__}: {exc}"
-            write_json(Path(cfg.paths.output_dir) / "summary.json", {"status": "failed", "error": error})
+            write_json(
+                Path(cfg.paths.output_dir) / "summary.json", {"status": "failed", "error": error}
+            )
             return worst(cfg)
         if user_error is not None and not _multirun():
             print(f"\ngenlab: error: {user_error}\n", file=sys.stderr)
@@ -228,7 +248,9 @@ def main(cfg: DictConfig) -> float | None:
             release_distributed(env)
     value = objective(cfg, summary)
     if value is not None and math.isnan(value):
-        log.warning("objective %s is NaN: reported as the worst value", cfg.get("optimized_metric"))
+        log.warning(
+            "objective %s is NaN: reported as the worst value", cfg.get("optimized_metric")
+        )
         return worst(cfg)
     return value
 

@@ -105,7 +105,10 @@ def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, n_per_row: int) ->
     for i in range(0, len(x), n_per_row):
         rows += [x[i : i + n_per_row], x_hat[i : i + n_per_row]]
     width = max(len(r) for r in rows)
-    rows = [torch.cat([r, r.new_ones(width - len(r), *r.shape[1:])]) if len(r) < width else r for r in rows]
+    rows = [
+        torch.cat([r, r.new_ones(width - len(r), *r.shape[1:])]) if len(r) < width else r
+        for r in rows
+    ]
     return make_grid(torch.cat(rows).float().clamp(0, 1), nrow=width, padding=2, pad_value=1.0)
 
 

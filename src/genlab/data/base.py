@@ -131,7 +131,11 @@ class TensorBatches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
         self.rank, self.world_size = rank, world_size
-        self.dynamic_binarize, self.hflip, self.channels_last = dynamic_binarize, hflip, channels_last
+        self.dynamic_binarize, self.hflip, self.channels_last = (
+            dynamic_binarize,
+            hflip,
+            channels_last,
+        )
         n = len(images)
         # training drops the ragged end (as drop_last); evaluation pads by repeating indices so
         # every rank runs the same number of batches
@@ -245,7 +249,11 @@ class ImageDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.binarize, self.val_fraction = binarize, val_fraction
         self.split_seed, self.shuffle_seed, self.download = split_seed, shuffle_seed, download
-        self.device_resident, self.hflip, self.channels_last = device_resident, hflip, channels_last
+        self.device_resident, self.hflip, self.channels_last = (
+            device_resident,
+            hflip,
+            channels_last,
+        )
         self.splits: dict[str, Dataset] = {}
         self._resident: dict[str, tuple[torch.Tensor, torch.Tensor, str | None]] = {}
 
@@ -261,11 +269,13 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- shared machinery ------------------------------------------------------------------
     def split_off(self, data: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
-        """Split `data` into (rest, part of size `fraction`) by a permutation seeded by split_seed."""
+        """Split `data` into (rest, part of size `fraction`), permuted by `split_seed`."""
         n = len(data)  # type: ignore[arg-type]
         n_part = round(n * fraction)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        return Indexed(data, perm[n_part:].sort().values), Indexed(data, perm[:n_part].sort().values)
+        return Indexed(data, perm[n_part:].sort().values), Indexed(
+            data, perm[:n_part].sort().values
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -274,7 +284,9 @@ class ImageDataModule(L.LightningDataModule):
         if self.binarize is not None:
             # Evaluation splits always use a fixed draw so test numbers are comparable.
             splits = {
-                name: Binarized(ds, self.binarize if name == "train" else "static", self.split_seed + i)
+                name: Binarized(
+                    ds, self.binarize if name == "train" else "static", self.split_seed + i
+                )
                 for i, (name, ds) in enumerate(splits.items())
             }
         self.splits = splits

@@ -66,12 +66,14 @@ class CelebA(ImageDataModule):
 
     def _check(self) -> None:
         check_files(
-            [os.path.join(self.root, "img_align_celeba")] + [os.path.join(self.root, f) for f in _FILES],
+            [os.path.join(self.root, "img_align_celeba")]
+            + [os.path.join(self.root, f) for f in _FILES],
             what=f"CelebA not found under data.data_dir={self.data_dir!r}",
             how=(
-                "torchvision's Google Drive download often fails (quota). Get img_align_celeba.zip "
-                "and the five .txt files from the CelebA website (mmlab.ie.cuhk.edu.hk/projects/"
-                f"CelebA.html) or a mirror of it, unzip the images into {self.root}/img_align_celeba/ "
+                "torchvision's Google Drive download often fails (quota). Get "
+                "img_align_celeba.zip and the five .txt files from the CelebA website "
+                "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or a mirror of it, unzip the images "
+                f"into {self.root}/img_align_celeba/ "
                 f"and put the .txt files in {self.root}/; or point data.data_dir at a folder that "
                 "holds celeba/."
             ),
@@ -91,6 +93,8 @@ class CelebA(ImageDataModule):
         transform = image_transform(self.image_size, self.channels)
         out = {}
         for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
-            out[split] = _CelebAFiles(self.data_dir, split=name, target_type="attr", transform=transform)
+            out[split] = _CelebAFiles(
+                self.data_dir, split=name, target_type="attr", transform=transform
+            )
         self.attr_names = list(out["train"].attr_names)
         return out

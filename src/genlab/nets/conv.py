@@ -12,7 +12,7 @@ from genlab.utils.errors import GenlabError
 
 
 def bottom_size(image_size: int, n_layers: int, who: str) -> int:
-    """Spatial size after `n_layers` halvings; a clear error if the image size does not allow it."""
+    """Spatial size after `n_layers` halvings; a clear error if the image size forbids it."""
     factor = 2**n_layers
     if image_size % factor or image_size // factor < 1:
         fits = [s for s in range(image_size - 8, image_size + 9) if s > 0 and s % factor == 0]
@@ -45,7 +45,9 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = channels
         for i, c_out in enumerate(hidden_channels):
-            layers.append(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=not batch_norm or i == 0))
+            layers.append(
+                nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=not batch_norm or i == 0)
+            )
             if batch_norm and i > 0:  # no norm on the input layer (DCGAN practice)
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(make_activation(activation))
@@ -80,7 +82,9 @@ class ConvDecoder(nn.Module):
         )
         layers: list[nn.Module] = []
         for c_in, c_out in zip(hidden_channels[:-1], hidden_channels[1:], strict=True):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=not batch_norm))
+            layers.append(
+                nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=not batch_norm)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(make_activation(activation))

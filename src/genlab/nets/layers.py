@@ -18,7 +18,7 @@ _ACTIVATIONS = {
 
 
 def activation(name: str | None) -> nn.Module:
-    """An activation module by name (`relu`, `leaky_relu` (slope 0.2), `elu`, ...); None -> Identity."""
+    """An activation module by name (`relu`, `leaky_relu` (0.2), `elu`, ...); None: Identity."""
     if name is None:
         return nn.Identity()
     if name not in _ACTIVATIONS:

@@ -10,7 +10,9 @@ from torch import nn
 from genlab.nets.layers import activation as make_activation
 
 
-def mlp(dims: Sequence[int], act: str, *, batch_norm: bool = False, dropout: float = 0.0) -> nn.Sequential:
+def mlp(
+    dims: Sequence[int], act: str, *, batch_norm: bool = False, dropout: float = 0.0
+) -> nn.Sequential:
     """Linear layers dims[0] -> ... -> dims[-1], each followed by the activation."""
     layers: list[nn.Module] = []
     for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):

@@ -31,11 +31,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "genlab/Lightning checkpoint; use last.ckpt or a best-*.ckpt of a finished run."
         ) from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise GenlabError(f"ckpt_path={str(path)!r} holds no 'state_dict': not a Lightning checkpoint.")
+        raise GenlabError(
+            f"ckpt_path={str(path)!r} holds no 'state_dict': not a Lightning checkpoint."
+        )
     return ckpt
 
 
-def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+def check_state_dict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path
+) -> None:
     """Raise a GenlabError naming the differences if `state_dict` does not fit `model`."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -49,12 +53,18 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], path
         return
     parts = []
     if shapes:
-        parts.append("shape mismatches: " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
+        parts.append(
+            "shape mismatches: " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else "")
+        )
     if missing:
-        parts.append(f"missing in checkpoint: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        parts.append(
+            f"missing in checkpoint: {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
     if unexpected:
         parts.append(
-            f"not in the model: {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else "")
+            f"not in the model: {', '.join(unexpected[:5])}"
+            + (" ..." if len(unexpected) > 5 else "")
         )
     raise GenlabError(
         f"checkpoint {str(path)!r} does not match the model built from the config ("

@@ -69,7 +69,11 @@ def devices_per_node(devices: object) -> int:
     -1/"auto" meaning every GPU: then 1 unless set explicitly)."""
     if isinstance(devices, int) and devices > 0:
         return devices
-    if isinstance(devices, (list, tuple)) or hasattr(devices, "__len__") and not isinstance(devices, str):
+    if (
+        isinstance(devices, (list, tuple))
+        or hasattr(devices, "__len__")
+        and not isinstance(devices, str)
+    ):
         return len(devices)  # type: ignore[arg-type]
     raise ValueError(
         f"trainer.devices={devices!r}: on SLURM set the number of GPUs per node explicitly, "

@@ -34,7 +34,9 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every `_target_` entry of a config group such as `callbacks` or `logger`."""
     if not group:
         return []
-    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+    return [
+        instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c
+    ]
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
@@ -57,7 +59,9 @@ def print_config(cfg: DictConfig, run_dir: Path | None = None) -> None:
     tree = rich.tree.Tree("CONFIG", style="bold")
     for key, value in cfg.items():
         branch = tree.add(str(key), style="bold")
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if run_dir is not None:
@@ -73,7 +77,9 @@ class StoreConfig(L.Callback):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint[CONFIG_KEY] = self.config
 
 

@@ -69,7 +69,12 @@ class SweepSummary(Callback):
         if rows:
             write_table(rows, sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md")
             failed = sum(r["status"] != "completed" for r in rows)
-            log.info("sweep summary: %s (%d jobs, %d failed)", sweep_dir / "sweep_summary.md", len(rows), failed)
+            log.info(
+                "sweep summary: %s (%d jobs, %d failed)",
+                sweep_dir / "sweep_summary.md",
+                len(rows),
+                failed,
+            )
 
 
 def single_job_argv_for_ddp_children() -> None:
