@@ -200,3 +200,49 @@ def test_ddp_sim_trains_in_one_run_directory(tmp_path, model):
     assert len(list((run / "images").glob("*_e*.png"))) == 2 * len(
         {p.name.split("_e")[0] for p in (run / "images").glob("*_e*.png")}
     )
+
+
+def test_configs_ship_inside_the_built_package(tmp_path):
+    """A non-editable install (the built wheel, unpacked) finds its configs and trains."""
+    import zipfile
+
+    from conftest import REPO
+
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(REPO),
+            "-w",
+            str(wheel_dir),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheel_dir.glob("genlab-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "genlab" / "conf" / "train.yaml").is_file()
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    proc = run_cli("debug=fdr", "logger=csv", *QUIET, cwd=cwd, env=env)
+    assert "genlab: error" not in proc.stderr
+    imported = subprocess.run(
+        [sys.executable, "-c", "import genlab; print(genlab.__file__)"],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip().startswith(str(site))  # the built package, not src/
+    (run,) = run_dirs(cwd)
+    assert (run / "config.yaml").is_file() and (run / "summary.json").is_file()
