@@ -212,10 +212,8 @@ class VAE(StepModule):
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """n images x ~ p(x|z) (their means), z from the prior; per class `y` if conditional
-        (without `y`, a conditional model cycles through the classes 0, 1, ..., 0, 1, ...)."""
+        (without `y`, `decode` gives a conditional model the classes in sorted blocks)."""
         z = self.sample_latent(n, generator=generator, temperature=temperature)
-        if self.conditional and y is None and self.num_classes:
-            y = torch.arange(n, device=z.device) % self.num_classes
         return self.decode(z, y)
 
     # --- likelihood -------------------------------------------------------------------------
