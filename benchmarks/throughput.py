@@ -9,6 +9,10 @@ of steps three ways, each in its own subprocess, alternating, `--repeats` times:
   plain      a hand-written loop: batches cut from a uint8 tensor on the device
   genlab     `genlab.train.train(cfg)` with the device-resident data (the default)
   genlab_dl  the same with `data.device_resident=false` (a torch DataLoader)
+A fourth pair of runs measures Lightning's fixed cost per optimizer step on this machine: a
+one-weight model trained through `lightning.Trainer` and through a plain loop. A step of t ms
+cannot run faster under Lightning than t + that cost, so each row also shows the ratio this
+floor alone allows ("ceiling").
 Images/s are timed after `--warmup` steps (device synchronised at both ends); peak memory is
 the process's peak RSS on CPU, torch's peak allocated memory on CUDA. Results: JSON and a
 Markdown table in --out. Progress bar, checkpoints, loggers and validation are off on the
@@ -19,6 +23,7 @@ gradient norms for GANs) stays on. EMA of G is off on both sides.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
 import resource
@@ -224,21 +229,93 @@ def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
     return {"seconds": clock.t1 - clock.t0, "batch_size": bs}
 
 
+def run_floor(device: str, steps: int, warmup: int, lightning: bool) -> dict:
+    """Seconds for `steps` optimizer steps of a one-weight model: Lightning's fixed cost."""
+    import lightning as L
+    import torch
+
+    x = torch.ones(1, 1, device=device)
+    clock = Clock(device, warmup)
+
+    class OneWeight(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.w(batch).square().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+        def on_train_batch_start(self, batch, batch_idx) -> None:
+            clock.step(self.global_step)
+
+        def on_train_end(self) -> None:
+            clock.end()
+
+    class Repeat:
+        def __iter__(self):
+            return (x for _ in range(steps + warmup))
+
+        def __len__(self) -> int:
+            return steps + warmup
+
+    model = OneWeight().to(device)
+    if lightning:
+        trainer = L.Trainer(
+            accelerator=device,
+            devices=1,
+            max_steps=steps + warmup,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, train_dataloaders=Repeat())
+    else:
+        opt = model.configure_optimizers()
+        for step, batch in enumerate(Repeat()):
+            clock.step(step)
+            loss = model.training_step(batch, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        clock.end()
+    return {"seconds": clock.t1 - clock.t0, "batch_size": 1}
+
+
 def worker(args: argparse.Namespace) -> None:
     import torch
 
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if args.impl == "plain":
+    if args.case == "floor":
+        out = run_floor(args.device, args.floor_steps, args.warmup, args.impl == "lightning")
+    elif args.impl == "plain":
         out = run_plain(args.case, args.device, args.steps, args.warmup)
     else:
         out = run_genlab(args.case, args.device, args.steps, args.warmup, args.impl == "genlab_dl")
-    out["images_per_s"] = args.steps * out["batch_size"] / out["seconds"]
+    steps = args.floor_steps if args.case == "floor" else args.steps
+    out["ms_per_step"] = 1e3 * out["seconds"] / steps
+    out["images_per_s"] = steps * out["batch_size"] / out["seconds"]
     if args.device == "cuda":
         out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_worker(args: argparse.Namespace, case: str, impl: str) -> dict:
+    cmd = [sys.executable, __file__, "--device", args.device, "--steps", str(args.steps)]
+    cmd += ["--floor-steps", str(args.floor_steps), "--warmup", str(args.warmup)]
+    proc = subprocess.run([*cmd, "--worker", case, impl], capture_output=True, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        sys.exit(f"{case}/{impl} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(line[0][7:])
+    print(f"{case:8s} {impl:10s} {result['images_per_s']:9.1f} img/s", flush=True)
+    return result
 
 
 def main() -> None:
@@ -248,6 +325,7 @@ def main() -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cases", default="dcgan,vae,conv_ae")
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--floor-steps", type=int, default=2000, help="steps of the one-weight model")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -257,34 +335,14 @@ def main() -> None:
         args.case, args.impl = args.worker
         return worker(args)
 
-    impls = ["plain", "genlab", "genlab_dl"]
+    plan = {case: ["plain", "genlab", "genlab_dl"] for case in args.cases.split(",")}
+    plan["floor"] = ["plain", "lightning"]
     results: dict[str, dict[str, list[dict]]] = {}
-    for case in args.cases.split(","):
+    for case, impls in plan.items():
         results[case] = {i: [] for i in impls}
-        for _ in range(args.repeats):
+        for _ in range(args.repeats):  # alternate the implementations: drift hits all alike
             for impl in impls:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--device",
-                    args.device,
-                    "--steps",
-                    str(args.steps),
-                    "--warmup",
-                    str(args.warmup),
-                    "--worker",
-                    case,
-                    impl,
-                ]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                if proc.returncode or not line:
-                    sys.exit(f"{case}/{impl} failed:\n{proc.stderr[-3000:]}")
-                results[case][impl].append(json.loads(line[0][7:]))
-                print(
-                    f"{case:8s} {impl:10s} {results[case][impl][-1]['images_per_s']:9.1f} img/s",
-                    flush=True,
-                )
+                results[case][impl].append(run_worker(args, case, impl))
 
     import torch
 
@@ -293,18 +351,25 @@ def main() -> None:
         if args.device == "cuda"
         else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     )
+
+    def median(case: str, impl: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[case][impl])
+
+    floor = {i: median("floor", i, "ms_per_step") for i in plan["floor"]}
+    floor_ms = floor["lightning"] - floor["plain"]
     rows = []
-    for case, by_impl in results.items():
-        med = {
-            i: statistics.median(r["images_per_s"] for r in runs) for i, runs in by_impl.items()
-        }
-        mem = {i: max(r["peak_mem_mb"] for r in runs) for i, runs in by_impl.items()}
+    for case in args.cases.split(","):
+        med = {i: median(case, i, "images_per_s") for i in plan[case]}
+        mem = {i: max(r["peak_mem_mb"] for r in runs) for i, runs in results[case].items()}
+        plain_ms = median(case, "plain", "ms_per_step")
         rows.append(
             {
                 "case": CASES[case]["label"],
                 "plain_img_s": med["plain"],
                 "genlab_img_s": med["genlab"],
                 "ratio": med["genlab"] / med["plain"],
+                "plain_ms_per_step": plain_ms,
+                "ceiling": plain_ms / (plain_ms + floor_ms),
                 "genlab_dataloader_img_s": med["genlab_dl"],
                 "resident_vs_dataloader": med["genlab"] / med["genlab_dl"],
                 "peak_mem_mb_plain": mem["plain"],
@@ -317,26 +382,35 @@ def main() -> None:
         "device": args.device,
         "hardware": hardware,
         "torch": torch.__version__,
+        "lightning": importlib.metadata.version("lightning"),
         "steps": args.steps,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "lightning_ms_per_step": floor["lightning"],
+        "plain_ms_per_step": floor["plain"],
+        "lightning_fixed_cost_ms": floor_ms,
     }
     (out / f"throughput-{args.device}.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=2)
     )
     mem_unit = "peak allocated MB" if args.device == "cuda" else "peak RSS MB"
     lines = [
-        f"Hardware: {hardware}; torch {torch.__version__}; {args.steps} timed steps after "
-        f"{args.warmup} warm-up, median of {args.repeats}.",
+        f"Hardware: {hardware}; torch {torch.__version__}, lightning {meta['lightning']}; "
+        f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats}.",
         "",
-        "| case | plain loop img/s | genlab img/s | genlab / plain | genlab DataLoader img/s "
-        f"| resident / DataLoader | {mem_unit} plain / genlab |",
-        "|---|---|---|---|---|---|---|",
+        f"Lightning's fixed cost per optimizer step here: {floor_ms:.2f} ms (a one-weight "
+        f"model: {floor['lightning']:.2f} ms/step through lightning.Trainer, "
+        f"{floor['plain']:.2f} ms/step in a plain loop). Ceiling = plain step time / "
+        "(plain step time + that cost): the best genlab / plain ratio Lightning's loop allows.",
+        "",
+        "| case | plain loop img/s | genlab img/s | genlab / plain | ceiling "
+        f"| genlab DataLoader img/s | resident / DataLoader | {mem_unit} plain / genlab |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['plain_img_s']:.0f} | {r['genlab_img_s']:.0f} | "
-            f"{r['ratio']:.2f} | "
+            f"{r['ratio']:.2f} | {r['ceiling']:.2f} | "
             f"{r['genlab_dataloader_img_s']:.0f} | {r['resident_vs_dataloader']:.2f} | "
             f"{r['peak_mem_mb_plain']:.0f} / {r['peak_mem_mb_genlab']:.0f} |"
         )

@@ -96,27 +96,20 @@ class AutoEncoder(StepModule):
         x_in = x if self.corruption is None else self.corruption(x)  # corrupt the input only
         code = self.encode(x_in)
         logits = self.decoder(code)
-        loss = reconstruction_loss(logits, x, self.reconstruction).mean()  # the clean target
-        if self.sparsity is not None:
-            loss = loss + self.log_sparsity(code, loss, stage)
-        self.log(
-            f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train"
-        )
+        recon = reconstruction_loss(logits, x, self.reconstruction).mean()  # the clean target
+        penalty = None if self.sparsity is None else self.sparsity.penalty(code)
+        loss = recon if penalty is None else recon + penalty
+        if self.logs_now(stage):
+            scalars: dict[str, torch.Tensor] = {"loss": loss}
+            if penalty is not None:
+                assert self.sparsity is not None
+                scalars.update(recon_loss=recon, sparsity_penalty=penalty)
+                stats = code_stats(code, self.sparsity.active_threshold)
+                scalars.update({f"code_{name}": value for name, value in stats.items()})
+            self.log_scalars(stage, scalars, batch_size=len(x), prog_bar=("loss",))
         if stage in self.metrics:
             x_hat = torch.sigmoid(logits)
             for name, metric in self.metrics[stage].items():
                 metric.update(x_hat, x)
                 self.log(f"{stage}/{name}", metric, batch_size=len(x))
         return loss
-
-    def log_sparsity(self, code: torch.Tensor, recon: torch.Tensor, stage: str) -> torch.Tensor:
-        """Log the reconstruction term, the sparsity penalty and code statistics; return the
-        penalty."""
-        assert self.sparsity is not None
-        penalty = self.sparsity.penalty(code)
-        sync, n = stage != "train", len(code)
-        self.log(f"{stage}/recon_loss", recon, batch_size=n, sync_dist=sync)
-        self.log(f"{stage}/sparsity_penalty", penalty, batch_size=n, sync_dist=sync)
-        for name, value in code_stats(code, self.sparsity.active_threshold).items():
-            self.log(f"{stage}/code_{name}", value, batch_size=n, sync_dist=sync)
-        return penalty

@@ -76,9 +76,8 @@ class Classifier(StepModule):
         x, y = batch  # (b, c, h, w) in [0, 1], (b,) or (b, k)
         logits = self(x)
         loss = self.loss(logits, y)
-        self.log(
-            f"{stage}/loss", loss, prog_bar=True, batch_size=len(x), sync_dist=stage != "train"
-        )
+        if self.logs_now(stage):
+            self.log_scalars(stage, {"loss": loss}, batch_size=len(x), prog_bar=("loss",))
         if stage in self.acc:
             self.acc[stage].update(logits, y.long() if self.multilabel else y)
             self.log(f"{stage}/acc", self.acc[stage], prog_bar=True, batch_size=len(x))

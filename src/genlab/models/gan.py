@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
@@ -42,6 +41,7 @@ from genlab.losses.adversarial import (
     generator_loss,
     gradient_penalty,
 )
+from genlab.models.base import GenlabModule
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _no_closure() -> None:
     return None
 
 
-class GAN(L.LightningModule):
+class GAN(GenlabModule):
     """Generator G: z -> image in [-1, 1]; discriminator D: image -> score (B,).
 
     Options: `loss` in `bce` (non-saturating, default) | `minimax` | `hinge` | `ls` | `wgan_gp`
@@ -317,23 +317,24 @@ class GAN(L.LightningModule):
             self._step_schedulers()
         self._track_finite(loss_d.detach(), loss_g.detach())
 
-        logs = {
-            "train/loss_d": loss_d.detach(),
-            "train/loss_g": loss_g.detach(),
-            "train/d_real": d_output(real_s.detach(), self.loss).mean(),
-            "train/d_fake": d_output(fake_s.detach(), self.loss).mean(),
-        }
-        if self.loss == "wgan_gp":
-            logs["train/gp"] = gp.detach()
-        self.log_dict(logs, batch_size=b)
+        if self.logs_now("train"):
+            scalars = {
+                "loss_d": loss_d.detach(),
+                "loss_g": loss_g.detach(),
+                "d_real": d_output(real_s.detach(), self.loss).mean(),
+                "d_fake": d_output(fake_s.detach(), self.loss).mean(),
+            }
+            if self.loss == "wgan_gp":
+                scalars["gp"] = gp.detach()
+            self.log_scalars("train", scalars, batch_size=b)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called by the precision plugin after AMP's unscale: these are the true gradients.
         net = "d" if optimizer is self.trainer.optimizers[1] else "g"
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if params:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-            self.log(f"train/grad_norm_{net}", norm, batch_size=1)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and self.logs_now("train"):
+            norm = torch.nn.utils.get_total_norm(grads)
+            self.log_scalars("train", {f"grad_norm_{net}": norm}, batch_size=1)
         if self.gradient_clip_val:
             self.clip_gradients(
                 optimizer,
@@ -415,13 +416,13 @@ class GAN(L.LightningModule):
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 7_919 + batch_idx)
         fake = self.sampling_generator(self.sample_latent(b, generator=gen), y)
         real_s, fake_s = self._d_scores(x, y), self._d_scores(fake, y)
-        logs = {
-            f"{stage}/loss_d": discriminator_loss(real_s, fake_s, self.loss).mean(),
-            f"{stage}/loss_g": generator_loss(fake_s, self.loss).mean(),
-            f"{stage}/d_real": d_output(real_s, self.loss).mean(),
-            f"{stage}/d_fake": d_output(fake_s, self.loss).mean(),
+        scalars = {
+            "loss_d": discriminator_loss(real_s, fake_s, self.loss).mean(),
+            "loss_g": generator_loss(fake_s, self.loss).mean(),
+            "d_real": d_output(real_s, self.loss).mean(),
+            "d_fake": d_output(fake_s, self.loss).mean(),
         }
-        self.log_dict(logs, batch_size=b, sync_dist=True)
+        self.log_scalars(stage, scalars, batch_size=b)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")

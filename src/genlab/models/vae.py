@@ -257,15 +257,19 @@ class VAE(StepModule):
         terms = self.elbo_terms(x, y)
         weight = self.kl_weight()
         loss = (terms["recon"] + weight * terms["kl"]).mean()
-        nelbo = terms["nelbo"].mean()
-        log = dict(batch_size=len(x), sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        self.log(f"{stage}/nelbo_nats", nelbo, prog_bar=stage != "train", **log)
-        self.log(f"{stage}/bits_per_dim", bits_per_dim(nelbo, x[0].numel()), **log)
-        self.log(f"{stage}/recon_nats", terms["recon"].mean(), **log)
-        self.log(f"{stage}/kl_nats", terms["kl"].mean(), **log)
-        if stage == "train":
-            self.log("train/kl_weight", weight, **log)
-            if isinstance(self.log_sigma, nn.Parameter):
-                self.log("train/sigma", self.log_sigma.exp(), **log)
+        if self.logs_now(stage):
+            nelbo = terms["nelbo"].detach().mean()
+            scalars = {
+                "loss": loss,
+                "nelbo_nats": nelbo,
+                "bits_per_dim": bits_per_dim(nelbo, x[0].numel()),
+                "recon_nats": terms["recon"].detach().mean(),
+                "kl_nats": terms["kl"].detach().mean(),
+            }
+            if stage == "train":
+                scalars["kl_weight"] = weight
+                if isinstance(self.log_sigma, nn.Parameter):
+                    scalars["sigma"] = self.log_sigma.detach().exp()
+            bar = ("loss",) if stage == "train" else ("loss", "nelbo_nats")
+            self.log_scalars(stage, scalars, batch_size=len(x), prog_bar=bar)
         return loss

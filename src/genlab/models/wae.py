@@ -68,8 +68,7 @@ class WAE(VAE):
         z_prior = torch.randn_like(z)
         penalty = mmd(z, z_prior, self.kernel, self.kernel_scales)
         loss = recon + self.mmd_weight * penalty
-        log = dict(batch_size=len(x), sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, **log)
-        self.log(f"{stage}/recon", recon, **log)
-        self.log(f"{stage}/mmd", penalty, **log)
+        if self.logs_now(stage):
+            scalars = {"loss": loss, "recon": recon, "mmd": penalty}
+            self.log_scalars(stage, scalars, batch_size=len(x), prog_bar=("loss",))
         return loss
