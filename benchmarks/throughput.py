@@ -13,8 +13,10 @@ A fourth pair of runs measures Lightning's fixed cost per optimizer step on this
 one-weight model trained through `lightning.Trainer` and through a plain loop. A step of t ms
 cannot run faster under Lightning than t + that cost, so each row also shows the ratio this
 floor alone allows ("ceiling").
-Images/s are timed after `--warmup` steps (device synchronised at both ends); the fastest of
-the repeats is reported, as timeit does (other work on the machine only slows a run down).
+Steps after `--warmup` are timed in `--windows` equal windows (device synchronised at each
+boundary), and the fastest window of all repeats is reported, as timeit reports the fastest
+run: other work on a shared machine only ever slows a window down. The JSON also keeps each
+run's mean over all its timed steps.
 Peak memory is the process's peak RSS on CPU, torch's peak allocated memory on CUDA. Results:
 JSON and a Markdown table in --out. Progress bar, checkpoints, loggers and validation are off
 on the genlab side, as a plain loop has none of them; genlab's own per-step work stays on
@@ -98,10 +100,13 @@ def compose(case: str, device: str, steps: int, extra: list[str]):
 
 
 class Clock:
-    """Times steps warmup..end, synchronising the device at both ends."""
+    """Times the steps after `warmup` in windows of `window` steps, synchronising the device at
+    every window boundary."""
 
-    def __init__(self, device: str, warmup: int) -> None:
-        self.device, self.warmup, self.t0, self.t1 = device, warmup, None, None
+    def __init__(self, device: str, warmup: int, steps: int, windows: int) -> None:
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.window = max(1, steps // windows)
+        self.marks: list[float] = []
 
     def sync(self) -> None:
         import torch
@@ -110,21 +115,35 @@ class Clock:
             torch.cuda.synchronize()
 
     def step(self, step: int) -> None:
-        if step == self.warmup:
+        if step >= self.warmup and (step - self.warmup) % self.window == 0:
             self.sync()
-            self.t0 = time.perf_counter()
+            self.marks.append(time.perf_counter())
 
     def end(self) -> None:
         self.sync()
-        self.t1 = time.perf_counter()
+        self.marks.append(time.perf_counter())
+
+    def result(self, batch_size: int) -> dict:
+        """Whole-run and fastest-window time per step (the fastest window is what the run
+        does when nothing else on the machine gets in its way)."""
+        full = self.steps // self.window
+        windows = [b - a for a, b in zip(self.marks[:full], self.marks[1 : full + 1], strict=True)]
+        return {
+            "batch_size": batch_size,
+            "mean_ms_per_step": 1e3 * (self.marks[-1] - self.marks[0]) / self.steps,
+            "ms_per_step": 1e3 * min(windows) / self.window,
+            "windows": len(windows),
+        }
 
 
-def run_genlab(case: str, device: str, steps: int, warmup: int, dataloader: bool) -> dict:
+def run_genlab(
+    case: str, device: str, steps: int, warmup: int, windows: int, dataloader: bool
+) -> dict:
     import lightning as L
 
     from genlab.train import train
 
-    clock = Clock(device, warmup)
+    clock = Clock(device, warmup, steps, windows)
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, *args) -> None:
@@ -143,10 +162,10 @@ def run_genlab(case: str, device: str, steps: int, warmup: int, dataloader: bool
     sys.modules["__main__"].Timer = Timer  # type: ignore[attr-defined]
     summary = train(cfg)
     assert summary["global_step"] == steps + warmup, summary["global_step"]
-    return {"seconds": clock.t1 - clock.t0, "batch_size": cfg.data.batch_size}
+    return clock.result(cfg.data.batch_size)
 
 
-def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
+def run_plain(case: str, device: str, steps: int, warmup: int, windows: int) -> dict:
     """The hand-written loop: same nets, optimizers, precision and data as the genlab run."""
     import torch
     import torch.nn.functional as F
@@ -175,7 +194,7 @@ def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
                 yield x.contiguous(memory_format=torch.channels_last) if cl else x
 
     data = batches()
-    clock = Clock(device, warmup)
+    clock = Clock(device, warmup, steps, windows)
     m = cfg.model
     if case == "dcgan":
         G, D = instantiate(m.generator).to(device), instantiate(m.discriminator).to(device)
@@ -232,16 +251,16 @@ def run_plain(case: str, device: str, steps: int, warmup: int) -> dict:
             loss.backward()
             opt.step()
     clock.end()
-    return {"seconds": clock.t1 - clock.t0, "batch_size": bs}
+    return clock.result(bs)
 
 
-def run_floor(device: str, steps: int, warmup: int, lightning: bool) -> dict:
+def run_floor(device: str, steps: int, warmup: int, windows: int, lightning: bool) -> dict:
     """Seconds for `steps` optimizer steps of a one-weight model: Lightning's fixed cost."""
     import lightning as L
     import torch
 
     x = torch.ones(1, 1, device=device)
-    clock = Clock(device, warmup)
+    clock = Clock(device, warmup, steps, windows)
 
     class OneWeight(L.LightningModule):
         def __init__(self) -> None:
@@ -288,7 +307,7 @@ def run_floor(device: str, steps: int, warmup: int, lightning: bool) -> dict:
             loss.backward()
             opt.step()
         clock.end()
-    return {"seconds": clock.t1 - clock.t0, "batch_size": 1}
+    return clock.result(1)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -296,15 +315,15 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    timing = (args.device, args.steps, args.warmup, args.windows)
     if args.case == "floor":
-        out = run_floor(args.device, args.steps, args.warmup, args.impl == "lightning")
+        out = run_floor(*timing, lightning=args.impl == "lightning")
     elif args.impl == "plain":
-        out = run_plain(args.case, args.device, args.steps, args.warmup)
+        out = run_plain(args.case, *timing)
     else:
-        out = run_genlab(args.case, args.device, args.steps, args.warmup, args.impl == "genlab_dl")
+        out = run_genlab(args.case, *timing, dataloader=args.impl == "genlab_dl")
     out["steps"] = args.steps
-    out["ms_per_step"] = 1e3 * out["seconds"] / args.steps
-    out["images_per_s"] = args.steps * out["batch_size"] / out["seconds"]
+    out["images_per_s"] = 1e3 * out["batch_size"] / out["ms_per_step"]
     if args.device == "cuda":
         out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -322,6 +341,7 @@ def case_steps(args: argparse.Namespace, case: str) -> int:
 def run_worker(args: argparse.Namespace, case: str, impl: str) -> dict:
     cmd = [sys.executable, __file__, "--device", args.device]
     cmd += ["--steps", str(case_steps(args, case)), "--warmup", str(args.warmup)]
+    cmd += ["--windows", str(args.windows)]
     proc = subprocess.run([*cmd, "--worker", case, impl], capture_output=True, text=True)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:
@@ -340,7 +360,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="timed steps (default: per case and device)")
     p.add_argument("--floor-steps", type=int, default=2000, help="steps of the one-weight model")
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--windows", type=int, default=5, help="timing windows per run")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--worker", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -366,8 +387,7 @@ def main() -> None:
     )
 
     def best(case: str, impl: str, key: str) -> float:
-        """The fastest of the repeats (as timeit reports): on a shared machine other work
-        only ever slows a run down."""
+        """The fastest window of all repeats."""
         values = [r[key] for r in results[case][impl]]
         return min(values) if key == "ms_per_step" else max(values)
 
@@ -402,7 +422,8 @@ def main() -> None:
         "steps": {case: case_steps(args, case) for case in plan},
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "statistic": "fastest of the repeats",
+        "windows": args.windows,
+        "statistic": "fastest timing window of all repeats",
         "all_runs": results,
         "lightning_ms_per_step": floor["lightning"],
         "plain_ms_per_step": floor["plain"],
@@ -415,7 +436,8 @@ def main() -> None:
     lines = [
         f"Hardware: {hardware}; torch {torch.__version__}, lightning {meta['lightning']}; "
         f"timed steps {', '.join(f'{c} {n}' for c, n in meta['steps'].items())} after "
-        f"{args.warmup} warm-up; the fastest of {args.repeats} runs, each its own process.",
+        f"{args.warmup} warm-up; the fastest of {args.windows} windows x {args.repeats} runs "
+        "(each run its own process).",
         "",
         f"Lightning's fixed cost per optimizer step here: {floor_ms:.2f} ms (a one-weight "
         f"model: {floor['lightning']:.2f} ms/step through lightning.Trainer, "
