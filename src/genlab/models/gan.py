@@ -78,8 +78,9 @@ class GAN(GenlabModule):
     (applied to unscaled gradients, per net); `num_classes` > 0 makes G and D conditional
     on the class label (the nets must be built with the same `num_classes`).
 
-    Logs `train/loss_d`, `train/loss_g`, `train/d_real` (D(x)), `train/d_fake` (D(G(z))),
-    `train/grad_norm_d`, `train/grad_norm_g` (before clipping), `train/gp` for wgan_gp; the same
+    Logs, on the steps the loggers write, `train/loss_d`, `train/loss_g`, `train/d_real` (D(x)),
+    `train/d_fake` (D(G(z))), `train/grad_norm_d`, `train/grad_norm_g` (before clipping),
+    `train/gp` for wgan_gp; the same
     losses and D outputs under `val/` and `test/` (fakes from the sampling G with seeded noise),
     and `val/step` (the GAN iteration). A non-finite loss stops training with a GenlabError
     naming the step; no checkpoint is written after it.
