@@ -101,8 +101,7 @@ class AutoEncoder(StepModule):
         loss = recon if penalty is None else recon + penalty
         if self.logs_now(stage):
             scalars: dict[str, torch.Tensor] = {"loss": loss}
-            if penalty is not None:
-                assert self.sparsity is not None
+            if self.sparsity is not None:
                 scalars.update(recon_loss=recon, sparsity_penalty=penalty)
                 stats = code_stats(code, self.sparsity.active_threshold)
                 scalars.update({f"code_{name}": value for name, value in stats.items()})
