@@ -39,9 +39,9 @@ QUICK = [
     "logger=csv",
     "extras.print_config=false",
     "test=false",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-    "+trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.limit_val_batches=1",
     "trainer.log_every_n_steps=10",
     "data.batch_size=64",
 ]
@@ -313,7 +313,7 @@ def test_recurrent_ae_trains_and_loss_falls(tmp_path, cell):
         "model.encoder.hidden_size=64",
         "model.decoder.hidden_size=64",
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=20",
+        "trainer.limit_train_batches=20",
         "trainer.log_every_n_steps=1",
     )
     assert type(model.encoder).__name__ == "RecurrentEncoder" and model.encoder.cell == cell

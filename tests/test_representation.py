@@ -54,8 +54,8 @@ def test_deep_ae_beats_pca_at_equal_code_size(tmp_path):
             "logger=csv",
             "test=false",
             "extras.print_config=false",
-            "+trainer.enable_progress_bar=false",
-            "+trainer.limit_val_batches=1",
+            "trainer.enable_progress_bar=false",
+            "trainer.limit_val_batches=1",
         )
     )
     # what `python -m genlab.eval ckpt_path=... tasks=[test,representation]` runs, in-process

@@ -12,8 +12,8 @@ from genlab.train import train
 
 # FAST, but one epoch of 30 batches: enough for a VAE to learn that MNIST's background is black
 QUICK = [
-    o for o in FAST if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))
-] + ["trainer.max_epochs=1", "+trainer.limit_train_batches=30"]
+    o for o in FAST if not o.startswith(("trainer.max_epochs", "trainer.limit_train_batches"))
+] + ["trainer.max_epochs=1", "trainer.limit_train_batches=30"]
 
 
 @cache
