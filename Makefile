@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlab-installed
 ARGS ?=
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test lint format bench docs docs-serve clean
 
 install: $(STAMP)
 
@@ -34,5 +34,13 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py $(ARGS)
 
+## build the documentation site (docs/, mkdocs.yml) into site/; warnings are errors
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+## serve the documentation at http://127.0.0.1:8000, rebuilt on every edit
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf logs outputs multirun wandb .pytest_cache
+	rm -rf logs outputs multirun wandb .pytest_cache site
