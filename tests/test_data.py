@@ -142,7 +142,7 @@ def test_image_folder_flat_grey(tmp_path):
 
 
 def test_image_folder_unreadable_file_error_or_skip(tmp_path):
-    write_image_folder(tmp_path / "f", None, per_class=6)
+    write_image_folder(tmp_path / "f", None, per_class=10)
     bad = tmp_path / "f" / "broken.png"
     bad.write_bytes(b"this is not a png")
     dm = ImageFolder(path=str(tmp_path / "f"), image_size=8, channels=3)
@@ -151,7 +151,7 @@ def test_image_folder_unreadable_file_error_or_skip(tmp_path):
     assert str(bad) in str(err.value) and "on_bad_file=skip" in str(err.value)
     skipping = ImageFolder(path=str(tmp_path / "f"), image_size=8, channels=3, on_bad_file="skip")
     skipping.setup()
-    assert sum(len(v) for v in skipping.splits.values()) == 6
+    assert sum(len(v) for v in skipping.splits.values()) == 10
 
 
 @pytest.mark.parametrize(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from functools import partial
+from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.transforms import v2
 
-from genlab.data.base import ImageDataModule, check_files
+from genlab.data.base import Indexed, check_files
+from genlab.data.cache import FileDataModule, Source, image_transform
 from genlab.utils.errors import GenlabError
+
+__all__ = ["CelebA", "image_transform"]
 
 _FILES = [f for _, _, f in datasets.CelebA.file_list if not f.endswith(".zip")]
 
@@ -27,30 +28,14 @@ class _CelebAFiles(datasets.CelebA):
         )
 
 
-def _convert(image: Image.Image, mode: str) -> Image.Image:
-    return image.convert(mode)
-
-
-def image_transform(image_size: int, channels: int) -> v2.Compose:
-    """PIL image -> float tensor (channels, image_size, image_size) in [0, 1]: resize the short
-    side, then center-crop (the DCGAN paper's 64x64 CelebA recipe)."""
-    return v2.Compose(
-        [
-            v2.Lambda(partial(_convert, mode="L" if channels == 1 else "RGB")),
-            v2.Resize(image_size, antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-        ]
-    )
-
-
-class CelebA(ImageDataModule):
+class CelebA(FileDataModule):
     """CelebA faces, resized and center-cropped to `image_size` (64 by default).
 
     Expects torchvision's layout: `data_dir/celeba/img_align_celeba/*.jpg` plus the five
     annotation files. Labels are the 40 binary attributes (`attr_names`), used for attribute
-    vector arithmetic. Uses the official train / valid / test partition.
+    vector arithmetic. Uses the official train / valid / test partition. Every image is
+    decoded before training (`on_bad_file`); `cache=true` keeps them decoded on disk (see
+    genlab.data.cache).
     """
 
     name = "celeba"
@@ -59,6 +44,7 @@ class CelebA(ImageDataModule):
         kwargs.setdefault("num_classes", None)
         super().__init__(**kwargs)
         self.attr_names: list[str] = []
+        self._partition = torch.zeros(0, dtype=torch.long)
 
     @property
     def root(self) -> str:
@@ -87,14 +73,48 @@ class CelebA(ImageDataModule):
                 self._check()
                 raise GenlabError(f"CelebA: download failed ({exc}).") from exc
         self._check()
+        super().prepare_data()
 
-    def load_splits(self) -> dict[str, Dataset]:
+    def source(self) -> Source:
         self._check()
-        transform = image_transform(self.image_size, self.channels)
-        out = {}
-        for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
-            out[split] = _CelebAFiles(
-                self.data_dir, split=name, target_type="attr", transform=transform
+        partition = os.path.join(self.root, "list_eval_partition.txt")
+        names, parts = [], []
+        with open(partition) as f:
+            for line in f:
+                if line.strip():
+                    name, part = line.split()
+                    names.append(name)
+                    parts.append(int(part))
+        self._partition = torch.tensor(parts, dtype=torch.long)
+        images = os.path.join(self.root, "img_align_celeba")
+        paths = [os.path.join(images, name) for name in names]
+        check_files(
+            paths,
+            what=f"CelebA: images listed in {partition}",
+            how=f"Unzip all of img_align_celeba.zip into {images}/.",
+        )
+        return Source(
+            name=self.name,
+            root=self.root,
+            paths=paths,
+            label_files=[os.path.join(self.root, "list_attr_celeba.txt"), partition],
+        )
+
+    def labels(self, source: Source) -> tuple[torch.Tensor, dict[str, Any]]:
+        files = _CelebAFiles(self.data_dir, split="all", target_type="attr")
+        if [os.path.basename(p) for p in source.paths] != list(files.filename):
+            raise GenlabError(
+                f"CelebA: list_attr_celeba.txt and list_eval_partition.txt in {self.root} do not "
+                "list the same images in the same order."
             )
-        self.attr_names = list(out["train"].attr_names)
-        return out
+        return files.attr.long(), {"attr_names": list(files.attr_names)}
+
+    def use_meta(self, meta: dict[str, Any]) -> None:
+        self.attr_names = list(meta["attr_names"])
+
+    def make_splits(self, full: Dataset, keep: torch.Tensor) -> dict[str, Dataset]:
+        part = self._partition[keep]
+        return {
+            split: Indexed(full, keep[part == k])
+            for k, split in enumerate(("train", "val", "test"))
+        }

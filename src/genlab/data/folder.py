@@ -2,84 +2,54 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from genlab.data.base import ImageDataModule
-from genlab.data.celeba import image_transform
+from genlab.data.base import Indexed
+from genlab.data.cache import FileDataModule, Source
 from genlab.utils.errors import GenlabError
 
-log = logging.getLogger(__name__)
 
-
-class FileImages(Dataset):
-    """Images read from `samples` [(path, label)], transformed to tensors in [0, 1]."""
-
-    def __init__(self, samples: list[tuple[str, int]], transform: Any) -> None:
-        self.samples, self.transform = samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[i]
-        try:
-            image = default_loader(path)
-        except OSError as exc:  # the file changed after the check in setup
-            raise GenlabError(f"image {path!r} could not be read: {exc}") from exc
-        return self.transform(image), label
-
-
-def _readable(path: str) -> bool:
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except Exception:
-        return False
-
-
-class ImageFolder(ImageDataModule):
+class ImageFolder(FileDataModule):
     """Images from `path`, resized (short side) and center-cropped to `image_size`.
 
     With one subfolder per class the labels are the class indices (sorted folder names);
-    a flat folder gives label 0 to every image. Every file is checked when the data is set up:
-    an unreadable one is an error naming it, or, with `on_bad_file=skip`, skipped with a
-    warning. Train / val / test are split by `val_fraction` and `test_fraction`.
+    a flat folder gives label 0 to every image. Every file is decoded before training: one that
+    does not decode (truncated, not an image) is an error naming it, or, with
+    `on_bad_file=skip`, left out with a warning. Train / val / test are split by `val_fraction`
+    and `test_fraction`; a split that a fraction asks for but that gets no image is an error.
+    `cache=true` keeps the decoded images on disk (see genlab.data.cache).
     """
 
     name = "image_folder"
 
-    def __init__(
-        self,
-        *,
-        path: str,
-        test_fraction: float = 0.1,
-        on_bad_file: str = "error",
-        **kwargs,
-    ) -> None:
-        if on_bad_file not in ("error", "skip"):
-            raise GenlabError(f"data.on_bad_file={on_bad_file!r}: use error or skip.")
+    def __init__(self, *, path: str, test_fraction: float = 0.1, **kwargs) -> None:
+        if not 0.0 <= test_fraction <= 1.0:
+            raise GenlabError(f"data.test_fraction={test_fraction} must be in [0, 1].")
         super().__init__(**kwargs)
-        self.path, self.test_fraction, self.on_bad_file = str(path), test_fraction, on_bad_file
+        self.path, self.test_fraction = str(path), test_fraction
         self.classes: list[str] = []
+        self._labels: list[int] = []
 
-    def scan(self) -> list[tuple[str, int]]:
-        """List (path, label) of every image, checking each file can be opened."""
+    @property
+    def where(self) -> str:
+        return f"data.path={self.path!r}"
+
+    def source(self) -> Source:
         if not os.path.isdir(self.path):
             raise GenlabError(
                 f"data.path={self.path!r} is not a directory. Point it at a folder of images "
                 "(flat, or one subfolder per class)."
             )
-        subdirs = [e for e in os.scandir(self.path) if e.is_dir()]
+        # hidden folders (.cache, .ipynb_checkpoints) are not classes
+        subdirs = [e.name for e in os.scandir(self.path) if e.is_dir() and e.name[0] != "."]
         if subdirs:
-            self.classes, class_to_idx = find_classes(self.path)
+            self.classes = sorted(subdirs)
+            class_to_idx = {c: i for i, c in enumerate(self.classes)}
             samples = make_dataset(
                 self.path, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True
             )
@@ -90,27 +60,22 @@ class ImageFolder(ImageDataModule):
                 for f in sorted(os.listdir(self.path))
                 if f.lower().endswith(IMG_EXTENSIONS)
             ]
-        bad = [p for p, _ in samples if not _readable(p)]
-        if bad and self.on_bad_file == "error":
-            shown = "\n  ".join(bad[:10]) + ("\n  ..." if len(bad) > 10 else "")
+        if not samples:
             raise GenlabError(
-                f"data.path={self.path!r}: {len(bad)} image file(s) cannot be read:\n  {shown}\n"
-                "Remove or replace them, or set data.on_bad_file=skip to leave them out."
+                f"data.path={self.path!r} holds no image files ({', '.join(IMG_EXTENSIONS)})."
             )
-        if bad:
-            log.warning("skipping %d unreadable image(s) in %s: %s", len(bad), self.path, bad[:10])
-        good = [s for s in samples if s[0] not in set(bad)]
-        if not good:
-            raise GenlabError(
-                f"data.path={self.path!r} holds no readable images ({', '.join(IMG_EXTENSIONS)})."
-            )
-        return good
+        self._labels = [label for _, label in samples]
+        return Source(
+            name=self.name,
+            root=self.path,
+            paths=[p for p, _ in samples],
+            extra=self.classes,
+        )
 
-    def prepare_data(self) -> None:
-        self.scan()
+    def labels(self, source: Source) -> tuple[torch.Tensor, dict[str, Any]]:
+        return torch.tensor(self._labels, dtype=torch.long), {"classes": self.classes}
 
-    def load_splits(self) -> dict[str, Dataset]:
-        samples = self.scan()
+    def use_meta(self, meta: dict[str, Any]) -> None:
         if self.classes:
             if self.num_classes not in (None, len(self.classes)):
                 raise GenlabError(
@@ -118,7 +83,45 @@ class ImageFolder(ImageDataModule):
                     f"{len(self.classes)} class folders; set data.num_classes={len(self.classes)}."
                 )
             self.num_classes = len(self.classes)
-        full = FileImages(samples, image_transform(self.image_size, self.channels))
-        rest, test = self.split_off(full, self.test_fraction)
+
+    def make_splits(self, full: Dataset, keep: torch.Tensor) -> dict[str, Dataset]:
+        rest, test = self.split_off(Indexed(full, keep), self.test_fraction)
         train, val = self.split_off(rest, self.val_fraction)
-        return {"train": train, "val": val, "test": test}
+        splits = {"train": train, "val": val, "test": test}
+        self._check_sizes(len(keep), {k: len(v) for k, v in splits.items()})
+        return splits
+
+    def _check_sizes(self, n: int, sizes: dict[str, int]) -> None:
+        """A split that its fraction asks for but that gets no image would leave the run
+        without its metrics (or without training): say so before training."""
+        asked = {
+            "train": 1.0 - self.test_fraction > 0,
+            "val": self.val_fraction > 0,
+            "test": self.test_fraction > 0,
+        }
+        empty = [k for k in ("train", "val", "test") if asked[k] and sizes[k] == 0]
+        if not empty:
+            return
+        need = next(
+            (m for m in range(n + 1, 100_000) if all(self._sizes(m)[k] > 0 for k in empty)),
+            None,
+        )
+        got = ", ".join(f"{sizes[k]} {k}" for k in ("train", "val", "test"))
+        which = " and ".join(empty) + (" splits" if len(empty) > 1 else " split")
+        what = "nothing to train on" if "train" in empty else "no metrics from them"
+        if len(empty) == 1 and "train" not in empty:
+            what = "no metrics from it"
+        add = f"Add images (at least {need} in all), raise the fraction(s), " if need else ""
+        raise GenlabError(
+            f"data.path={self.path!r} has {n} usable image(s): with "
+            f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction} "
+            f"the splits get {got} image(s), so the {which} would be empty ({what}). {add}"
+            "or set the fraction of a split you do not want to 0 (data.val_fraction=0; "
+            "data.test_fraction=0 with test=false)."
+        )
+
+    def _sizes(self, n: int) -> dict[str, int]:
+        # the sizes split_off gives n images
+        n_test = round(n * self.test_fraction)
+        n_val = round((n - n_test) * self.val_fraction)
+        return {"train": n - n_test - n_val, "val": n_val, "test": n_test}
