@@ -11,6 +11,7 @@ Markers (an HTML comment on the line before a code block):
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -21,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, make_cfg, run_cli
+from conftest import CONF, FAST, REPO, make_cfg, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 import genlab.compare
 from genlab.train import train
@@ -186,6 +190,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     cfg = make_cfg(root, *FAST, "trainer.max_epochs=1", "test=false")
     summary = train(cfg)
     assert summary["status"] == "completed"
+    assert (root / "run" / "checkpoints" / "last.ckpt").is_file()
     own = root / "my_conf" / "experiment"
     own.mkdir(parents=True)
     (own / "my_recipe.yaml").write_text(
@@ -193,7 +198,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     )
     return {
         "run": root / "run",
-        "ckpt": Path(summary["last_ckpt"]),
+        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
         "sweep": root,
         "conf": root / "my_conf",
     }
@@ -234,6 +239,32 @@ def first_job(overrides: list[str]) -> list[str]:
     return out
 
 
+def compose_like_cli(root: Path, overrides: list[str], config_name: str, multirun: bool) -> None:
+    """Compose and resolve the config as `python -m genlab.<config_name>` would for its (first)
+    job: the job's config without the hydra node, and the run or sweep directory, whose
+    resolvers read the checkpoint or run directory the command names."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(
+            config_name,
+            overrides=[f"paths.root_dir={root}", *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(root / "run")
+        cfg.hydra.runtime.cwd = str(root)
+        cfg.hydra.job.num = 0
+    # as hydra's run_job: the hydra node stays reachable from HydraConfig, the job gets a copy
+    # without it
+    HydraConfig.instance().set_config(cfg)
+    job = copy.deepcopy(cfg)
+    with open_dict(job):
+        del job["hydra"]
+    OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
+    hydra_cfg = HydraConfig.get()
+    assert hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir
+
+
 @pytest.mark.parametrize(
     "cmd", unique([c for c in ALL if c.module != "compare"]), ids=lambda c: f"{c.page}:{c.line}"
 )
@@ -246,8 +277,7 @@ def test_command_composes(cmd: Command, tiny, tmp_path):
     if cmd.multirun:
         overrides = first_job(overrides)
     try:
-        cfg = make_cfg(tmp_path, *overrides, config_name=cmd.module)
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        compose_like_cli(tmp_path, overrides, cmd.module, cmd.multirun)
     except Exception as exc:
         raise AssertionError(f"{cmd} does not compose: {type(exc).__name__}: {exc}") from exc
 
