@@ -5,7 +5,11 @@ from genlab.nets.conv import ConvDecoder, ConvEncoder
 from genlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from genlab.nets.gan_mlp import MLPDiscriminator, MLPGenerator
 from genlab.nets.mlp import MLPDecoder, MLPEncoder
+from genlab.nets.patchgan import PatchGAN
+from genlab.nets.progressive import ProgressiveDiscriminator, ProgressiveGenerator
 from genlab.nets.recurrent import RecurrentDecoder, RecurrentEncoder
+from genlab.nets.srresnet import SRGANDiscriminator, SRResNet
+from genlab.nets.unet import UNet
 
 __all__ = [
     "ConvClassifier",
@@ -17,6 +21,12 @@ __all__ = [
     "MLPDiscriminator",
     "MLPEncoder",
     "MLPGenerator",
+    "PatchGAN",
+    "ProgressiveDiscriminator",
+    "ProgressiveGenerator",
     "RecurrentDecoder",
     "RecurrentEncoder",
+    "SRGANDiscriminator",
+    "SRResNet",
+    "UNet",
 ]
