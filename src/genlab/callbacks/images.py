@@ -9,26 +9,18 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from genlab.data.subsets import spread_batch
 from genlab.models.protocols import CanReconstruct, CanSample
 from genlab.utils.loggers import log_image
 
 
-def fixed_batch(trainer: L.Trainer, n: int, split: str = "val") -> torch.Tensor:
-    """`n` images spread evenly over a split (the same images every time): (n, c, h, w).
-
-    Evenly spaced rather than the first n, since some datasets are stored sorted by class.
-    """
-    data = trainer.datamodule.dataset(split)  # type: ignore[attr-defined]
-    n = min(n, len(data))
-    return torch.stack([data[i][0] for i in torch.linspace(0, len(data) - 1, n).long().tolist()])
-
-
-def fixed_labels(trainer: L.Trainer, n: int, split: str = "val") -> torch.Tensor:
-    """The labels of the images `fixed_batch` returns (same n, same split)."""
-    data = trainer.datamodule.dataset(split)  # type: ignore[attr-defined]
-    n = min(n, len(data))
-    idx = torch.linspace(0, len(data) - 1, n).long().tolist()
-    return torch.stack([torch.as_tensor(data[i][1]) for i in idx])
+def fixed_batch(
+    trainer: L.Trainer, n: int, split: str = "val"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` images spread evenly over a split (the same images every time) and their labels:
+    (n, c, h, w), (n,) or (n, k). Evenly spaced rather than the first n, since some datasets
+    are stored sorted by class."""
+    return spread_batch(trainer.datamodule.dataset(split), n)  # type: ignore[attr-defined]
 
 
 def images_dir(trainer: L.Trainer) -> Path:
@@ -38,17 +30,31 @@ def images_dir(trainer: L.Trainer) -> Path:
 class _EveryN(L.Callback):
     """Runs `draw` at the end of every `every_n_epochs`-th validation epoch, on rank 0, and
     also after every `every_n_steps`-th training step when that is > 0 (file names then carry
-    the step, `sSSSSSSS`, instead of the epoch; `every_n_epochs=0` turns the epoch grids off)."""
+    the step, `sSSSSSSS`, instead of the epoch; `every_n_epochs=0` turns the epoch grids off).
+    Whatever the schedule, training ends with a drawing of the final state (named by its
+    step) unless one was just made at that step, so every run leaves its grids."""
 
     def __init__(self, *, every_n_epochs: int = 1, every_n_steps: int = 0) -> None:
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.stamp = "e0000"  # names this drawing's files
+        self.drawn_at_step: int | None = None
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def when(trainer: L.Trainer) -> str:
+        """'epoch E, step S' of the state drawn, for captions."""
+        return f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+
+    @rank_zero_only
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.drawn_at_step != trainer.global_step:
+            self._draw(trainer, pl_module, f"s{trainer.global_step:08d}")
+
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, stamp: str) -> None:
         self.stamp = stamp
+        self.drawn_at_step = trainer.global_step
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
@@ -88,15 +94,18 @@ class ReconstructionGrid(_EveryN):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, CanReconstruct):  # e.g. GANs
             return
-        x = fixed_batch(trainer, self.n).to(pl_module.device)
-        if getattr(pl_module, "conditional", False):  # label-conditioned models (CVAE)
-            y = fixed_labels(trainer, self.n).to(pl_module.device)
-            x_hat = pl_module.reconstruct(x, y)  # type: ignore[operator]
-        else:
-            x_hat = pl_module.reconstruct(x)  # type: ignore[operator]
+        x, y = fixed_batch(trainer, self.n)
+        x = x.to(pl_module.device)
+        x_hat = pl_module.reconstruct(x, y.to(pl_module.device))
         grid = reconstruction_grid(x, x_hat, self.n_per_row)
         name = f"reconstructions_{self.stamp}.png"
-        log_image(trainer, "val/reconstructions", grid, path=images_dir(trainer) / name)
+        caption = (
+            f"odd rows: {len(x)} fixed validation images; even rows: their reconstructions "
+            f"({self.when(trainer)})"
+        )
+        log_image(
+            trainer, "val/reconstructions", grid, path=images_dir(trainer) / name, caption=caption
+        )
 
 
 def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, n_per_row: int) -> torch.Tensor:
@@ -138,4 +147,7 @@ class SampleGrid(_EveryN):
         x = pl_module.sample(self.n, generator=gen)  # type: ignore[operator]
         grid = make_grid(x.float().clamp(0, 1), nrow=self.n_per_row, padding=2, pad_value=1.0)
         name = f"samples_{self.stamp}.png"
-        log_image(trainer, "val/samples", grid, path=images_dir(trainer) / name)
+        caption = (
+            f"{self.n} samples from a fixed noise batch, seed {self.seed} ({self.when(trainer)})"
+        )
+        log_image(trainer, "val/samples", grid, path=images_dir(trainer) / name, caption=caption)

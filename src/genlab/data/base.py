@@ -65,20 +65,67 @@ class Indexed(Dataset):
 
 
 class EpochShuffle(Sampler[int]):
-    """A random permutation that depends only on (seed, epoch): the order survives a resume."""
+    """A random permutation that depends only on (seed, epoch): the order survives a resume.
+
+    `start` skips that many indices of the next pass only (a resume in the middle of an epoch);
+    the length stays the whole epoch's, as Lightning counts the skipped batches as done.
+    """
 
     def __init__(self, data: Sized, seed: int) -> None:
-        self.n, self.seed, self.epoch = len(data), seed, 0
+        self.n, self.seed, self.epoch, self.start = len(data), seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        start, self.start = self.start, 0
+        return iter(torch.randperm(self.n, generator=gen)[start:].tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning can save and restore in the middle of an epoch.
+
+    Lightning stores `state_dict()` of the training loader in every checkpoint and hands it to
+    `load_state_dict()` on resume (its `_Stateful` protocol). The state is the epoch and the
+    number of batches handed out in it (Lightning does not prefetch from loaders with a
+    length, so that is the number of batches trained on); a resumed epoch starts after them,
+    through `EpochShuffle.start`. The worker seed of each epoch comes from a generator seeded
+    by (seed, epoch), not from the global RNG, so loading data never changes the random
+    stream the model draws from. Same constructor as DataLoader, so Lightning can rebuild it
+    (e.g. with a DistributedSampler under DDP; mid-epoch resume then restarts that epoch).
+    """
+
+    _epoch = 0
+    _served = 0
+    _resume: tuple[int, int] | None = None
+
+    def __iter__(self):
+        sampler = self.sampler
+        epoch = getattr(sampler, "epoch", 0)
+        skip = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            skip = self._resume[1]
+        self._resume = None
+        if skip and isinstance(sampler, EpochShuffle):
+            sampler.start = skip * int(self.batch_size or 1)
+        else:
+            skip = 0
+        if self.generator is not None:
+            self.generator.manual_seed(int(getattr(sampler, "seed", 0)) * 10_007 + epoch)
+        self._epoch, self._served = epoch, skip
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
 
 def materialize(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, str | None]:
@@ -140,6 +187,8 @@ class TensorBatches:
         # training drops the ragged end (as drop_last); evaluation pads by repeating indices so
         # every rank runs the same number of batches
         self.per_rank = n // world_size if shuffle else -(-n // world_size)
+        self._epoch, self._served = 0, 0
+        self._resume: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         if self.shuffle and self.per_rank > self.batch_size:
@@ -157,9 +206,24 @@ class TensorBatches:
                 order = torch.cat([order, order[: self.per_rank * self.world_size - n]])
         return order[self.rank :: self.world_size][: self.per_rank].to(self.images.device)
 
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and how many of its batches were handed out (Lightning's `_Stateful`
+        protocol: stored in checkpoints, so a resume continues in the middle of an epoch)."""
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
+
     def __iter__(self):
         order = self._indices()
-        for b in range(len(self)):
+        epoch = self.epoch()
+        skip = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            skip = self._resume[1]
+        self._resume = None
+        self._epoch, self._served = epoch, skip
+        for b in range(skip, len(self)):
+            self._served = b + 1
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images[idx].float().div_(255)  # (b, c, h, w) in [0, 1]
             if self.dynamic_binarize:
@@ -229,6 +293,7 @@ class ImageDataModule(L.LightningDataModule):
         device_resident: bool = False,
         hflip: bool = False,
         channels_last: bool = False,
+        pairing: Any = None,
     ) -> None:
         super().__init__()
         if binarize not in BINARIZE:
@@ -256,6 +321,11 @@ class ImageDataModule(L.LightningDataModule):
         )
         self.splits: dict[str, Dataset] = {}
         self._resident: dict[str, tuple[torch.Tensor, torch.Tensor, str | None]] = {}
+        # data/pairing=...: batches become (target, source) pairs for translation models, the
+        # source derived from each image on its device (genlab.data.pairing)
+        self.pairing = pairing
+        if pairing is not None:
+            pairing.check(self.image_shape)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -321,7 +391,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.device_resident:
             return self._resident_batches(split, train=train)
         data = self.dataset(split)
-        return DataLoader(
+        return ResumableLoader(
             data,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=EpochShuffle(data, self.shuffle_seed) if train else None,
@@ -329,6 +399,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            generator=torch.Generator(),
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -337,7 +408,10 @@ class ImageDataModule(L.LightningDataModule):
         if self.hflip and not self.device_resident and trainer is not None and trainer.training:
             x, y = batch
             flip = torch.rand(len(x), device=x.device) < 0.5
-            return torch.where(flip[:, None, None, None], x.flip(-1), x), y
+            batch = torch.where(flip[:, None, None, None], x.flip(-1), x), y
+        if self.pairing is not None:  # training sources are fresh each step, others fixed
+            step = trainer.global_step if trainer is not None and trainer.training else None
+            batch = (batch[0], self.pairing(batch[0], step=step))
         return batch
 
     def train_dataloader(self) -> DataLoader | TensorBatches:

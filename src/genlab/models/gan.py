@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from genlab.losses.adversarial import (
     KINDS,
     SMOOTHABLE,
     d_output,
     discriminator_loss,
+    epsilon_drift,
     generator_loss,
     gradient_penalty,
 )
@@ -65,6 +66,16 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+COLLAPSE_HINTS = {
+    "d_saturated": "D separates real and fake completely, so G's gradient vanishes: the samples "
+    "have probably collapsed. Lower model.optimizer_d.lr, use label smoothing, or model.loss=hinge.",
+    "g_grad_vanished": "G receives (almost) no gradient: it has stopped learning.",
+    "d_grad_vanished": "D receives (almost) no gradient: it has stopped learning.",
+    "loss_exploded": "a loss beyond 1e6: the training is unstable even if still finite. Lower the "
+    "learning rates or add model.gradient_clip_val=1.0.",
+}
+
+
 def _no_closure() -> None:
     return None
 
@@ -73,7 +84,8 @@ class GAN(GenlabModule):
     """Generator G: z -> image in [-1, 1]; discriminator D: image -> score (B,).
 
     Options: `loss` in `bce` (non-saturating, default) | `minimax` | `hinge` | `ls` | `wgan_gp`
-    (with `gp_weight`); `n_critic` D steps per G step; `label_smoothing` (one-sided: the real
+    (with `gp_weight`); `drift_weight` (epsilon * D(x)^2 on real scores, Karras et al. 2018:
+    0.001 with wgan_gp); `n_critic` D steps per G step; `label_smoothing` (one-sided: the real
     target becomes 1 - s); `ema_decay` (null = sample from G itself); `gradient_clip_val`
     (applied to unscaled gradients, per net); `num_classes` > 0 makes G and D conditional
     on the class label (the nets must be built with the same `num_classes`).
@@ -85,6 +97,8 @@ class GAN(GenlabModule):
     and `val/step` (the GAN iteration). A non-finite loss stops training with a GenlabError
     naming the step; no checkpoint is written after it.
     """
+
+    ddp_find_unused_parameters = True  # G and D step separately (on_fit_start)
 
     def __init__(
         self,
@@ -100,6 +114,7 @@ class GAN(GenlabModule):
         n_critic: int = 1,
         label_smoothing: float = 0.0,
         gp_weight: float = 10.0,
+        drift_weight: float = 0.0,
         ema_decay: float | None = 0.999,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
@@ -150,17 +165,22 @@ class GAN(GenlabModule):
         self.scheduler_g_factory, self.scheduler_d_factory = scheduler_g, scheduler_d
         self.scheduler_interval = scheduler_interval
         self.loss, self.n_critic, self.gp_weight = loss, n_critic, gp_weight
+        if drift_weight < 0:
+            raise GenlabError(f"model.drift_weight={drift_weight} must be >= 0 (0 = off).")
+        self.drift_weight = drift_weight
         self.label_smoothing, self.ema_decay = label_smoothing, ema_decay
         self.gradient_clip_val, self.gradient_clip_algorithm = (
             gradient_clip_val,
             gradient_clip_algorithm,
         )
         self.num_classes, self.seed = num_classes, seed
-        self.conditional = num_classes > 0  # the sample/latent CLIs pass labels when True
         self.nan_check_every_n_steps = nan_check_every_n_steps
         self.monitor, self.monitor_mode = monitor, monitor_mode
-        # first non-finite iteration: (step, loss_d, loss_g), step -1 while all is well
-        self._nonfinite: torch.Tensor | None = None
+        # collapse signs counted on the logging steps of the current epoch (on the device):
+        # [logged steps, D saturated, G gradient vanished, D gradient vanished, loss exploded]
+        self._signs: torch.Tensor | None = None
+        self._grad_norms: dict[str, torch.Tensor] = {}
+        self._health: dict[str, Any] = {}
 
     # --- sampling (CanSample) -------------------------------------------------------------
     @property
@@ -176,17 +196,12 @@ class GAN(GenlabModule):
         z = torch.randn(n, self.latent_dim, generator=generator, device=where)
         return z.to(self.device) * temperature
 
-    def default_labels(self, n: int) -> torch.Tensor | None:
-        """Classes 0, 1, ..., 0, 1, ... for conditional sampling without labels (None if not)."""
-        if not self.num_classes:
-            return None
-        return torch.arange(n, device=self.device) % self.num_classes
-
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """z (n, latent_dim) -> images (n, C, H, W) in [0, 1] from the sampling G."""
-        if self.num_classes and y is None:
+        """z (n, latent_dim) -> images (n, C, H, W) in [0, 1] from the sampling G; a
+        conditional G without `y` draws `default_labels`."""
+        if y is None:
             y = self.default_labels(len(z))
-        x = self.sampling_generator(z.to(self.device), self._labels(y))
+        x = self._to_data_size(self.sampling_generator(z.to(self.device), self._labels(y)))
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
     def sample(
@@ -223,7 +238,8 @@ class GAN(GenlabModule):
             z = self.sample_latent(len(x), generator=generator).requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr)
             for _ in range(steps):
-                loss = (net(z, labels).float() - target).pow(2).flatten(1).mean(1).sum()
+                x_hat = self._to_data_size(net(z, labels)).float()
+                loss = (x_hat - target).pow(2).flatten(1).mean(1).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -249,6 +265,11 @@ class GAN(GenlabModule):
         key = (self.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank * 31 + salt
         return torch.Generator(device=self.device).manual_seed(key & 0x7FFF_FFFF_FFFF_FFFF)
 
+    def _to_data_size(self, x: torch.Tensor) -> torch.Tensor:
+        """G's output -> images at the data's size, still in [-1, 1]: the identity here; a
+        progressive G at a coarse stage is upsampled (models/progressive_gan.py)."""
+        return x
+
     def _d_scores(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.discriminator(x, y).float()  # (b,)
 
@@ -257,15 +278,21 @@ class GAN(GenlabModule):
         self.trainer.strategy.optimizer_step(optimizer.optimizer, _no_closure, model=self)
 
     # --- training -------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        strategy = self.trainer.strategy
+    def on_fit_start(self) -> None:
         # D's step leaves G unused and G's step freezes D, so DDP must look for unused
-        # parameters (Lightning #20328); done here so every DDP trainer preset works.
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get(
-            "find_unused_parameters"
-        ):
-            strategy._ddp_kwargs["find_unused_parameters"] = True
-            log.info("GAN under DDP: find_unused_parameters=True (G and D step separately)")
+        # parameters (Lightning #20328). The DDP trainer presets ask for it (their strategy is
+        # ${genlab.ddp_strategy:...}, which reads `ddp_find_unused_parameters`); a strategy
+        # given by hand is checked here, on the wrapped model, before the first step.
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
+            raise GenlabError(
+                "GAN training under DDP needs DDP to look for unused parameters (the D step "
+                "leaves G unused and the G step freezes D), but trainer.strategy does not: use "
+                "trainer.strategy=ddp_find_unused_parameters_true (trainer=ddp and "
+                "trainer=ddp_sim choose it for GANs)."
+            )
+
+    def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if self.num_classes and dm is not None and dm.num_classes != self.num_classes:
             raise GenlabError(
@@ -300,6 +327,8 @@ class GAN(GenlabModule):
                     lambda t: self._d_scores(t, y), x, fake_d, generator=noise
                 ).mean()
                 loss_d = loss_d + self.gp_weight * gp
+            if self.drift_weight:
+                loss_d = loss_d + self.drift_weight * epsilon_drift(real_s).mean()
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             self._step_uncounted(opt_d)
@@ -316,7 +345,7 @@ class GAN(GenlabModule):
         self._update_ema()
         if self.scheduler_interval == "step":
             self._step_schedulers()
-        self._track_finite(loss_d.detach(), loss_g.detach())
+        self.track_finite(self.global_step - 1, {"loss_d": loss_d, "loss_g": loss_g})
 
         if self.logs_now("train"):
             scalars = {
@@ -328,6 +357,7 @@ class GAN(GenlabModule):
             if self.loss == "wgan_gp":
                 scalars["gp"] = gp.detach()
             self.log_scalars("train", scalars, batch_size=b)
+            self._count_collapse_signs(scalars)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called by the precision plugin after AMP's unscale: these are the true gradients.
@@ -336,6 +366,7 @@ class GAN(GenlabModule):
         if grads and self.logs_now("train"):
             norm = torch.nn.utils.get_total_norm(grads)
             self.log_scalars("train", {f"grad_norm_{net}": norm}, batch_size=1)
+            self._grad_norms[net] = norm.detach().float()
         if self.gradient_clip_val:
             self.clip_gradients(
                 optimizer,
@@ -364,48 +395,92 @@ class GAN(GenlabModule):
     def on_train_epoch_end(self) -> None:
         if self.scheduler_interval == "epoch":
             self._step_schedulers()
-        self._raise_if_nonfinite()
+        super().on_train_epoch_end()  # stops on a non-finite loss
+        self._report_collapse_signs()
 
-    # --- divergence -----------------------------------------------------------------------
-    def _track_finite(self, loss_d: torch.Tensor, loss_g: torch.Tensor) -> None:
-        """Remember the first iteration with a non-finite loss, on the device (no sync)."""
-        rec = torch.stack(
-            [
-                torch.tensor(float(self.global_step - 1), device=loss_d.device),
-                loss_d.float(),
-                loss_g.float(),
-            ]
+    # --- trainer options -------------------------------------------------------------------
+    def adopt_trainer_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Lightning cannot clip or accumulate under manual optimization: the GAN clips each
+        net's unscaled gradients itself (`trainer.gradient_clip_val` becomes
+        `model.gradient_clip_val`), and refuses gradient accumulation (one G step per batch)."""
+        accumulate = options.get("accumulate_grad_batches") or 1
+        if accumulate != 1:
+            raise GenlabError(
+                f"trainer.accumulate_grad_batches={accumulate}: the GAN loop takes one D and one "
+                "G step per batch (manual optimization), so gradients are not accumulated. Use "
+                "a larger data.batch_size instead, and leave trainer.accumulate_grad_batches=1."
+            )
+        if not options.get("gradient_clip_val"):
+            return []
+        self.gradient_clip_val = float(options["gradient_clip_val"])
+        self.gradient_clip_algorithm = options.get("gradient_clip_algorithm") or "norm"
+        log.info(
+            "GAN: trainer.gradient_clip_val=%s (%s) is applied by the model, to G's and D's "
+            "unscaled gradients separately",
+            self.gradient_clip_val,
+            self.gradient_clip_algorithm,
         )
-        if self._nonfinite is None:
-            self._nonfinite = torch.full_like(rec, -1.0)
-        bad = ~torch.isfinite(rec[1:]).all() & (self._nonfinite[0] < 0)
-        self._nonfinite = torch.where(bad, rec, self._nonfinite)
+        return ["gradient_clip_val", "gradient_clip_algorithm"]
 
-    def _raise_if_nonfinite(self) -> None:
-        if self._nonfinite is None:
-            return
-        step, loss_d, loss_g = self._nonfinite.tolist()
-        if step < 0:
-            return
-        parts = [f"train/loss_d={loss_d}", f"train/loss_g={loss_g}"]
-        raise GenlabError(
-            f"GAN training diverged: at step {int(step)} (0-based GAN iteration) the loss became "
-            f"non-finite ({', '.join(parts)}). Training stopped and no checkpoint was written "
-            "after that step, so checkpoints/last.ckpt is the last good state. Lower the "
-            "learning rates (model.optimizer_g.lr, model.optimizer_d.lr), add "
+    # --- divergence and collapse ------------------------------------------------------------
+    def divergence_advice(self) -> str:
+        return (
+            "Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr), add "
             "model.gradient_clip_val=1.0, or try model.loss=hinge / spectral norm on D."
         )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        n = self.nan_check_every_n_steps
-        if n and self.global_step % n == 0:
-            self._raise_if_nonfinite()
+    def _count_collapse_signs(self, scalars: dict[str, torch.Tensor]) -> None:
+        """Count, without a device sync, the signs of a GAN that stopped learning on this
+        logging step: D saturated (D(x) > 0.99 and D(G(z)) < 0.01 for the probability-valued
+        losses: G's gradient through D vanishes), a gradient norm ~0, a loss beyond 1e6."""
+        one = torch.ones((), device=self.device)
+        saturated = (
+            (scalars["d_real"] > 0.99) & (scalars["d_fake"] < 0.01)
+            if self.loss in SMOOTHABLE
+            else one < 0
+        )
+        g_norm, d_norm = self._grad_norms.get("g"), self._grad_norms.get("d")
+        signs = torch.stack(
+            [
+                one,
+                saturated.float(),
+                (g_norm < 1e-6).float() if g_norm is not None else one * 0,
+                (d_norm < 1e-8).float() if d_norm is not None else one * 0,
+                ((scalars["loss_g"].abs() > 1e6) | (scalars["loss_d"].abs() > 1e6)).float(),
+            ]
+        )
+        self._signs = signs if self._signs is None else self._signs + signs
 
-    def on_train_end(self) -> None:
-        self._raise_if_nonfinite()
+    def _report_collapse_signs(self) -> None:
+        """At an epoch end: warn when a sign was seen on at least half of the epoch's logged
+        steps (at least 3 of them), and keep the counts for summary.json (`health()`)."""
+        if self._signs is None:
+            return
+        logged, *counts = (int(v) for v in self._signs.tolist())
+        self._signs = None
+        names = ("d_saturated", "g_grad_vanished", "d_grad_vanished", "loss_exploded")
+        total = self._health.setdefault("logged_steps", 0) + logged
+        self._health["logged_steps"] = total
+        for name, count in zip(names, counts, strict=True):
+            if count:
+                self._health[name] = self._health.get(name, 0) + count
+            if logged >= 3 and count * 2 >= logged:
+                self._health.setdefault("warnings", []).append(
+                    {"epoch": self.current_epoch, "sign": name, "steps": count, "of": logged}
+                )
+                log.warning(
+                    "GAN health, epoch %d: %s on %d of %d logged steps. %s",
+                    self.current_epoch,
+                    name,
+                    count,
+                    logged,
+                    COLLAPSE_HINTS[name],
+                )
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._raise_if_nonfinite()  # never overwrite a good checkpoint with diverged weights
+    def health(self) -> dict[str, Any]:
+        """Counts of collapse signs over the logged training steps (see `_count_collapse_signs`)
+        and the epochs where they dominated; recorded in summary.json."""
+        return dict(self._health)
 
     # --- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

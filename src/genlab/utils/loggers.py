@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
+import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import save_image
 
 log = logging.getLogger(__name__)
@@ -85,15 +89,133 @@ def wandb_offline_dirs(trainer: Trainer) -> list[str]:
     return dirs
 
 
-def log_image(trainer: Trainer, key: str, grid: torch.Tensor, *, path: Path | None = None) -> None:
-    """Save an image grid (C, H, W) in [0, 1] as PNG at `path` and send it to every logger."""
+def to_uint8(grid: torch.Tensor) -> torch.Tensor:
+    """A (C, H, W) float image in [0, 1] -> (H, W, C) uint8 0-255, rounded exactly as
+    torchvision's save_image rounds, so every logger shows the pixels of the local PNG."""
+    return (
+        grid.detach()
+        .float()
+        .clamp(0, 1)
+        .mul(255)
+        .add_(0.5)
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        .permute(1, 2, 0)
+        .cpu()
+    )
+
+
+def log_image(
+    trainer: Trainer,
+    key: str,
+    grid: torch.Tensor,
+    *,
+    path: Path | None = None,
+    caption: str | None = None,
+) -> None:
+    """Save an image grid (C, H, W) in [0, 1] as PNG at `path` and send the same pixels to
+    every logger, with `caption` (default: the key, epoch and step)."""
     grid = grid.detach().float().clamp(0, 1).cpu()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
     step = trainer.global_step
+    caption = caption or f"{key} (epoch {trainer.current_epoch}, step {step})"
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], step=step)
+            # uint8: wandb >= 0.31 casts float arrays to uint8 without scaling (black images)
+            pixels = to_uint8(grid).numpy()
+            logger.log_image(key=key, images=[pixels], step=step, caption=[caption])
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, global_step=step)
+            logger.experiment.add_image(key, to_uint8(grid), global_step=step, dataformats="HWC")
+            logger.experiment.add_text(f"{key}/caption", caption, global_step=step)
+
+
+class CSVLogger(Logger):
+    """Every logged metric as a row of `save_dir/name/metrics.csv` (columns `step`, `epoch`
+    and one per metric, sorted; the format of Lightning's CSVLogger), the run's
+    hyperparameters as `hparams.yaml` next to it.
+
+    Unlike Lightning's, it never deletes an existing metrics.csv: a resumed run appends its
+    rows to the history of the part before (new metric names widen the header).
+    """
+
+    def __init__(
+        self, save_dir: str, name: str = "csv", version: str = "", flush_every_n_rows: int = 100
+    ) -> None:
+        super().__init__()
+        self._save_dir, self._name, self._version = str(save_dir), name, str(version)
+        self.flush_every_n_rows = flush_every_n_rows
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        return str(Path(self._save_dir, self._name, self._version))
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.log_dir) / "metrics.csv"
+
+    @property
+    def experiment(self) -> CSVLogger:
+        return self
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        params = dict(params) if isinstance(params, Mapping) else vars(params)
+        with open(Path(self.log_dir) / "hparams.yaml", "w") as f:
+            yaml.safe_dump(params, f, sort_keys=False)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+        row["step"] = step
+        self.rows.append(row)
+        if len(self.rows) >= self.flush_every_n_rows:
+            self.save()
+
+    @rank_zero_only
+    def save(self) -> None:
+        if not self.rows:
+            return
+        path = self.metrics_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old_rows: list[dict[str, Any]] = []
+        header: list[str] = []
+        if path.is_file() and path.stat().st_size:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header = list(reader.fieldnames or [])
+                keys = set(header)
+                if any(set(r) - keys for r in self.rows):
+                    old_rows = list(reader)  # the header widens: rewrite the file
+        columns = sorted(set(header).union(*self.rows))
+        if header and columns == header:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=columns).writerows(self.rows)
+        else:
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(old_rows)
+                writer.writerows(self.rows)
+            tmp.replace(path)
+        self.rows = []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()

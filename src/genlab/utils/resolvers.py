@@ -15,7 +15,8 @@ def run_dir_of(ckpt_path: str) -> str:
     return str(parent.parent if parent.name == "checkpoints" else parent)
 
 
-def _multirun() -> bool:
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (`-m`)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -26,14 +27,38 @@ def sweep_group() -> str | None:
     """The W&B group of a job: its sweep directory's name in a multirun, else None."""
     from hydra.core.hydra_config import HydraConfig
 
-    return Path(HydraConfig.get().sweep.dir).name if _multirun() else None
+    return Path(HydraConfig.get().sweep.dir).name if in_multirun() else None
 
 
 def job_name() -> str | None:
-    """A job's run name from its overrides in a multirun (`model=vae,seed=2`), else None."""
+    """A run's name from its command-line overrides (`model=vae,seed=2`), single run or
+    multirun job; None without overrides (W&B then picks a name)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return (HydraConfig.get().job.override_dirname or None) if _multirun() else None
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().job.override_dirname or None
+
+
+def hydra_subdir(output_dir: str) -> str:
+    """Where Hydra writes this job's config/overrides/log: `.hydra` in a new run directory;
+    in a directory that already holds a run (resume=, a requeued SLURM job) a folder of its
+    own, `.hydra/resume_<time>_<pid>`, so a continuation never overwrites the record of the
+    run it continues (and a refused one can be removed without a trace)."""
+    import time
+
+    if not (Path(output_dir) / ".hydra").is_dir():
+        return ".hydra"
+    return f".hydra/resume_{time.strftime('%Y-%m-%d_%H-%M-%S')}_{os.getpid()}"
+
+
+def job_log(output_dir: str, subdir: str | None, name: str) -> str:
+    """The job's log file: RUN/<name>.log, or inside the resume folder for a continuation
+    (Lightning's DDP children run with `hydra.output_subdir=null`: RUN/<name>.log)."""
+    fresh = subdir in (None, ".hydra")
+    folder = Path(output_dir) if fresh else Path(output_dir) / str(subdir)
+    folder.mkdir(parents=True, exist_ok=True)  # the log handler opens it before Hydra saves
+    return str(folder / f"{name}.log")
 
 
 def resume_dir(resume: str | None, runs_dir: str, fresh_name: str) -> str:
@@ -54,6 +79,16 @@ def resume_dir(resume: str | None, runs_dir: str, fresh_name: str) -> str:
             "directory of genlab.train (logs/train/runs/<run>) or resume=auto."
         )
     return str(path)
+
+
+def ddp_strategy(model_target: str) -> str:
+    """The DDP strategy the model class `model_target` trains under: one that looks for unused
+    parameters when its loop leaves some out of a backward pass (the class sets
+    `ddp_find_unused_parameters = True`, e.g. the GAN), else plain `ddp`, which is faster."""
+    from hydra.utils import get_class
+
+    needs = getattr(get_class(model_target), "ddp_find_unused_parameters", False)
+    return "ddp_find_unused_parameters_true" if needs else "ddp"
 
 
 def sqlite_url(path: str) -> str:
@@ -88,12 +123,18 @@ def register() -> None:
         # Cached like Hydra's ${now:}: Hydra copies the cache into every job of a sweep, so
         # jobs run by submitit in other processes resolve the same sweep directory.
         OmegaConf.register_new_resolver("genlab.pid", lambda: str(os.getpid()), use_cache=True)
+    if not OmegaConf.has_resolver("genlab.hydra_subdir"):
+        # cached: resolved once per job, before and after Hydra creates the folder
+        OmegaConf.register_new_resolver("genlab.hydra_subdir", hydra_subdir, use_cache=True)
+    if not OmegaConf.has_resolver("genlab.job_log"):
+        OmegaConf.register_new_resolver("genlab.job_log", job_log)
     if not OmegaConf.has_resolver("genlab.run_dir"):
         OmegaConf.register_new_resolver("genlab.run_dir", run_dir_of)
     for name, fn in (
         ("genlab.sweep_group", sweep_group),
         ("genlab.job_name", job_name),
         ("genlab.resume_dir", resume_dir),
+        ("genlab.ddp_strategy", ddp_strategy),
         ("genlab.sqlite", sqlite_url),
         ("genlab.devices_per_node", devices_per_node),
         # the launch directory (Hydra's ${hydra:runtime.cwd} is not set yet when the sweep
@@ -104,6 +145,8 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, fn)
     if not OmegaConf.has_resolver("genlab.mul"):
         OmegaConf.register_new_resolver("genlab.mul", lambda a, b: a * b)
+    if not OmegaConf.has_resolver("genlab.add"):
+        OmegaConf.register_new_resolver("genlab.add", lambda a, b: a + b)
 
 
 register()

@@ -1,0 +1,250 @@
+"""The checkpoints a run is continued from: `last.ckpt` with the latest state, the random
+state inside every checkpoint, and a clean stop on SIGINT/SIGTERM.
+
+Lightning's `ModelCheckpoint(save_last=True)` only refreshes last.ckpt when it also writes a
+top-k checkpoint at the same step (Lightning >= 2.6), so a run whose monitored metric stops
+improving would keep an old last.ckpt and a resume would silently rewind. genlab therefore
+keeps "best by the declared metric" (ModelCheckpoint, `save_last: false`) and "last" (this
+module) apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from genlab.utils.errors import GenlabError
+
+log = logging.getLogger(__name__)
+
+
+class RunInterrupted(Exception):
+    """Training stopped on a signal (Ctrl-C, SIGTERM from a scheduler) after the state of the
+    last finished step was written to last.ckpt."""
+
+    def __init__(self, signum: int, step: int, path: str | None) -> None:
+        self.signum, self.step, self.path = signum, step, path
+        name = signal.Signals(signum).name
+        where = f"; {path} holds step {step}" if path else ""
+        super().__init__(f"interrupted by {name} after step {step}{where}")
+
+
+def finite_weights(module: torch.nn.Module) -> bool:
+    """True when every floating-point parameter and buffer of `module` is finite."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes `dirpath/last.ckpt` with the latest training state:
+
+    - at the end of every training epoch (after its validation and the model's epoch-end
+      hooks), and every `every_n_train_steps` steps when > 0;
+    - at the last step of a run stopped by `trainer.max_steps`, written right after that step
+      like a step checkpoint, so the epoch counts as unfinished and a resume continues in the
+      middle of it;
+    - when SIGINT or SIGTERM arrives: at the end of the step in progress, then training stops
+      with `RunInterrupted` (a second Ctrl-C stops at once);
+    - at the end of training and on an exception, if the weights are finite and the step
+      was not written yet.
+
+    Every write is checked: a checkpoint that cannot be written (permissions, full disk) fails
+    the run with a GenlabError instead of being skipped silently. Checkpoints with non-finite
+    weights are never written (the model refuses in `on_save_checkpoint`).
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, *, dirpath: str, every_n_train_steps: int = 0) -> None:
+        if every_n_train_steps < 0:
+            raise GenlabError(
+                f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps} must be "
+                ">= 0 (0: only at epoch ends and at the end of the run)."
+            )
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self.saved_step: int | None = None
+        self._signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    # --- writing -------------------------------------------------------------------------
+    def save(self, trainer: L.Trainer) -> None:
+        """Write last.ckpt now (all ranks call it; rank 0 writes) and check it was written."""
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        started = time.time()
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            check_written(self.path, started)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        stop = self._signal_received(trainer)
+        due = (
+            stop
+            or (self.every_n_train_steps and step % self.every_n_train_steps == 0)
+            or (0 < trainer.max_steps <= step)
+        )
+        if due and self.saved_step != step:
+            self.save(trainer)
+        if stop:
+            raise RunInterrupted(self._signal or signal.SIGTERM, step, str(self.path))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_handlers()
+        if isinstance(exception, (RunInterrupted, GenlabError)) or trainer.state.fn != "fit":
+            return
+        if self.saved_step == trainer.global_step or not finite_weights(pl_module):
+            return
+        try:
+            self.save(trainer)
+            log.warning(
+                "%s: the state at step %d was written to %s after the error",
+                type(exception).__name__,
+                trainer.global_step,
+                self.path,
+            )
+        except Exception as err:  # never hide the original error behind this one
+            log.error("could not write %s after %s: %s", self.path, type(exception).__name__, err)
+
+    # --- signals -------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._signal = None
+        if trainer.is_global_zero or trainer.world_size == 1:
+            self._install_handlers()
+
+    def _install_handlers(self) -> None:
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous_handlers = {}
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        first = self._signal is None
+        if first:
+            self._signal = signum
+            log.warning(
+                "%s received: stopping after the current step (last.ckpt will hold it); "
+                "press Ctrl-C again to stop at once",
+                signal.Signals(signum).name,
+            )
+        previous = self._previous_handlers.get(signum)
+        # other SIGTERM handlers (Lightning's stops DDP children) always run; a second Ctrl-C
+        # goes to the previous handler (Python's raises KeyboardInterrupt)
+        if callable(previous) and (signum == signal.SIGTERM or not first):
+            previous(signum, frame)
+
+    def _signal_received(self, trainer: L.Trainer) -> bool:
+        received = self._signal is not None
+        if trainer.world_size > 1:
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        return bool(received)
+
+
+def check_written(path: Path, since: float) -> None:
+    """A GenlabError unless `path` is a non-empty file written after `since` (Lightning's save
+    swallows some PermissionErrors)."""
+    try:
+        stat = path.stat()
+        ok = stat.st_size > 0 and stat.st_mtime >= since - 1.0
+    except OSError:
+        ok = False
+    if not ok:
+        folder = path.parent
+        writable = os.access(folder, os.W_OK)
+        raise GenlabError(
+            f"the checkpoint {path} could not be written"
+            + ("" if writable else f" ({folder} is not writable)")
+            + ". Training stopped so that no later state is lost unnoticed: make the folder "
+            "writable or free disk space, then continue with resume=<the run directory>."
+        )
+
+
+class RandomState(L.Callback):
+    """Stores the random number generators' states (torch CPU and CUDA, numpy, Python) in every
+    checkpoint and restores them when training resumes, right before the first resumed step
+    (after the sanity check, which draws numbers of its own). With it, a model that draws from
+    the global generator (a VAE's posterior sample, a denoising corruption, dropout) continues
+    exactly as an uninterrupted run would. Under DDP each rank restores rank 0's state."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        py_state = random.getstate()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "pos": int(np_state[2]),
+                "has_gauss": int(np_state[3]),
+                "cached_gaussian": float(np_state[4]),
+            },
+            "python": {
+                "version": py_state[0],
+                "state": list(py_state[1]),
+                "gauss": py_state[2],
+            },
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        torch.set_rng_state(state["torch"].cpu())
+        np_state = state["numpy"]
+        np.random.set_state(
+            (
+                "MT19937",
+                np_state["keys"].numpy().astype(np.uint32),
+                np_state["pos"],
+                np_state["has_gauss"],
+                np_state["cached_gaussian"],
+            )
+        )
+        py_state = state["python"]
+        random.setstate((py_state["version"], tuple(py_state["state"]), py_state["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
