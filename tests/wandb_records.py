@@ -53,3 +53,39 @@ def config_keys(path: Path) -> set[str]:
         if rec.WhichOneof("record_type") == "config":
             keys |= {item.key or "/".join(item.nested_key) for item in rec.config.update}
     return keys
+
+
+def history_rows(path: Path) -> list[dict[str, object]]:
+    """Every history row of the run as {key: value parsed from JSON}."""
+    import json
+
+    rows = []
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "history":
+            rows.append(
+                {
+                    (item.key or "/".join(item.nested_key)): json.loads(item.value_json)
+                    for item in rec.history.item
+                }
+            )
+    return rows
+
+
+def summary(path: Path) -> dict[str, object]:
+    """The run's final summary as {key: value parsed from JSON} (later updates win)."""
+    import json
+
+    out: dict[str, object] = {}
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "summary":
+            for item in rec.summary.update:
+                out[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return out
+
+
+def run_name(path: Path) -> str:
+    """The run's display name."""
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "run":
+            return rec.run.display_name
+    return ""

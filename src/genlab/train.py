@@ -80,6 +80,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as exc:
         if resuming:
             forget_attempt(run_dir)  # a refused continuation leaves the run as it was
+            if isinstance(exc, GenlabError):
+                exc.args = (f"{exc} {resume_hint(run_dir)}",)
         else:
             record.finish("failed", error=describe(exc))
         raise
@@ -282,6 +284,20 @@ def explain_divergence(exc: Diverged, last_cb: LastCheckpoint | None) -> None:
     exc.args = (exc.args[0] + where,)
 
 
+def resume_hint(run_dir: Path) -> str:
+    """How the run being continued was started (its overrides), to repeat them."""
+    try:
+        overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    except (OSError, ValueError):
+        return "Repeat the options of the run you continue (see its config.yaml)."
+    shown = " ".join(str(o) for o in overrides) or "(no overrides: the defaults)"
+    return (
+        f"resume= continues {run_dir} with the options given now, and the run was started "
+        f"with: {shown}. Repeat those model and data options; nothing in the run directory "
+        "was changed."
+    )
+
+
 def forget_attempt(run_dir: Path) -> None:
     """Remove the `.hydra/resume_*` folder Hydra made for this (refused) attempt."""
     for folder in (run_dir / ".hydra").glob(f"resume_*_{os.getpid()}"):
@@ -428,6 +444,8 @@ def main(cfg: DictConfig) -> float | list[float | None] | dict[str, Any] | None:
                 log.error("job %s: %s", status, error, exc_info=user_error is None)
                 return record_job(cfg, status, error=error)
             record_job(cfg, status, error=error)  # then stop the sweep
+        elif getattr(exc, "run_status", None) == "pruned":
+            sys.exit(0)  # a DDP child process of a pruned trial: rank 0 records it
         if isinstance(exc, RunInterrupted):
             print(f"\ngenlab: {exc}\n", file=sys.stderr)
             sys.exit(128 + int(exc.signum))

@@ -74,6 +74,8 @@ class LastCheckpoint(Checkpoint):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
         self.saved_step: int | None = None
+        self.saved_at: tuple[int, str] | None = None
+        self._epoch_finished = False
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -82,19 +84,25 @@ class LastCheckpoint(Checkpoint):
         return self.dirpath / self.FILENAME
 
     # --- writing -------------------------------------------------------------------------
-    def save(self, trainer: L.Trainer) -> None:
-        """Write last.ckpt now (all ranks call it; rank 0 writes) and check it was written."""
+    def save(self, trainer: L.Trainer, where: str) -> None:
+        """Write last.ckpt now (all ranks call it; rank 0 writes) and check it was written.
+        `where`: the point of the loop (step, validation, epoch, end, exception)."""
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         started = time.time()
         self.dirpath.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
+        self.saved_at = (trainer.global_step, where)
         if trainer.is_global_zero:
             check_written(self.path, started)
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
         step = trainer.global_step
+        # whether this batch ends its epoch (else a stop here leaves the epoch unfinished)
+        self._epoch_finished = i + 1 >= trainer.num_training_batches
         stop = self._signal_received(trainer)
         due = (
             stop
@@ -102,18 +110,33 @@ class LastCheckpoint(Checkpoint):
             or (0 < trainer.max_steps <= step)
         )
         if due and self.saved_step != step:
-            self.save(trainer)
+            self.save(trainer, "step")
         if stop:
             raise RunInterrupted(self._signal or signal.SIGTERM, step, str(self.path))
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A validation in the middle of an epoch right after a step checkpoint: write again, so
+        # the checkpoint holds the state after it (random numbers included); Lightning does
+        # not repeat a validation that a checkpoint was written after. At an epoch's end the
+        # epoch-end checkpoint follows anyway.
+        if (
+            trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and self.saved_step == trainer.global_step
+            and not self._epoch_finished
+        ):
+            self.save(trainer, "validation")
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.saved_step != trainer.global_step:
-            self.save(trainer)
+        # Only when the epoch ran to its end: a stop by max_steps in the middle of an epoch was
+        # written after its step, and writing here would mark that epoch as finished.
+        if self._epoch_finished and self.saved_at != (trainer.global_step, "epoch"):
+            self.save(trainer, "epoch")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
         if self.saved_step != trainer.global_step:
-            self.save(trainer)
+            self.save(trainer, "end")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -124,7 +147,7 @@ class LastCheckpoint(Checkpoint):
         if self.saved_step == trainer.global_step or not finite_weights(pl_module):
             return
         try:
-            self.save(trainer)
+            self.save(trainer, "exception")
             log.warning(
                 "%s: the state at step %d was written to %s after the error",
                 type(exception).__name__,
