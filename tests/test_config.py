@@ -23,7 +23,7 @@ def test_model_options_build_and_run_a_batch(tmp_path, model):
     assert cfg.model.monitor and cfg.model.monitor_mode in ("min", "max")
     dm = instantiate(cfg.data)
     x = torch.rand(4, *dm.image_shape)
-    labels = {"y": torch.arange(4) % 10} if getattr(net, "conditional", False) else {}
+    labels = {"y": torch.arange(4) % 10}  # every model takes them; unconditional ones ignore them
     net.eval()
     with torch.no_grad():
         if hasattr(net, "reconstruct"):

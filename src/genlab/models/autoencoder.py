@@ -77,6 +77,7 @@ class AutoEncoder(StepModule):
         code = self.encoder(x)  # (b, latent_dim)
         return code if self.sparsity is None else self.sparsity.transform(code)
 
+    # --- capabilities (genlab.models.protocols): unconditional, `y` is ignored -----------
     def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(x)
 
@@ -84,7 +85,7 @@ class AutoEncoder(StepModule):
         """Code -> image in [0, 1]."""
         return torch.sigmoid(self.decoder(code))
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

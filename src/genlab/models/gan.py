@@ -43,6 +43,7 @@ from genlab.losses.adversarial import (
     gradient_penalty,
 )
 from genlab.models.base import GenlabModule
+from genlab.models.protocols import SampleFromPrior
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _no_closure() -> None:
     return None
 
 
-class GAN(GenlabModule):
+class GAN(SampleFromPrior, GenlabModule):
     """Generator G: z -> image in [-1, 1]; discriminator D: image -> score (B,).
 
     Options: `loss` in `bce` (non-saturating, default) | `minimax` | `hinge` | `ls` | `wgan_gp`
@@ -203,16 +204,6 @@ class GAN(GenlabModule):
             y = self.default_labels(len(z))
         x = self._to_data_size(self.sampling_generator(z.to(self.device), self._labels(y)))
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
-
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        y: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.decode(self.sample_latent(n, generator=generator, temperature=temperature), y)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(z, y)

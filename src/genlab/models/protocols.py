@@ -1,5 +1,24 @@
-"""What callbacks, evaluation tasks and CLIs may ask of a model (duck-typed, checked with
-`isinstance(model, CanSample)` etc.). Images are always floats in [0, 1], (B, C, H, W)."""
+"""The capability contracts: what callbacks, evaluation tasks and CLIs may ask of a model.
+
+Callers test a capability with `isinstance(model, CanSample)` (the protocols are
+runtime-checkable) and then call it; they never branch on other model attributes. Adding a
+model family therefore needs no edit in callbacks/, evaluation/ or the CLIs: implement the
+methods below and every tool that needs them picks the model up (docs/architecture.md).
+
+Conventions shared by every protocol:
+
+- images are floats in [0, 1], shape (B, C, H, W);
+- `y` is the condition: class indices (B,) or attribute vectors (B, K). Every capability
+  method takes `y=None` whether or not the model uses it. Callers pass the data's labels
+  whenever they have them; unconditional models ignore `y`; a conditional model given no `y`
+  decodes and samples with `default_labels(n)`, and raises a GenlabError where labels cannot
+  be made up (encoding or scoring real images).
+
+Every genlab model is a `genlab.models.base.GenlabModule`, which adds two answers to these:
+`num_classes` (how many classes or attributes the model is conditioned on; 0 = none) and
+`default_labels(n)` (the labels used when a conditional model gets `y=None`: classes
+0, 1, ..., K-1, 0, 1, ... round-robin; None for unconditional models).
+"""
 
 from __future__ import annotations
 
@@ -9,37 +28,37 @@ import torch
 
 
 @runtime_checkable
-class CanReconstruct(Protocol):
-    """Autoencoders: x -> x_hat."""
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-@runtime_checkable
 class CanEncode(Protocol):
-    """Models with an encoder: x -> a deterministic code z (an AE's code, a VAE's posterior
-    mean). `y` are labels for conditional models, else ignored."""
+    """Models with an encoder: images -> a deterministic code (an AE's code, a VAE's
+    posterior mean, a WAE's code)."""
 
     latent_dim: int
 
-    def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+    def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> codes (B, latent_dim)."""
+        ...
 
 
 @runtime_checkable
-class CanSample(Protocol):
-    """Generative models: draw z from the prior and decode it.
-
-    `sample_latent(n, generator=, temperature=)` returns prior draws (n, latent_dim) scaled by
-    `temperature`; `decode(z, y=None)` maps codes to images; `sample(n, ...)` does both.
-    """
+class CanDecode(Protocol):
+    """Models with a decoder or generator: codes -> images."""
 
     latent_dim: int
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (B, latent_dim) -> images (B, C, H, W) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class CanSample(CanDecode, Protocol):
+    """Generative models: draw codes from the prior and decode them."""
 
     def sample_latent(
         self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
-    ) -> torch.Tensor: ...
-
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+    ) -> torch.Tensor:
+        """Prior draws scaled by `temperature`: (n, latent_dim), on the model's device."""
+        ...
 
     def sample(
         self,
@@ -48,4 +67,78 @@ class CanSample(Protocol):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         y: torch.Tensor | None = None,
-    ) -> torch.Tensor: ...
+    ) -> torch.Tensor:
+        """`decode(sample_latent(n, ...), y)`: n images (n, C, H, W) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class CanReconstruct(Protocol):
+    """Autoencoders: images -> their reconstructions."""
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> reconstructions (B, C, H, W) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class HasLikelihood(Protocol):
+    """Models that define p(x) and can score it (the density and ood tasks).
+
+    `likelihood` names the observation model; under `"bernoulli"`, log p(x) is a normalized
+    density only for binary images (the density task says so in its result).
+    """
+
+    likelihood: str
+
+    def elbo_terms(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One-sample negative ELBO terms per image, nats: at least `nelbo` (B,)."""
+        ...
+
+    def log_importance_weights(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z | x): (k, B), nats."""
+        ...
+
+
+@runtime_checkable
+class CanTranslate(Protocol):
+    """Image-to-image models (pix2pix, super-resolution, inpainting): a source image -> an
+    image. The model is conditioned on the source image; `y` is a class condition on top of
+    it (None for every translation model genlab has).
+
+    `source_shape` is the (C, H, W) of the sources the model was trained on (a masked source
+    carries its hole as the last channel; genlab.data.pairing says how sources are made).
+    """
+
+    source_shape: tuple[int, int, int]
+
+    def translate(self, source: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Sources (B, C_s, H_s, W_s) in [0, 1] -> outputs (B, C, H, W) in [0, 1]."""
+        ...
+
+
+class SampleFromPrior:
+    """Mixin: `sample` as `decode(sample_latent(...), y)`, for models that sample by decoding
+    prior draws (the VAE and WAE, GANs). They implement `sample_latent` and `decode`."""
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        y: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """n images decoded from prior draws scaled by `temperature`; a conditional model
+        without `y` decodes its `default_labels`."""
+        z = self.sample_latent(n, generator=generator, temperature=temperature)  # type: ignore[attr-defined]
+        return self.decode(z, y)  # type: ignore[attr-defined]

@@ -11,7 +11,6 @@ checkpoints watch by default.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,23 +18,14 @@ from torch import nn
 
 from genlab.distributions import DiagonalGaussian, std_normal_log_prob
 from genlab.losses.likelihood import bernoulli_nll, bits_per_dim, gaussian_nll
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
-from genlab.nets.conditional import ConditionalDecoder, ConditionalEncoder
+from genlab.models.generative_ae import GenerativeAutoEncoder
 from genlab.utils.errors import GenlabError
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 GAUSSIAN_MEANS = ("sigmoid", "identity")
 
 
-def _build(net: Any, **resize: int) -> nn.Module:
-    """A built net, or a partial (`_partial_: true` config) called with `resize` overrides."""
-    if isinstance(net, nn.Module):
-        return net
-    keywords = getattr(net, "keywords", {})
-    return net(**{k: keywords.get(k, 0) + v for k, v in resize.items()})
-
-
-class VAE(StepModule):
+class VAE(GenerativeAutoEncoder):
     """Encoder -> q(z|x) = N(mu, diag sigma^2) -> z = mu + eps * sigma -> decoder -> p(x|z).
 
     - `encoder` outputs 2 * latent_dim numbers per image (mean and log-variance);
@@ -48,30 +38,27 @@ class VAE(StepModule):
     - `conditional=true` (CVAE): encoder and decoder also see the label (one-hot, or the
       attribute vector), `num_classes` of them; give the nets as `_partial_` configs and they
       are built with one extra input channel (a learned label plane) / num_classes extra z dims.
+
+    Satisfies CanEncode, CanSample, CanReconstruct and HasLikelihood (genlab.models.protocols).
     """
 
-    has_likelihood = True  # log p(x) can be estimated (the density / ood eval tasks)
+    codes_per_latent = 2  # the encoder outputs mean and log-variance
 
     def __init__(
         self,
         *,
-        encoder: nn.Module | Callable[..., nn.Module],
-        decoder: nn.Module | Callable[..., nn.Module],
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        latent_dim: int,
         likelihood: str = "bernoulli",
         sigma: float = 0.1,
         learn_sigma: bool = False,
         gaussian_mean: str = "sigmoid",
         beta: float = 1.0,
         kl_warmup_steps: int = 0,
-        conditional: bool = False,
-        num_classes: int | None = None,
         monitor: str = "val/nelbo_nats",
-        monitor_mode: str = "min",
+        **shared: Any,
     ) -> None:
-        super().__init__()
+        """`shared`: the nets, optimizer and conditioning options of GenerativeAutoEncoder
+        (encoder, decoder, optimizer, scheduler, latent_dim, conditional, num_classes,
+        monitor_mode)."""
         if likelihood not in LIKELIHOODS:
             raise GenlabError(f"model.likelihood={likelihood!r}: use one of {LIKELIHOODS}.")
         if gaussian_mean not in GAUSSIAN_MEANS:
@@ -83,31 +70,7 @@ class VAE(StepModule):
                 f"model.sigma={sigma} must be > 0, model.beta={beta} and "
                 f"model.kl_warmup_steps={kl_warmup_steps} must be >= 0."
             )
-        self.latent_dim, self.conditional = latent_dim, conditional
-        self.num_classes = num_classes
-        if conditional:
-            if not num_classes:
-                raise GenlabError(
-                    "model=cvae needs the number of classes (or attributes) to condition on, "
-                    "but model.num_classes is empty (data.num_classes is null for this data). "
-                    "Set model.num_classes, e.g. model.num_classes=40 for CelebA attributes."
-                )
-            if isinstance(encoder, nn.Module) or isinstance(decoder, nn.Module):
-                raise GenlabError(
-                    "a conditional VAE builds its nets with the label inputs added: give the "
-                    "encoder and decoder as `_partial_: true` configs (as model/cvae.yaml does)."
-                )
-            image_size = int(encoder.keywords["image_size"])  # type: ignore[union-attr]
-            self.encoder: nn.Module = ConditionalEncoder(
-                _build(encoder, channels=1), num_classes, image_size
-            )
-            self.decoder: nn.Module = ConditionalDecoder(
-                _build(decoder, in_dim=num_classes), num_classes
-            )
-        else:
-            self.encoder, self.decoder = _build(encoder), _build(decoder)
-        self.check_encoder_size()
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(monitor=monitor, **shared)
         self.likelihood, self.gaussian_mean = likelihood, gaussian_mean
         log_sigma = torch.tensor(math.log(sigma))
         if likelihood == "gaussian" and learn_sigma:
@@ -115,46 +78,11 @@ class VAE(StepModule):
         else:
             self.register_buffer("log_sigma", log_sigma)
         self.beta, self.kl_warmup_steps = beta, kl_warmup_steps
-        self.monitor, self.monitor_mode = monitor, monitor_mode
-
-    codes_per_latent = 2  # the encoder outputs mean and log-variance
-
-    def check_encoder_size(self) -> None:
-        out_dim = getattr(self.encoder, "out_dim", None)
-        want = self.codes_per_latent * self.latent_dim
-        if out_dim is not None and out_dim != want:
-            raise GenlabError(
-                f"the encoder outputs {out_dim} numbers per image but this model needs {want} "
-                f"({self.codes_per_latent} x model.latent_dim={self.latent_dim}). Leave "
-                "model.encoder.out_dim at its default in the model config."
-            )
 
     # --- the model ------------------------------------------------------------------------
-    def _encoder(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        if self.conditional:
-            if y is None:
-                raise GenlabError(
-                    "this conditional VAE needs labels y to encode or decode (pass y=...)."
-                )
-            return self.encoder(x, y)
-        return self.encoder(x)
-
-    def decoder_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """z (..., B, d) -> decoder outputs (..., B, C, H, W); leading sample dims allowed."""
-        lead = z.shape[:-1]
-        flat = z.reshape(-1, z.shape[-1])
-        if self.conditional:
-            if y is None:
-                raise GenlabError("this conditional VAE needs labels y to decode (pass y=...).")
-            reps = flat.shape[0] // y.shape[0]
-            out = self.decoder(flat, y.repeat(reps, *([1] * (y.ndim - 1))))
-        else:
-            out = self.decoder(flat)
-        return out.reshape(*lead, *out.shape[1:])
-
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
         """q(z|x): a DiagonalGaussian with mean and logvar of shape (B, latent_dim)."""
-        return DiagonalGaussian.from_params(self._encoder(x, y))
+        return DiagonalGaussian.from_params(self.encoder_output(x, y))
 
     def nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log p(x|z) summed over pixels, from decoder outputs (..., B, C, H, W): (..., B)."""
@@ -172,9 +100,8 @@ class VAE(StepModule):
     def _gaussian_mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out) if self.gaussian_mean == "sigmoid" else out
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Codes (B, d) -> the mean of p(x|z), an image in [0, 1]."""
-        out = self.decoder_logits(z, self._labels(len(z), y, z.device))
+    def image_from_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Decoder outputs -> the mean of p(x|z), an image in [0, 1]."""
         if self.likelihood == "bernoulli" or self.gaussian_mean == "sigmoid":
             return torch.sigmoid(out)
         return out.clamp(0, 1)
@@ -182,39 +109,6 @@ class VAE(StepModule):
     def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The posterior mean: a deterministic code (B, latent_dim)."""
         return self.posterior(x, y).mean
-
-    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(self.encode_latent(x, y), y)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.reconstruct(x, y)
-
-    def sample_latent(
-        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
-    ) -> torch.Tensor:
-        """Prior draws z ~ N(0, temperature^2 I): (n, latent_dim)."""
-        return temperature * torch.randn(
-            n, self.latent_dim, generator=generator, device=self.device
-        )
-
-    def _labels(self, n: int, y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-        """Conditional models without labels given: classes in sorted blocks over the n images."""
-        if not self.conditional or y is not None:
-            return y
-        return (torch.arange(n, device=device) * self.num_classes) // max(n, 1)
-
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        y: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """n images x ~ p(x|z) (their means), z from the prior; per class `y` if conditional
-        (without `y`, `decode` gives a conditional model the classes in sorted blocks)."""
-        z = self.sample_latent(n, generator=generator, temperature=temperature)
-        return self.decode(z, y)
 
     # --- likelihood -------------------------------------------------------------------------
     def elbo_terms(
@@ -252,8 +146,7 @@ class VAE(StepModule):
         return self.beta * min(1.0, self.global_step / self.kl_warmup_steps)
 
     def step(self, batch: tuple[torch.Tensor, Any], stage: str) -> torch.Tensor:
-        x, y = batch  # (b, c, h, w) in [0, 1]
-        y = y if self.conditional else None
+        x, y = batch  # (b, c, h, w) in [0, 1]; y is ignored unless conditional
         terms = self.elbo_terms(x, y)
         weight = self.kl_weight()
         loss = (terms["recon"] + weight * terms["kl"]).mean()

@@ -1,9 +1,10 @@
 """The Wasserstein autoencoder with the MMD penalty (WAE-MMD, Tolstikhin et al. 2017).
 
-A subclass of the VAE because the loop differs: the encoder is deterministic (one code per
-image, no posterior, no KL), and the regularizer is a batch-level statistic, the MMD between
-the batch of codes and as many prior draws, not a per-image term. Sampling, decoding, nets,
-optimizers and conditioning are the VAE's.
+The VAE's sibling (genlab.models.generative_ae): the same nets, conditioning, decoding and
+sampling, another loop. The encoder is deterministic (one code per image, no posterior, no
+KL), and the regularizer is a batch-level statistic, the MMD between the batch of codes and as
+many prior draws, not a per-image term. A WAE defines no likelihood p(x): it does not satisfy
+HasLikelihood, so the density and ood tasks refuse it.
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ import torch
 
 from genlab.losses.mmd import KERNELS, mmd
 from genlab.losses.reconstruction import KINDS, reconstruction_loss
-from genlab.models.vae import VAE
+from genlab.models.generative_ae import GenerativeAutoEncoder
 from genlab.utils.errors import GenlabError
 
 
-class WAE(VAE):
+class WAE(GenerativeAutoEncoder):
     """x -> encoder -> z -> decoder; loss = mean_b c(x, x_hat) + mmd_weight * MMD(z, z_prior).
 
     `reconstruction`: the cost c, `mse` (squared error of sigmoid(logits), summed over pixels)
     or `bce`; `kernel`: `imq` or `rbf`, summed over `kernel_scales` (bandwidth 2 * d * scale).
-    WAE defines no likelihood, so the density tasks do not apply; it is judged by `val/loss`.
+    Images are sigmoid(logits). A WAE defines no likelihood, so the density tasks do not apply;
+    it is judged by `val/loss`.
     """
 
-    has_likelihood = False
     codes_per_latent = 1
 
     def __init__(
@@ -38,9 +39,12 @@ class WAE(VAE):
         kernel_scales: Sequence[float] = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0),
         mmd_weight: float = 10.0,
         monitor: str = "val/loss",
-        **kwargs: Any,
+        **shared: Any,
     ) -> None:
-        super().__init__(monitor=monitor, **kwargs)
+        """`shared`: the nets, optimizer and conditioning options of GenerativeAutoEncoder
+        (encoder, decoder, optimizer, scheduler, latent_dim, conditional, num_classes,
+        monitor_mode)."""
+        super().__init__(monitor=monitor, **shared)
         if reconstruction not in KINDS:
             raise GenlabError(f"model.reconstruction={reconstruction!r}: use one of {KINDS}.")
         if kernel not in KERNELS:
@@ -49,20 +53,11 @@ class WAE(VAE):
         self.kernel_scales, self.mmd_weight = tuple(float(s) for s in kernel_scales), mmd_weight
 
     def encode_latent(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self._encoder(x, y)  # (b, latent_dim)
-
-    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None):  # type: ignore[override]
-        raise GenlabError("a WAE has a deterministic encoder and no posterior q(z|x).")
-
-    def log_importance_weights(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        raise GenlabError(
-            "a WAE defines no likelihood p(x), so log p(x) cannot be estimated: use the "
-            "density and ood tasks with model=vae, beta_vae or cvae."
-        )
+        """The code itself: (B, latent_dim)."""
+        return self.encoder_output(x, y)
 
     def step(self, batch: tuple[torch.Tensor, Any], stage: str) -> torch.Tensor:
-        x, y = batch
-        y = y if self.conditional else None
+        x, y = batch  # y is ignored unless conditional
         z = self.encode_latent(x, y)  # (b, d)
         recon = reconstruction_loss(self.decoder_logits(z, y), x, self.reconstruction).mean()
         z_prior = torch.randn_like(z)

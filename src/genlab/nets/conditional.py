@@ -1,5 +1,7 @@
-"""Label conditioning for any encoder or decoder: labels (one-hot, or attribute vectors)
-enter as an extra image plane (encoder) or extra code dims (decoder). Used by the CVAE."""
+"""Label conditioning: `label_vector`, the one conversion of labels to the vectors nets see
+(used by the CVAE's wrappers below and by the conditional GAN nets), and wrappers that
+condition any encoder or decoder: labels (one-hot, or attribute vectors) enter as an extra
+image plane (encoder) or extra code dims (decoder)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,15 @@ from torch import nn
 from genlab.utils.errors import GenlabError
 
 
-def label_vector(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Class indices (B,) -> one-hot (B, num_classes); attribute vectors (B, k) pass as floats."""
+def label_vector(y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Class indices (B,) -> one-hot (B, num_classes); attribute vectors (B, k) pass as floats.
+
+    A GenlabError when labels are missing or do not fit `num_classes`."""
+    if y is None:
+        raise GenlabError(
+            f"this net is conditioned on labels (num_classes={num_classes}) and got none: pass "
+            "y, class indices (B,) or attribute vectors (B, num_classes)."
+        )
     if y.ndim == 1 and not torch.is_floating_point(y):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise GenlabError(

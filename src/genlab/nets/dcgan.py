@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genlab.nets.gan_mlp import apply_spectral_norm, one_hot
+from genlab.nets.conditional import label_vector
+from genlab.nets.gan_mlp import apply_spectral_norm
 from genlab.utils.errors import GenlabError
 
 # image size -> (size of the first feature map, channel multipliers from coarse to fine)
@@ -83,7 +84,7 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            z = torch.cat([z, one_hot(y, self.num_classes, len(z), z)], dim=1)
+            z = torch.cat([z, label_vector(y, self.num_classes).to(z)], dim=1)
         return self.body(z[:, :, None, None])  # (b, c, h, w) in [-1, 1]
 
 
@@ -125,6 +126,6 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            maps = one_hot(y, self.num_classes, len(x), x)[:, :, None, None]
+            maps = label_vector(y, self.num_classes).to(x)[:, :, None, None]
             x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.body(x).flatten()  # (b,)

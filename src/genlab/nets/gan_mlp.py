@@ -5,21 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from genlab.nets.conditional import label_vector
 from genlab.nets.layers import activation as make_activation
-
-
-def one_hot(y: torch.Tensor | None, num_classes: int, n: int, like: torch.Tensor) -> torch.Tensor:
-    """Class labels (B,) -> one-hot (B, num_classes) in `like`'s dtype; a clear error if absent."""
-    if y is None or y.ndim != 1 or y.dtype not in (torch.int64, torch.int32):
-        raise ValueError(
-            f"this net is class-conditional (num_classes={num_classes}) and needs integer class "
-            f"labels of shape ({n},), got {None if y is None else (tuple(y.shape), y.dtype)}"
-        )
-    return F.one_hot(y.long(), num_classes).to(like.dtype)
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
@@ -61,7 +51,7 @@ class MLPGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            z = torch.cat([z, one_hot(y, self.num_classes, len(z), z)], dim=1)
+            z = torch.cat([z, label_vector(y, self.num_classes).to(z)], dim=1)
         return self.body(z).view(-1, *self.out_shape)  # (b, c, h, w) in [-1, 1]
 
 
@@ -102,7 +92,7 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)
         if self.num_classes:
-            h = torch.cat([h, one_hot(y, self.num_classes, len(x), h)], dim=1)
+            h = torch.cat([h, label_vector(y, self.num_classes).to(h)], dim=1)
         h = self.body(h)  # (b, features)
         out = self.head(h).squeeze(1)  # (b,)
         if self.embed is not None:
