@@ -12,7 +12,7 @@ from conftest import make_cfg
 from hydra.utils import instantiate
 
 from genlab.data import MNIST5k
-from genlab.eval import evaluate, load_model
+from genlab.evaluation.runner import evaluate
 from genlab.losses.sparsity import (
     KLSparsity,
     TopKSparsity,
@@ -30,6 +30,7 @@ from genlab.models.corruption import (
 )
 from genlab.nets import RecurrentDecoder, RecurrentEncoder
 from genlab.train import train
+from genlab.utils.checkpoint import load_model
 from genlab.utils.errors import GenlabError
 
 # short real training: small nets, checkpoint callback only, no test pass, CSV logger

@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cfg, run_cli
+from conftest import run_cli
 from hydra.utils import instantiate
 from PIL import Image
 from test_vae_helpers import trained
 
-from genlab.eval import load_model
-from genlab.latent import (
+from genlab.analysis.latent_space import (
     apply_attribute,
     attribute_mask,
     attribute_vector,
     lerp,
-    run_interpolate,
     slerp,
+    write_interpolations,
 )
+from genlab.utils.checkpoint import load_model
 from genlab.utils.errors import GenlabError
 
 
@@ -72,18 +72,11 @@ def test_interpolation_from_data_and_from_the_prior(tmp_path):
     datamodule = instantiate(run_cfg.data)
     datamodule.setup()
     for source in ("data", "prior"):
-        cfg = make_cfg(
-            tmp_path,
-            f"ckpt_path={ckpt}",
-            f"source={source}",
-            "pairs=3",
-            "steps=5",
-            "mode=both",
-            config_name="latent",
-        )
         out = tmp_path / source
         out.mkdir()
-        result = run_interpolate(model, datamodule, cfg, out)
+        result = write_interpolations(
+            model, out, data=datamodule.dataset("test"), source=source, pairs=3, steps=5
+        )
         assert result["source"] == source and result["pairs"] == 3
         width = 5 + 2 if source == "data" else 5  # real images at both ends of each row
         for mode in ("linear", "spherical"):

@@ -11,7 +11,7 @@ import pytest
 from conftest import CONF, FAST, make_cfg, run_cli
 from omegaconf import open_dict
 
-from genlab.eval import evaluate
+from genlab.evaluation.runner import evaluate
 from genlab.train import train
 
 TINY_CLASSIFIER = [

@@ -11,9 +11,10 @@ import torch
 from conftest import make_cfg
 from sklearn.decomposition import PCA
 
+from genlab.analysis.plots import pca_2d
 from genlab.data import MNIST5k
-from genlab.eval import evaluate
-from genlab.evaluation.representation import squared_error, to_2d
+from genlab.evaluation.representation import squared_error
+from genlab.evaluation.runner import evaluate
 from genlab.train import train
 
 
@@ -36,7 +37,7 @@ def test_squared_error_of_pca_matches_discarded_variance():
     eigen = np.linalg.eigvalsh(np.cov(x, rowvar=False))[::-1]
     assert err["mse_per_image"] == pytest.approx(eigen[4:].sum() * 399 / 400, rel=1e-6)
     assert err["mse_per_pixel"] == pytest.approx(err["mse_per_image"] / 12)
-    assert to_2d(x, x[:5], seed=0).shape == (5, 2)
+    assert pca_2d(x[:5], fit_on=x)[0].shape == (5, 2)
 
 
 def test_deep_ae_beats_pca_at_equal_code_size(tmp_path):

@@ -11,10 +11,10 @@ from conftest import run_cli
 from PIL import Image
 from test_vae_helpers import trained
 
-from genlab.eval import load_model
+from genlab.analysis.samples import write_samples
 from genlab.models import AutoEncoder
 from genlab.nets import MLPDecoder, MLPEncoder
-from genlab.sample import write_samples
+from genlab.utils.checkpoint import load_model
 from genlab.utils.errors import GenlabError
 
 
@@ -75,3 +75,18 @@ def test_models_that_cannot_sample_are_refused(tmp_path):
     ae = AutoEncoder(encoder=enc, decoder=dec, optimizer=torch.optim.Adam)
     with pytest.raises(GenlabError, match="cannot sample"):
         write_samples(ae, tmp_path, n=4)
+
+
+def test_samples_json_counts_what_was_drawn(tmp_path):
+    """classes=[3,5,8] with 10 per row draws 30 images for the grid, whatever n says; n more
+    are drawn only for the individual files."""
+    model, _ = load_model(trained("cvae")["last_ckpt"])
+    grid_only = write_samples(model, tmp_path / "grid", n=64, n_per_row=10, classes=[3, 5, 8])
+    assert grid_only["n"] == grid_only["n_grid"] == 30 and "n_files" not in grid_only
+    assert json.loads((tmp_path / "grid" / "samples.json").read_text()) == grid_only
+    assert Image.open(tmp_path / "grid" / "samples.png").size == (10 * 30 + 2, 3 * 30 + 2)
+    both = write_samples(
+        model, tmp_path / "both", n=7, n_per_row=10, classes=[3, 5, 8], save_individual=True
+    )
+    assert (both["n"], both["n_grid"], both["n_files"]) == (37, 30, 7)
+    assert len(list((tmp_path / "both" / "images").glob("*.png"))) == 7

@@ -57,7 +57,7 @@ def test_wae_mmd_trains_with_rbf_kernel_and_has_no_density(tmp_path):
     m = summary["metrics"]
     assert summary["monitor"] == "val/loss" and "test/mmd" in m and "test/recon" in m
     assert math.isfinite(m["test/loss"])
-    from genlab.eval import load_model
+    from genlab.utils.checkpoint import load_model
 
     model, cfg = load_model(summary["last_ckpt"])
     assert model.sample(3).shape == (3, 1, 28, 28)

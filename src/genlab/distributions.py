@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from genlab.losses.kl import kl_diag_normals, kl_std_normal
-
-LOG_2PI = math.log(2 * math.pi)
+from genlab.losses.likelihood import LOG_2PI
 
 
 class DiagonalGaussian:

@@ -9,10 +9,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from genlab.analysis.latent_space import modes_of, prior_interpolations
 from genlab.callbacks.images import _EveryN, images_dir
-from genlab.latent import MODES, interpolation_strips
 from genlab.models.protocols import CanEncode, CanSample
-from genlab.utils.errors import GenlabError
 from genlab.utils.loggers import log_image
 
 
@@ -65,24 +64,17 @@ class PriorInterpolation(_EveryN):
         every_n_steps: int = 0,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, every_n_steps=every_n_steps)
-        if mode not in (*MODES, "both"):
-            raise GenlabError(
-                f"callbacks.prior_interpolation.mode={mode!r}: use linear, spherical or both."
-            )
         self.pairs, self.steps, self.seed = pairs, steps, seed
-        self.modes = list(MODES) if mode == "both" else [mode]
+        self.modes = modes_of(mode, "callbacks.prior_interpolation.mode")
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, CanSample) or isinstance(pl_module, CanEncode):
             return
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        z0 = pl_module.sample_latent(self.pairs, generator=gen)
-        z1 = pl_module.sample_latent(self.pairs, generator=gen)
-        y = None
-        if getattr(pl_module, "conditional", False):
-            y = torch.arange(self.pairs, device=pl_module.device) % pl_module.num_classes
-        for mode in self.modes:
-            grid = interpolation_strips(pl_module, z0, z1, steps=self.steps, mode=mode, y=y)
+        grids = prior_interpolations(
+            pl_module, self.pairs, self.modes, steps=self.steps, generator=gen
+        )
+        for mode, grid in grids.items():
             name = f"prior_interpolation_{mode}_{self.stamp}.png"
             log_image(
                 trainer, f"val/prior_interpolation_{mode}", grid, path=images_dir(trainer) / name

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import lightning as L
 
-from genlab.callbacks.images import _EveryN, fixed_batch, fixed_labels, images_dir
-from genlab.latent import MODES, interpolation_strips
-from genlab.models.protocols import CanEncode
-from genlab.utils.errors import GenlabError
+from genlab.analysis.latent_space import encoded_interpolations, modes_of
+from genlab.callbacks.images import _EveryN, fixed_batch, images_dir
+from genlab.models.protocols import CanDecode, CanEncode
 from genlab.utils.loggers import log_image
 
 
@@ -22,33 +21,16 @@ class LatentInterpolation(_EveryN):
         self, *, pairs: int = 4, steps: int = 8, mode: str = "both", every_n_epochs: int = 1
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs)
-        if mode not in (*MODES, "both"):
-            raise GenlabError(
-                f"callbacks.latent_interpolation.mode={mode!r}: use linear, spherical or both."
-            )
         self.pairs, self.steps = pairs, steps
-        self.modes = list(MODES) if mode == "both" else [mode]
+        self.modes = modes_of(mode, "callbacks.latent_interpolation.mode")
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not isinstance(pl_module, CanEncode) or not hasattr(pl_module, "decode"):
+        if not (isinstance(pl_module, CanEncode) and isinstance(pl_module, CanDecode)):
             return
-        x = fixed_batch(trainer, 2 * self.pairs).to(pl_module.device)
-        half = len(x) // 2
-        if half < 1:
+        x, y = fixed_batch(trainer, 2 * self.pairs)
+        if len(x) < 2:
             return
-        y = None
-        if getattr(pl_module, "conditional", False):
-            y = fixed_labels(trainer, 2 * self.pairs).to(pl_module.device)
-        z = pl_module.encode_latent(x, y)
-        for mode in self.modes:
-            grid = interpolation_strips(
-                pl_module,
-                z[:half],
-                z[half : 2 * half],
-                steps=self.steps,
-                mode=mode,
-                y=y[:half] if y is not None else None,
-                ends=(x[:half], x[half : 2 * half]),
-            )
+        grids = encoded_interpolations(pl_module, x, y, self.modes, steps=self.steps)
+        for mode, grid in grids.items():
             name = f"interpolation_{mode}_e{trainer.current_epoch:04d}.png"
             log_image(trainer, f"val/interpolation_{mode}", grid, path=images_dir(trainer) / name)

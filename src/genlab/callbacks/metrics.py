@@ -12,8 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from genlab.metrics.features import build_extractor
-from genlab.metrics.generation import GenerationEvaluator
+from genlab.metrics.generation import GenerationEvaluator, MetricSpec
 from genlab.models.protocols import CanSample
 from genlab.utils.errors import GenlabError
 
@@ -23,7 +22,9 @@ log = logging.getLogger(__name__)
 class GenerationMetrics(L.Callback):
     """Computes the chosen metrics on `n_samples` samples against `n_samples` real images of
     `split`, every `every_n_epochs` validation epochs (or every `every_n_steps` training steps),
-    within `time_budget_s` seconds per evaluation.
+    within `time_budget_s` seconds per evaluation. Which metrics, in which feature space:
+    the options of `genlab.metrics.generation.MetricSpec` (metrics, extractor,
+    classifier_ckpt, ...), given as keyword arguments.
 
     Rank 0 computes; the values are broadcast so every rank logs the same number. Between
     evaluations the last values are logged again, so a ModelCheckpoint/EarlyStopping watching
@@ -36,12 +37,6 @@ class GenerationMetrics(L.Callback):
     def __init__(
         self,
         *,
-        metrics: list[str] = ("fid", "kid", "precision_recall", "density_coverage"),  # type: ignore[assignment]
-        extractor: str = "domain",
-        classifier_ckpt: str | None = None,
-        inception_weights: str | None = None,
-        antialias: bool = False,
-        download: bool = True,
         n_samples: int = 500,
         split: str = "val",
         every_n_epochs: int | None = 1,
@@ -50,26 +45,18 @@ class GenerationMetrics(L.Callback):
         batch_size: int = 250,
         seed: int = 0,
         prefix: str = "val/",
-        cache_dir: str | None = None,
-        options: dict[str, Any] | None = None,
+        **spec: Any,
     ) -> None:
         if not every_n_epochs and not every_n_steps:
             raise GenlabError(
                 "callbacks.generation_metrics: set every_n_epochs or every_n_steps (a positive "
                 "number) to say how often the metrics are computed."
             )
-        self.metrics, self.extractor_kind = list(metrics), extractor
-        self.extractor_options = {
-            "classifier_ckpt": classifier_ckpt,
-            "inception_weights": inception_weights,
-            "antialias": antialias,
-            "download": download,
-        }
+        self.spec = MetricSpec.from_options("callbacks.generation_metrics", spec)
         self.n_samples, self.split = n_samples, split
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.time_budget_s, self.batch_size, self.seed = time_budget_s, batch_size, seed
-        self.prefix, self.cache_dir = prefix, cache_dir
-        self.options = dict(options or {})
+        self.prefix = prefix
         self.evaluator: GenerationEvaluator | None = None
         self.last: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
@@ -84,16 +71,12 @@ class GenerationMetrics(L.Callback):
             )
         if trainer.is_global_zero:
             # built before training starts, so a missing checkpoint or weights file fails early
-            self.evaluator = GenerationEvaluator(
-                metrics=self.metrics,
-                extractor=build_extractor(self.extractor_kind, **self.extractor_options),
-                datamodule=trainer.datamodule,
+            self.evaluator = self.spec.evaluator(
+                trainer.datamodule,
                 split=self.split,
                 n_real=self.n_samples,
-                cache_dir=self.cache_dir,
                 batch_size=self.batch_size,
                 device=pl_module.device,
-                options=self.options,
             )
 
     # --- when ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.utils import save_image
 
+from genlab.analysis.tables import markdown_table
+from genlab.data.subsets import spread_batch
 from genlab.evaluation.context import EvalContext
 from genlab.models.corruption import corruption_at
 from genlab.models.protocols import CanReconstruct
@@ -55,9 +57,9 @@ def denoise_scores(
     gen = torch.Generator().manual_seed(seed)
     sse_noisy = sse_denoised = 0.0
     n_values = 0
-    for x, _ in DataLoader(data, batch_size=batch_size):
+    for x, y in DataLoader(data, batch_size=batch_size):
         noisy = corrupt(x, generator=gen)  # noise drawn on the CPU: the same on every device
-        denoised = model.reconstruct(noisy.to(device)).cpu()
+        denoised = model.reconstruct(noisy.to(device), torch.as_tensor(y).to(device)).cpu()
         sse_noisy += (noisy - x).pow(2).sum().item()
         sse_denoised += (denoised - x).pow(2).sum().item()
         n_values += x.numel()
@@ -71,18 +73,23 @@ def denoise_scores(
     }
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], clean_db: float) -> str:
-    lines = [
-        "| noise | level | noisy input PSNR (dB) | denoised PSNR (dB) | gain (dB) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['kind']} | {r['level']:g} | {r['noisy_psnr_db']:.2f} | "
-            f"{r['denoised_psnr_db']:.2f} | {r['gain_db']:+.2f} |"
-        )
-    lines.append(f"\nReconstruction of the clean test images: {clean_db:.2f} dB.")
-    return "\n".join(lines) + "\n"
+def summary_table(rows: Sequence[Mapping[str, Any]], clean_db: float) -> str:
+    """denoising.md: one row per noise kind and level."""
+    table = markdown_table(
+        ["noise", "level", "noisy input PSNR (dB)", "denoised PSNR (dB)", "gain (dB)"],
+        [
+            (
+                r["kind"],
+                f"{r['level']:g}",
+                f"{r['noisy_psnr_db']:.2f}",
+                f"{r['denoised_psnr_db']:.2f}",
+                f"{r['gain_db']:+.2f}",
+            )
+            for r in rows
+        ],
+        align="lrrrr",
+    )
+    return table + f"\nReconstruction of the clean test images: {clean_db:.2f} dB.\n"
 
 
 def denoising(
@@ -111,13 +118,13 @@ def denoising(
 
     clean_sse, n_values = 0.0, 0
     with torch.no_grad():
-        for x, _ in DataLoader(data, batch_size=batch_size):
-            clean_sse += (model.reconstruct(x.to(ctx.device)).cpu() - x).pow(2).sum().item()
+        for x, y in DataLoader(data, batch_size=batch_size):
+            x_hat = model.reconstruct(x.to(ctx.device), torch.as_tensor(y).to(ctx.device))
+            clean_sse += (x_hat.cpu() - x).pow(2).sum().item()
             n_values += x.numel()
     clean_db = psnr_db(clean_sse, n_values)
 
-    grid_idx = torch.linspace(0, len(data) - 1, min(n_grid, len(data))).long().tolist()
-    clean_grid = torch.stack([data[i][0] for i in grid_idx])  # (n, c, h, w)
+    clean_grid, grid_y = spread_batch(data, n_grid)  # (n, c, h, w), labels
     rows, files = [], []
     for k_i, (kind, levels) in enumerate(noise.items()):
         grid_rows = [clean_grid]
@@ -137,10 +144,10 @@ def denoising(
             gen = torch.Generator().manual_seed(setting_seed)
             noisy = corruption_at(kind, level)(clean_grid, generator=gen)
             with torch.no_grad():
-                denoised = model.reconstruct(noisy.to(ctx.device)).cpu()
+                denoised = model.reconstruct(noisy.to(ctx.device), grid_y.to(ctx.device)).cpu()
             grid_rows += [noisy.clamp(0, 1), denoised]
         path = ctx.out_dir / f"denoising_{kind}.png"
-        save_image(torch.cat(grid_rows), path, nrow=len(grid_idx), padding=2, pad_value=1.0)
+        save_image(torch.cat(grid_rows), path, nrow=len(clean_grid), padding=2, pad_value=1.0)
         files.append(path.name)
 
     result = {
@@ -150,5 +157,5 @@ def denoising(
         "files": [*files, "denoising.json", "denoising.md"],
     }
     (ctx.out_dir / "denoising.json").write_text(json.dumps(result, indent=2))
-    (ctx.out_dir / "denoising.md").write_text(markdown_table(rows, clean_db))
+    (ctx.out_dir / "denoising.md").write_text(summary_table(rows, clean_db))
     return result

@@ -13,10 +13,12 @@ import math
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from genlab.data.subsets import spread_subset
 from genlab.evaluation.context import EvalContext
 from genlab.losses.likelihood import bits_per_dim
+from genlab.models.protocols import HasLikelihood
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def check_likelihood_model(model: Any, task: str) -> None:
     """A GenlabError unless `model` defines a likelihood with importance weights (a VAE)."""
-    if not getattr(model, "has_likelihood", False) or not hasattr(model, "log_importance_weights"):
+    if not isinstance(model, HasLikelihood):
         raise GenlabError(
             f"the {task} task estimates log p(x) and needs a model with a likelihood and an "
             f"encoder (model=vae, beta_vae or cvae); {type(model).__name__} has none. Drop "
@@ -64,21 +66,17 @@ def score_dataset(
     device: str,
     seed: int = 0,
     max_images: int | None = None,
-    use_labels: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per-image log p(x) estimates and negative ELBOs (nats) over a dataset: (N,) each.
 
-    `max_images` takes that many images evenly spread over the dataset.
+    `max_images` takes that many images evenly spread over the dataset. The labels go to the
+    model with the images (a conditional model scores log p(x|y)).
     """
     gen = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)  # the one-sample ELBO draws from the global generator
-    if max_images is not None and max_images < len(data):  # type: ignore[arg-type]
-        # spread evenly: some datasets are stored sorted by class
-        data = Subset(data, torch.linspace(0, len(data) - 1, max_images).long().tolist())  # type: ignore[arg-type]
     log_px, nelbo, binary = [], [], True
-    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
-        x = x.to(device)
-        y = y.to(device) if use_labels else None
+    for x, y in DataLoader(spread_subset(data, max_images), batch_size=batch_size):
+        x, y = x.to(device), torch.as_tensor(y).to(device)
         binary = binary and bool(((x == 0) | (x == 1)).all())
         log_px.append(iwae_log_px(model, x, y, k=k, chunk=chunk, generator=gen).cpu())
         nelbo.append(model.elbo_terms(x, y)["nelbo"].cpu())
@@ -110,7 +108,6 @@ def density(
         device=ctx.device,
         seed=seed,
         max_images=max_images,
-        use_labels=bool(getattr(model, "conditional", False)),
     )
     dims = int(data[0][0].numel())
     nll = float(-scores["log_px"].mean())
@@ -126,7 +123,7 @@ def density(
         "nelbo_bits_per_dim": float(bits_per_dim(nelbo, dims)),
         "gap_nats": nelbo - nll,
     }
-    if getattr(model, "likelihood", None) == "bernoulli" and not bool(scores["binary"]):
+    if model.likelihood == "bernoulli" and not bool(scores["binary"]):
         result["note"] = (
             "the images are not binary (data.binarize=null): the Bernoulli 'log-likelihood' is "
             "a cross-entropy, not a normalized density; use data.binarize=static|dynamic for "

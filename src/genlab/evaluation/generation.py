@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from genlab.evaluation.context import EvalContext
-from genlab.metrics.features import build_extractor
-from genlab.metrics.generation import GenerationEvaluator, real_indices
+from genlab.metrics.generation import MetricSpec, real_indices
 from genlab.models.protocols import CanReconstruct, CanSample
 from genlab.utils.errors import GenlabError
 
@@ -43,10 +42,8 @@ def reconstructor(model: Any, datamodule: Any, split: str, n: int):
         items = [data[j] for j in idx[pos : pos + b]]
         pos += b
         x = torch.stack([x for x, _ in items]).to(model.device)
-        if getattr(model, "conditional", False):  # label-conditioned models (CVAE)
-            y = torch.stack([torch.as_tensor(y) for _, y in items]).to(model.device)
-            return model.reconstruct(x, y)
-        return model.reconstruct(x)
+        y = torch.stack([torch.as_tensor(y) for _, y in items]).to(model.device)
+        return model.reconstruct(x, y)
 
     return sample, len(idx)
 
@@ -54,22 +51,18 @@ def reconstructor(model: Any, datamodule: Any, split: str, n: int):
 def generation(
     ctx: EvalContext,
     *,
-    metrics: list[str] = ("fid", "kid", "precision_recall", "density_coverage"),  # type: ignore[assignment]
-    extractor: str = "domain",
-    classifier_ckpt: str | None = None,
-    inception_weights: str | None = None,
-    antialias: bool = False,
-    download: bool = True,
     n_samples: int = 1000,
     split: str = "test",
     batch_size: int = 250,
     seed: int = 0,
     temperature: float = 1.0,
     reconstructions: bool = True,
-    cache_dir: str | None = None,
-    options: dict[str, Any] | None = None,
+    **spec: Any,
 ) -> dict[str, Any]:
-    """Measure samples and/or reconstructions; returns {samples: {values, provenance}, ...}."""
+    """Measure samples and/or reconstructions; returns {samples: {values, provenance}, ...}.
+
+    Which metrics, in which feature space: the options of
+    `genlab.metrics.generation.MetricSpec` (metrics, extractor, classifier_ckpt, ...)."""
     model = ctx.model
     can_sample = isinstance(model, CanSample)
     can_reconstruct = reconstructions and isinstance(model, CanReconstruct)
@@ -78,22 +71,8 @@ def generation(
             f"{type(model).__name__} neither samples nor reconstructs: the generation task "
             "measures models with sample() or reconstruct(); remove it from tasks."
         )
-    evaluator = GenerationEvaluator(
-        metrics=list(metrics),
-        extractor=build_extractor(
-            extractor,
-            classifier_ckpt=classifier_ckpt,
-            inception_weights=inception_weights,
-            antialias=antialias,
-            download=download,
-        ),
-        datamodule=ctx.datamodule,
-        split=split,
-        n_real=n_samples,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        device=ctx.device,
-        options=dict(options or {}),
+    evaluator = MetricSpec.from_options("tasks.generation", spec).evaluator(
+        ctx.datamodule, split=split, n_real=n_samples, batch_size=batch_size, device=ctx.device
     )
     out: dict[str, Any] = {}
     model.eval()

@@ -22,24 +22,22 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
+from genlab.analysis.latent_space import encode_dataset, interpolation_source, interpolations
+from genlab.analysis.plots import pca_2d, scatter_plot
+from genlab.analysis.tables import markdown_table
+from genlab.callbacks.images import reconstruction_grid
+from genlab.data.subsets import spread_batch
 from genlab.evaluation.context import EvalContext
 from genlab.metrics.reconstruction import reconstruction_metrics
-from genlab.models.protocols import CanEncode, CanReconstruct, CanSample
+from genlab.models.protocols import (
+    CanDecode,
+    CanEncode,
+    CanReconstruct,
+    CanSample,
+    CanTranslate,
+)
 
 log = logging.getLogger(__name__)
-
-
-def _labels_for(model: Any, y: torch.Tensor) -> torch.Tensor | None:
-    """Labels to pass to a conditional model (CVAE), else None."""
-    return y.to(model.device) if getattr(model, "conditional", False) else None
-
-
-def _spread(data: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` images and labels spread evenly over a dataset (the same every time)."""
-    n = min(n, len(data))
-    idx = torch.linspace(0, len(data) - 1, n).long().tolist()
-    items = [data[i] for i in idx]
-    return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
 
 
 def run_dir_candidates(ctx: EvalContext) -> list[Path]:
@@ -110,77 +108,12 @@ def plot_curves(
     return names
 
 
-def pca_2d(codes: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-    """Codes (N, d) -> their first two principal components (N, 2), and the variance fractions."""
-    centred = codes.double() - codes.double().mean(0)
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    k = min(2, v.shape[0])
-    proj = centred @ v[:k].T
-    if k < 2:
-        proj = torch.cat([proj, torch.zeros(len(proj), 2 - k, dtype=proj.dtype)], 1)
-    var = (s**2) / (s**2).sum().clamp_min(1e-30)
-    return proj.float(), [float(f) for f in var[:2]]
-
-
-def plot_scatter(
-    points: torch.Tensor, labels: torch.Tensor | None, path: Path, title: str
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    if labels is not None and labels.ndim == 1:
-        sc = ax.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=6)
-        fig.colorbar(sc, ax=ax, label="label")
-    else:
-        ax.scatter(points[:, 0], points[:, 1], s=6, c="grey")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _interpolation(
-    model: Any, data: Any, n_pairs: int, steps: int, mode: str, seed: int
-) -> tuple[torch.Tensor, str]:
-    """An interpolation grid and how it was made (between encoded images or prior draws)."""
-    try:
-        from genlab.latent import interpolation_strips
-    except ImportError:  # pragma: no cover  (genlab.latent is part of genlab)
-        interpolation_strips = None
-    if isinstance(model, CanEncode):
-        x, y = _spread(data, 2 * n_pairs)
-        x = x.to(model.device)
-        yy = _labels_for(model, y)
-        z = model.encode_latent(x, yy)
-        z0, z1, ends = z[0::2], z[1::2], (x[0::2], x[1::2])
-        y0 = yy[0::2] if yy is not None else None
-        mode = "linear" if mode == "auto" else mode
-        source = "encoded test images (ends: the real images)"
-    else:
-        gen = torch.Generator(device=model.device).manual_seed(seed)
-        z0 = model.sample_latent(n_pairs, generator=gen)
-        z1 = model.sample_latent(n_pairs, generator=gen)
-        ends, y0 = None, None
-        mode = "spherical" if mode == "auto" else mode
-        source = "prior draws"
-    assert interpolation_strips is not None
-    grid = interpolation_strips(model, z0, z1, steps=steps, mode=mode, y=y0, ends=ends)
-    return grid, f"{mode} interpolation between {source}"
-
-
 def _table(values: dict[str, Any]) -> list[str]:
-    rows = ["| metric | value |", "|---|---|"]
-    for key in sorted(values):
-        v = values[key]
-        rows.append(
-            f"| `{key}` | {v:.6g} |" if isinstance(v, (int, float)) else f"| `{key}` | {v} |"
-        )
-    return rows
+    rows = [
+        (f"`{key}`", f"{v:.6g}" if isinstance(v, (int, float)) else v)
+        for key, v in sorted(values.items())
+    ]
+    return markdown_table(["metric", "value"], rows).splitlines()
 
 
 def _task_sections(previous: dict[str, Any]) -> list[str]:
@@ -248,12 +181,9 @@ def report(
 
     recon_metrics: dict[str, float] = {}
     if isinstance(model, CanReconstruct):
-        from genlab.callbacks.images import reconstruction_grid
-
-        x, y = _spread(data, n_reconstructions)
+        x, y = spread_batch(data, n_reconstructions)
         x = x.to(model.device)
-        yy = _labels_for(model, y)
-        x_hat = model.reconstruct(x, yy) if yy is not None else model.reconstruct(x)
+        x_hat = model.reconstruct(x, y.to(model.device))
         save_image(
             reconstruction_grid(x.cpu(), x_hat.cpu(), n_per_row), out / "reconstructions.png"
         )
@@ -262,27 +192,52 @@ def report(
     else:
         skipped["reconstructions"] = f"{name} has no reconstruct()"
 
-    if isinstance(model, (CanEncode, CanSample)):
-        grid, how = _interpolation(
-            model, data, interpolation_pairs, interpolation_steps, interpolation_mode, seed
+    if isinstance(model, CanTranslate):
+        from genlab.callbacks.translation import translation_triplets, triplet_grid
+
+        columns, names = translation_triplets(
+            model, ctx.datamodule, split, n_reconstructions // 2, baselines=True
         )
+        save_image(triplet_grid(columns, 2), out / "translations.png")
+        made["translations"] = "translations.png"
+        notes["translations"] = "Columns: " + " | ".join(names) + "."
+    else:
+        skipped["translations"] = f"{name} does not translate images (no translate())"
+
+    if isinstance(model, CanSample) or (
+        isinstance(model, CanEncode) and isinstance(model, CanDecode)
+    ):
+        source = interpolation_source(model)
+        mode = interpolation_mode
+        if mode == "auto":
+            mode = "linear" if source == "data" else "spherical"
+        (grid,) = interpolations(
+            model,
+            [mode],
+            source=source,
+            data=data,
+            pairs=interpolation_pairs,
+            steps=interpolation_steps,
+            seed=seed,
+        ).values()
         save_image(grid, out / "interpolation.png")
         made["interpolation"] = "interpolation.png"
-        notes["interpolation"] = how
+        between = (
+            "encoded test images (ends: the real images)" if source == "data" else ("prior draws")
+        )
+        notes["interpolation"] = f"{mode} interpolation between {between}"
     else:
         skipped["interpolation"] = f"{name} has neither encode_latent() nor sample_latent()"
 
     if isinstance(model, CanEncode):
-        from genlab.latent import encode_dataset
-
         _, labels, codes = encode_dataset(model, data, max_images=scatter_n)
         points, var = pca_2d(codes)
-        plot_scatter(
-            points,
-            labels if labels.ndim == 1 else None,
-            out / "latent_scatter.png",
+        title = (
             f"{len(codes)} {split} codes, PCA of {codes.shape[1]}-d "
-            f"({100 * sum(var):.0f}% of variance)",
+            f"({100 * sum(var):.0f}% of variance)"
+        )
+        scatter_plot(
+            {title: points}, labels if labels.ndim == 1 else None, out / "latent_scatter.png"
         )
         made["latent_scatter"] = "latent_scatter.png"
         notes["latent_scatter_variance"] = var
@@ -323,6 +278,7 @@ def report(
     titles = {
         "samples": "Samples (fixed seed)",
         "reconstructions": "Reconstructions (rows: inputs, then reconstructions)",
+        "translations": "Translations (input | trivial baselines | output | target)",
         "interpolation": "Interpolation",
         "latent_scatter": "Latent space (PCA, coloured by label)",
         "curves": "Training curves",

@@ -18,19 +18,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
+from genlab.analysis.plots import pca_2d, scatter_plot
+from genlab.analysis.tables import markdown_table
+from genlab.data.subsets import spread_subset
 from genlab.evaluation.context import EvalContext
 from genlab.models.protocols import CanEncode, CanReconstruct
 from genlab.utils.errors import GenlabError
 
 
 def _split(ctx: EvalContext, split: str, limit: int | None) -> Any:
-    data = ctx.datamodule.dataset(split)  # type: ignore[attr-defined]
-    if limit is not None and limit < len(data):
-        # evenly spaced, not the first `limit`: some datasets are stored sorted by class
-        data = Subset(data, torch.linspace(0, len(data) - 1, limit).long().tolist())
-    return data
+    return spread_subset(ctx.datamodule.dataset(split), limit)  # type: ignore[attr-defined]
 
 
 def _labels(y: torch.Tensor, label_index: int) -> torch.Tensor:
@@ -46,10 +45,10 @@ def encode_split(
     """Images (N, D) flattened, codes (N, latent), labels (N,) and reconstructions (N, D)."""
     xs, codes, ys, recons = [], [], [], []
     for x, y in DataLoader(data, batch_size=batch_size):
-        xd = x.to(device)
-        codes.append(model.encode_latent(xd).flatten(1).float().cpu())
+        xd, yd = x.to(device), torch.as_tensor(y).to(device)
+        codes.append(model.encode_latent(xd, yd).flatten(1).float().cpu())
         if reconstruct:
-            recons.append(model.reconstruct(xd).flatten(1).float().cpu())
+            recons.append(model.reconstruct(xd, yd).flatten(1).float().cpu())
         xs.append(x.flatten(1))
         ys.append(_labels(y, label_index))
     out = {
@@ -88,64 +87,31 @@ def squared_error(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
     return {"mse_per_image": float(sse.mean()), "mse_per_pixel": float(sse.mean() / x.shape[1])}
 
 
-def to_2d(train_codes: np.ndarray, test_codes: np.ndarray, seed: int) -> np.ndarray:
-    """Test codes in 2-D: as they are, or their first two principal components (fitted on
-    the train codes) when the code is larger."""
-    if test_codes.shape[1] <= 2:
-        return np.pad(test_codes, ((0, 0), (0, 2 - test_codes.shape[1])))
-    from sklearn.decomposition import PCA
+def summary_table(result: dict[str, Any]) -> str:
+    """representation.md: one row per representation."""
 
-    return PCA(n_components=2, random_state=seed).fit(train_codes).transform(test_codes)
+    def number(value: float | None, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
 
-
-def scatter_png(panels: dict[str, np.ndarray], labels: np.ndarray, path: Any) -> None:
-    """One scatter panel per representation, points coloured by label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
-    classes = np.unique(labels)
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
-        for i, c in enumerate(classes):
-            sel = labels == c
-            ax.scatter(
-                points[sel, 0],
-                points[sel, 1],
-                s=4,
-                alpha=0.7,
-                color=cmap(i % cmap.N),
-                label=str(c),
-            )
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if len(classes) <= 20:
-        axes[0][-1].legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def markdown_table(result: dict[str, Any]) -> str:
-    lines = [
+    rows = [
+        (
+            name,
+            number(row.get("mse_per_image"), ".3f"),
+            number(row.get("mse_per_pixel"), ".5f"),
+            number(row.get("probe_accuracy"), ".4f"),
+        )
+        for name, row in result["methods"].items()
+    ]
+    table = markdown_table(
+        ["representation", "test MSE per image", "test MSE per pixel", "linear-probe accuracy"],
+        rows,
+        align="lrrr",
+    )
+    return (
         f"Code size {result['code_size']}; train {result['n_train']} / test {result['n_test']} "
         "images. Reconstruction error: squared error summed over an image's pixels (data in "
-        "[0, 1]), mean over test images.",
-        "",
-        "| representation | test MSE per image | test MSE per pixel | linear-probe accuracy |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, row in result["methods"].items():
-        mse = row.get("mse_per_image")
-        mse_s = "n/a" if mse is None else f"{mse:.3f}"
-        pix_s = "n/a" if mse is None else f"{row['mse_per_pixel']:.5f}"
-        acc = row.get("probe_accuracy")
-        acc_s = "n/a" if acc is None else f"{acc:.4f}"
-        lines.append(f"| {name} | {mse_s} | {pix_s} | {acc_s} |")
-    return "\n".join(lines) + "\n"
+        "[0, 1]), mean over test images.\n\n" + table
+    )
 
 
 def representation(
@@ -208,10 +174,10 @@ def representation(
     files = ["representation.json", "representation.md"]
     if scatter:
         panels = {
-            f"{model_name} codes (d={d})": to_2d(train["code"], test["code"], seed),
-            f"PCA codes (d={d})": pca_test[:, :2] if d >= 2 else to_2d(pca_train, pca_test, seed),
+            f"{model_name} codes (d={d})": pca_2d(test["code"], fit_on=train["code"])[0],
+            f"PCA codes (d={d})": pca_2d(pca_test[:, :2])[0],
         }
-        scatter_png(panels, test["y"], ctx.out_dir / "representation_scatter.png")
+        scatter_plot(panels, test["y"], ctx.out_dir / "representation_scatter.png")
         files.append("representation_scatter.png")
     result = {
         "code_size": d,
@@ -223,5 +189,5 @@ def representation(
         "files": files,
     }
     (ctx.out_dir / "representation.json").write_text(json.dumps(result, indent=2))
-    (ctx.out_dir / "representation.md").write_text(markdown_table(result))
+    (ctx.out_dir / "representation.md").write_text(summary_table(result))
     return result

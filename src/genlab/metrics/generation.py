@@ -5,21 +5,24 @@ extractor weights, image size, N, resize mode).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from genlab.metrics.features import FeatureExtractor
+from genlab.metrics.features import FeatureExtractor, build_extractor
 from genlab.metrics.registry import Features, compute
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
+DEFAULT_METRICS = ("fid", "kid", "precision_recall", "density_coverage")
 
 
 def dataset_descriptor(datamodule: Any, split: str) -> dict[str, Any]:
@@ -250,4 +253,67 @@ class GenerationEvaluator:
             real_info=real_info,
             fake_info={**fake_info, "fake_source": source, "seed": seed},
             options=self.options,
+        )
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a set of generation metrics measures, in which feature space: the options shared
+    by the `generation_metrics` callback and the `generation` eval task.
+
+    `metrics`: registry names (fid, kid, is, precision_recall, density_coverage);
+    `extractor`: `domain` (the genlab classifier `classifier_ckpt`) or `inception`
+    (`inception_weights`, `antialias`, `download`); `cache_dir`: where real-image features are
+    cached; `options`: the metrics' options (kid_subset_size, nearest_k, ...).
+    """
+
+    metrics: Sequence[str] = DEFAULT_METRICS
+    extractor: str = "domain"
+    classifier_ckpt: str | None = None
+    inception_weights: str | None = None
+    antialias: bool = False
+    download: bool = True
+    cache_dir: str | None = None
+    options: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_options(cls, where: str, options: Mapping[str, Any]) -> MetricSpec:
+        """A spec from config options; a GenlabError naming `where` for an unknown option."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise GenlabError(
+                f"{where}: unknown option(s) {unknown}; the generation metrics take "
+                f"{sorted(known)} besides their own."
+            )
+        return cls(**options)
+
+    def evaluator(
+        self,
+        datamodule: Any,
+        *,
+        split: str,
+        n_real: int,
+        batch_size: int = 250,
+        device: str | torch.device = "cpu",
+    ) -> GenerationEvaluator:
+        """The evaluator of these metrics against `n_real` images of `split`; builds the
+        feature extractor (a missing checkpoint or weights file fails here)."""
+        extractor = build_extractor(
+            self.extractor,
+            classifier_ckpt=self.classifier_ckpt,
+            inception_weights=self.inception_weights,
+            antialias=self.antialias,
+            download=self.download,
+        )
+        return GenerationEvaluator(
+            metrics=list(self.metrics),
+            extractor=extractor,
+            datamodule=datamodule,
+            split=split,
+            n_real=n_real,
+            cache_dir=self.cache_dir,
+            batch_size=batch_size,
+            device=device,
+            options=dict(self.options or {}),
         )

@@ -1,4 +1,5 @@
-"""The one exception type for problems a user can fix (config, data, checkpoint)."""
+"""The one exception type for problems a user can fix (config, data, checkpoint), and the one
+failure wrapper every entry point uses."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from functools import wraps
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+# what an `on_error` hook returns to leave the exception to the wrapper's default handling
+NOT_HANDLED: Any = object()
 
 
 class GenlabError(Exception):
@@ -28,18 +31,44 @@ def find_user_error(exc: BaseException) -> GenlabError | None:
     return None
 
 
-def exit_on_user_error(fn: F) -> F:
-    """Turn a GenlabError into a one-paragraph message and exit status 2, no traceback."""
+def print_user_error(err: GenlabError) -> None:
+    """The user's view of a GenlabError: its paragraph on stderr, no traceback."""
+    print(f"\ngenlab: error: {err}\n", file=sys.stderr)
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            err = find_user_error(exc)
-            if err is None:
-                raise
-            print(f"\ngenlab: error: {err}\n", file=sys.stderr)
-            sys.exit(2)
 
-    return wrapper  # type: ignore[return-value]
+OnError = Callable[..., Any]
+
+
+def exit_on_user_error(fn: F | None = None, *, on_error: OnError | None = None) -> Any:
+    """The failure wrapper of every entry point (train, eval, sample, latent, compare, and
+    each job of a sweep): a GenlabError, also one wrapped by Hydra's instantiate, becomes one
+    paragraph on stderr and exit status 2, without a traceback; any other exception
+    propagates with its traceback.
+
+    `@exit_on_user_error` or `@exit_on_user_error(on_error=hook)`. The hook is called first,
+    as `hook(exc, user_error, *args, **kwargs)` with the entry point's own arguments and
+    `user_error` the GenlabError behind `exc` (or None). What it returns is the entry point's
+    result, e.g. a multirun job records the failure in its summary.json and returns the worst
+    objective so that the sweep goes on; it returns `NOT_HANDLED` for the default handling
+    above, or raises.
+    """
+
+    def wrap(inner: F) -> F:
+        @wraps(inner)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return inner(*args, **kwargs)
+            except Exception as exc:
+                user_error = find_user_error(exc)
+                if on_error is not None:
+                    result = on_error(exc, user_error, *args, **kwargs)
+                    if result is not NOT_HANDLED:
+                        return result
+                if user_error is None:
+                    raise
+                print_user_error(user_error)
+                sys.exit(2)
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap(fn) if fn is not None else wrap

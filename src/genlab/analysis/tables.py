@@ -1,0 +1,60 @@
+"""Tables of results: GitHub-flavoured Markdown and CSV, written one way everywhere (eval
+tasks, the comparison of runs, sweep summaries)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def cell(value: Any, *, digits: int = 5, max_len: int | None = None) -> str:
+    """A table cell: empty for None, floats to `digits` significant digits, `|` escaped and
+    line breaks flattened (so any text keeps the table intact), cut at `max_len`."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text[:max_len] if max_len is not None else text
+
+
+def markdown_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    align: str = "l",
+    fmt: Callable[[Any], str] = cell,
+) -> str:
+    """A Markdown table: a header of `columns`, one line per row of cells formatted by `fmt`;
+    `align` is 'l' or 'r' for every column, or one letter per column ('lrr')."""
+    aligns = list(align) if len(align) == len(columns) else [align] * len(columns)
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def records_table(
+    records: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    fmt: Callable[[Any], str] = cell,
+) -> str:
+    """A Markdown table of dicts, one row per record, `columns` in order (missing: empty)."""
+    return markdown_table(columns, ([r.get(c) for c in columns] for r in records), fmt=fmt)
+
+
+def write_csv(
+    path: str | Path, records: Iterable[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    """Records as CSV with a header of `columns` (missing values empty)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({c: record.get(c) for c in columns})
