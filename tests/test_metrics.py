@@ -4,6 +4,7 @@ Inception path with a locally made random-weights file (flagged non-standard).""
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from genlab.metrics.features import (
     FeatureExtractor,
     InceptionFeatures,
     find_inception_weights,
-    inception_architecture,
 )
 from genlab.metrics.generation import fake_features, measure, real_features
 from genlab.metrics.registry import Features, compute
@@ -139,9 +139,26 @@ def test_inception_weights_missing_names_both_options(tmp_path, monkeypatch):
         find_inception_weights(str(tmp_path / "nope.pth"), download=False)
 
 
+def random_inception_state_dict() -> dict[str, torch.Tensor]:
+    """The FID Inception-v3's weights, randomly initialised: a stand-in for the real file,
+    which cannot be downloaded here. torch-fidelity's constructor insists on loading a
+    weights file; it is given an empty one and its loading skipped."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Unloaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):
+            return None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pth"
+        torch.save({}, empty)
+        net = Unloaded("random", ["2048"], feature_extractor_weights_path=str(empty))
+    return net.state_dict()
+
+
 def test_inception_path_with_local_random_weights_is_flagged_non_standard(tmp_path):
     weights = tmp_path / INCEPTION_FILE  # the standard name, but not the standard content
-    torch.save(inception_architecture().state_dict(), weights)
+    torch.save(random_inception_state_dict(), weights)
     extractor = InceptionFeatures(weights_path=str(weights), download=False)
     assert extractor.standard_weights is False
 
@@ -164,6 +181,25 @@ def test_inception_path_with_local_random_weights_is_flagged_non_standard(tmp_pa
     assert prov["extractor"] == "inception-v3-fid" and prov["extractor_input_size"] == 299
     assert prov["resize"].startswith("bilinear-tf1")
     assert math.isfinite(result["values"]["fid"])
+
+    # the same features as torchmetrics' FID Inception on the same weights: identical with the
+    # TF1 resize; with antialiasing within 1 % (torch-fidelity's network takes 8-bit images,
+    # so the resized image is rounded once more)
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    x8 = (x.expand(-1, 3, -1, -1) * 255).round().to(torch.uint8)
+    for antialias in (False, True):
+        ref = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=["2048"],
+            feature_extractor_weights_path=str(weights),
+            antialias=antialias,
+        )
+        ours = InceptionFeatures(weights_path=str(weights), antialias=antialias, download=False)
+        with torch.no_grad():
+            want, got = ref(x8), ours.extract(x).features
+        scale = want.abs().max()
+        assert (got - want).abs().max() <= (0.01 if antialias else 1e-6) * scale, antialias
 
     broken = tmp_path / "broken.pth"
     torch.save({"fc.weight": torch.zeros(3)}, broken)

@@ -1,9 +1,10 @@
 """Feature extractors for the generation metrics, each recording what it is (provenance).
 
-- `InceptionFeatures`: the standard FID Inception-v3 (torch-fidelity's
-  `weights-inception-2015-12-05-6726825d.pth`, TensorFlow weights converted): read from a file
-  given in config, else from torch.hub's cache, else downloaded the usual way when the network
-  allows. The file's SHA-256 is recorded and compared with the standard file's.
+- `InceptionFeatures`: the standard FID Inception-v3, torch-fidelity's public
+  `FeatureExtractorInceptionV3` with its `weights-inception-2015-12-05-6726825d.pth`
+  (TensorFlow weights converted): read from a file given in config, else from torch.hub's
+  cache, else downloaded the usual way when the network allows. The file's SHA-256 is recorded
+  and compared with the standard file's.
 - `DomainFeatures`: the penultimate layer of a genlab classifier checkpoint
   (`python -m genlab.train model=classifier`), for MNIST-like data and offline machines.
   Its metrics are suffixed `_domain` (`fid_domain`), never to be mistaken for Inception FID.
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,10 @@ def sha256_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(B, C, H, W) grey -> RGB by repetition, RGB -> grey by luma weights."""
+    """Float network inputs (B, C, H, W): grey -> RGB by repetition, RGB -> grey by luma
+    weights. (genlab.data.base.match_channels does the same to stored uint8 images, rounding,
+    and names data.channels in its error: kept apart, as one function serving both would
+    need a dtype branch and an error-message argument.)"""
     c = x.shape[1]
     if c == channels:
         return x
@@ -92,32 +94,6 @@ class FeatureExtractor(nn.Module):
             "extractor_input_size": self.input_size,
             "resize": self.resize_mode,
         }
-
-
-def inception_architecture(antialias: bool = False) -> nn.Module:
-    """torchmetrics' NoTrainInceptionV3 (torch-fidelity's FID Inception) with random weights.
-
-    Its constructor insists on loading weights; it is handed an empty file and its loading
-    skipped, so the architecture can be built offline and real weights loaded afterwards
-    (with `weights_only=True`, which the library does not use).
-    """
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    class _Unloaded(NoTrainInceptionV3):
-        def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG002
-            return None
-
-    with tempfile.TemporaryDirectory() as tmp:
-        empty = os.path.join(tmp, "empty.pth")
-        torch.save({}, empty)
-        net = _Unloaded(
-            name="inception-v3-compat",
-            features_list=["2048", "logits_unbiased"],
-            feature_extractor_weights_path=empty,
-            antialias=antialias,
-        )
-    net.__class__ = NoTrainInceptionV3  # plain loading from here on
-    return net
 
 
 def find_inception_weights(weights_path: str | None, download: bool) -> Path:
@@ -168,17 +144,24 @@ class InceptionFeatures(FeatureExtractor):
         self, *, weights_path: str | None = None, antialias: bool = False, download: bool = True
     ) -> None:
         super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
         path = find_inception_weights(weights_path, download)
         try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            # torch-fidelity reads the file with weights_only=False: first make sure it holds
+            # tensors only (a pickle could run code)
+            torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise GenlabError(
                 f"inception_weights={str(path)!r} could not be read as a PyTorch state_dict "
                 f"({type(exc).__name__}): use torch-fidelity's {INCEPTION_FILE}."
             ) from exc
-        self.net = inception_architecture(antialias)
         try:
-            self.net.load_state_dict(state_dict)
+            self.net = FeatureExtractorInceptionV3(
+                "inception-v3-compat",
+                ["2048", "logits_unbiased"],
+                feature_extractor_weights_path=str(path),
+            )
         except RuntimeError as exc:
             raise GenlabError(
                 f"inception_weights={str(path)!r} does not fit torch-fidelity's FID Inception-v3 "
@@ -194,13 +177,21 @@ class InceptionFeatures(FeatureExtractor):
                 path,
                 self.weights_sha256[:16],
             )
+        self.antialias = antialias
         self.resize_mode = "bilinear-antialias" if antialias else "bilinear-tf1 (torch-fidelity)"
+
+    def train(self, mode: bool = True) -> InceptionFeatures:  # never leaves eval mode
+        return super().train(False)
 
     @torch.no_grad()
     def extract(self, x: torch.Tensor) -> Features:
-        x = match_channels(x, 3)
-        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # the network's own input format
-        feats, logits = self.net._torch_fidelity_forward(x)
+        x = (match_channels(x, 3).clamp(0, 1) * 255).round()  # (b, 3, h, w): 8-bit values
+        if self.antialias:
+            # torch's antialiased resize to 299 first (the network's own TF1-style resize is
+            # then the identity), rounded again to the 8 bits the network takes
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        feats, logits = self.net(x.round().clamp(0, 255).to(torch.uint8))
         return Features(feats.float(), logits.float())
 
 
