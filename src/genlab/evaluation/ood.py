@@ -9,6 +9,7 @@ MNIST higher); the task reports what it measures.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from genlab.evaluation.context import EvalContext
 from genlab.evaluation.density import check_likelihood_model, score_dataset
+from genlab.utils.checkpoint import data_config
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,18 @@ CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 
 
 def other_dataset(
-    ctx: EvalContext, other_data: str | None, other_folder: str | None, split: str
+    ctx: EvalContext,
+    other_data: str | None,
+    other_folder: str | None,
+    split: str,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[str, Dataset]:
-    """The dataset to compare, shaped (size, channels, binarization) like the model's data."""
+    """The dataset to compare, shaped (size, channels, binarization) like the model's data.
+
+    `other_data` names a file of conf/data/, resolved against the run's config (its
+    paths.data_dir is where the files are looked for); `other_folder` is a folder of images.
+    `options` override that data config's options (e.g. download=false).
+    """
     if bool(other_data) == bool(other_folder):
         raise GenlabError(
             "the ood task needs exactly one of tasks.ood.other_data=NAME (a file in conf/data/, "
@@ -47,6 +58,7 @@ def other_dataset(
             "test_fraction": 1.0,
             "val_fraction": 0.0,
             "num_workers": 0,
+            **(options or {}),
             **shape,
         }
         name, split = Path(other_folder).name, "test"
@@ -57,9 +69,7 @@ def other_dataset(
             raise GenlabError(
                 f"tasks.ood.other_data={other_data!r} is not a data config: use one of {names}."
             )
-        full = OmegaConf.create({"paths": ctx.run_cfg.paths, "data": OmegaConf.load(file)})
-        full.data.merge_with(shape)
-        cfg = OmegaConf.to_container(full.data, resolve=True)  # type: ignore[assignment]
+        cfg = data_config(ctx.run_cfg, OmegaConf.load(file), **{**(options or {}), **shape})
         cfg.pop("num_classes", None)
         name = str(other_data)
     datamodule = instantiate(cfg)
@@ -93,6 +103,7 @@ def ood(
     *,
     other_data: str | None = None,
     other_folder: str | None = None,
+    other_options: Mapping[str, Any] | None = None,
     split: str = "test",
     k: int = 100,
     chunk: int = 100,
@@ -106,12 +117,12 @@ def ood(
 
     model = ctx.model
     check_likelihood_model(model, "ood")
-    if getattr(model, "conditional", False):
+    if model.num_classes:
         raise GenlabError(
             "the ood task scores log p(x) without labels; a conditional VAE only gives "
             "log p(x|y). Use an unconditional model (model=vae or beta_vae)."
         )
-    name, other = other_dataset(ctx, other_data, other_folder, split)
+    name, other = other_dataset(ctx, other_data, other_folder, split, other_options)
     opts = dict(
         k=k,
         chunk=chunk,
