@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import FAST, run_cli, run_dirs
-from wandb_records import config_keys, history_keys
+from PIL import Image
+from wandb_records import config_keys, history_keys, history_rows
+from wandb_records import summary as wandb_summary
 
 QUIET = ["~callbacks.rich_progress_bar", "extras.print_config=false"]
 
@@ -53,9 +56,47 @@ def test_default_run_directory(default_run):
     assert {"train/loss", "val/loss", "val/psnr", "val/ssim", "test/loss"} <= set(header)
     grids = sorted((run / "images").glob("reconstructions_e*.png"))
     assert len(grids) == config["trainer"]["max_epochs"]
-    # the model learned: reconstructions of test digits are far better than the first epoch's
+    # the grids show what they claim: odd rows inputs, even rows their reconstructions, which
+    # are far closer to the inputs after the last epoch than after the first
+    first, last = grid_psnr(grids[0]), grid_psnr(grids[-1])
+    assert last > 14.0 and last > first + 3.0, (first, last)
     assert summary["metrics"]["test/psnr"] > 15.0, summary["metrics"]
+    # last.ckpt is the final state: every step, and the optimizer's own count
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == summary["global_step"] == 20 * 31
+    assert float(final["optimizer_states"][0]["state"][0]["step"]) == 20 * 31
     assert "wandb sync" in proc.stdout + proc.stderr
+
+
+def grid_tiles(path, tile=28, pad=2):
+    """The (rows, cols) tiles of a make_grid PNG of 28-px grey images: (r, c, 28, 28) in [0, 1]."""
+    from PIL import Image
+
+    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("L"))).float() / 255
+    rows = (pixels.shape[0] - pad) // (tile + pad)
+    cols = (pixels.shape[1] - pad) // (tile + pad)
+    return torch.stack(
+        [
+            torch.stack(
+                [
+                    pixels[
+                        pad + r * (tile + pad) : pad + r * (tile + pad) + tile,
+                        pad + c * (tile + pad) : pad + c * (tile + pad) + tile,
+                    ]
+                    for c in range(cols)
+                ]
+            )
+            for r in range(rows)
+        ]
+    )
+
+
+def grid_psnr(path) -> float:
+    """PSNR (dB) of the even rows (reconstructions) of a reconstruction grid against the odd
+    rows (inputs) above them."""
+    tiles = grid_tiles(path)
+    mse = (tiles[0::2] - tiles[1::2]).pow(2).mean()
+    return float(10 * torch.log10(1.0 / mse))
 
 
 def test_default_run_wandb_offline(default_run):
@@ -70,8 +111,22 @@ def test_default_run_wandb_offline(default_run):
         "trainer/global_step",
     } <= history_keys(records)
     assert {"model", "data", "trainer"} <= config_keys(records)  # the nested, resolved config
-    images = list((offline / "files" / "media" / "images").rglob("reconstructions_*.png"))
-    assert len(images) >= 1
+    # the images W&B received are the pixels of the run's own PNGs (not a black uint8 cast of
+    # [0, 1] floats), with a caption that says what the rows are and when
+    logged = [r for r in history_rows(records) if "val/reconstructions/filenames" in r]
+    assert len(logged) == 20
+    final = logged[-1]
+    (filename,) = final["val/reconstructions/filenames"]
+    wandb_png = np.asarray(Image.open(offline / "files" / filename))
+    local_png = np.asarray(Image.open(run / "images" / "reconstructions_e0019.png"))
+    assert wandb_png.shape[:2] == local_png.shape[:2]
+    assert np.array_equal(wandb_png[..., : local_png.shape[-1]], local_png)
+    assert local_png.max() == 255 and local_png.std() > 30
+    (caption,) = final["val/reconstructions/captions"]
+    assert "even rows: their reconstructions" in caption and "epoch 19" in caption
+    # the W&B summary holds the best value of the declared metric, as summary.json does
+    best = json.loads((run / "summary.json").read_text())["best_score"]
+    assert wandb_summary(records)["val/loss"]["min"] == pytest.approx(best, rel=1e-5)
 
 
 def test_eval_reproduces_test_metrics(default_run):
@@ -137,7 +192,9 @@ def test_missing_data_is_reported_before_training(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert str(tmp_path / "data" / "MNIST" / "raw") in proc.stderr
     (run,) = run_dirs(tmp_path)
-    assert not (run / "checkpoints").exists() and not (run / "summary.json").exists()
+    assert not (run / "checkpoints").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and str(tmp_path / "data" / "MNIST") in summary["error"]
 
 
 def test_image_size_the_nets_cannot_take(tmp_path):
@@ -202,47 +259,69 @@ def test_ddp_sim_trains_in_one_run_directory(tmp_path, model):
     )
 
 
-def test_configs_ship_inside_the_built_package(tmp_path):
-    """A non-editable install (the built wheel, unpacked) finds its configs and trains."""
-    import zipfile
-
+def test_installed_console_scripts_work_from_another_directory(tmp_path):
+    """The built wheel, installed (not editable), run from elsewhere: its configs are found and
+    every console script it declares works: genlab-train trains, genlab-eval evaluates,
+    genlab-sample draws, genlab-latent interpolates, genlab-compare tabulates."""
     from conftest import REPO
 
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            str(REPO),
-            "-w",
-            str(wheel_dir),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + [str(REPO), "-w", str(wheel_dir)],
         check=True,
         capture_output=True,
         timeout=300,
     )
     (wheel,) = wheel_dir.glob("genlab-*.whl")
     site = tmp_path / "site"
-    zipfile.ZipFile(wheel).extractall(site)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+        + ["--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert (site / "genlab" / "conf" / "train.yaml").is_file()
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    env = {"PYTHONPATH": str(site)}
-    proc = run_cli("debug=fdr", "logger=csv", *QUIET, cwd=cwd, env=env)
-    assert "genlab: error" not in proc.stderr
+    env = {**os.environ, "PYTHONPATH": str(site)}
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(site / "bin" / name), *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, f"{name} {args}: {proc.stderr[-3000:]}"
+        assert "genlab: error" not in proc.stderr
+        return proc
+
+    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    tiny += ["trainer.limit_test_batches=1", "logger=csv"]
+    script("genlab-train", *tiny, "model=vae", *QUIET)
     imported = subprocess.run(
         [sys.executable, "-c", "import genlab; print(genlab.__file__)"],
         cwd=cwd,
-        env={**os.environ, **env},
+        env=env,
         capture_output=True,
         text=True,
         check=True,
     )
     assert imported.stdout.strip().startswith(str(site))  # the built package, not src/
     (run,) = run_dirs(cwd)
-    assert (run / "config.yaml").is_file() and (run / "summary.json").is_file()
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    script("genlab-eval", f"ckpt_path={ckpt}", "tasks=[test]", "extras.print_config=false")
+    (metrics,) = (run / "eval").glob("*/metrics.json")
+    assert "test/nelbo_nats" in json.loads(metrics.read_text())["test"]
+    script("genlab-sample", f"ckpt_path={ckpt}", "n=8")
+    (grid,) = (run / "samples").glob("*/samples.png")
+    assert Image.open(grid).size[0] > 28
+    script("genlab-latent", f"ckpt_path={ckpt}", "op=interpolate", "pairs=2", "steps=4")
+    assert list((run / "latent").glob("*/interpolate_*.png"))
+    table = script("genlab-compare", str(cwd / "logs"))
+    assert "completed" in table.stdout and run.name in table.stdout
