@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlab-installed
 ARGS ?=
 
-.PHONY: install train test lint format bench docs docs-serve clean
+.PHONY: install train test lint format bench gpu-wheels docs docs-serve clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py $(ARGS)
+
+## the wheels the lent GPU machine lacks, for its Python 3.12 (benchmarks/gpu/wheels; docs/gpu.md)
+gpu-wheels: $(STAMP)
+	$(PY) benchmarks/gpu/fetch_wheels.py $(ARGS)
 
 ## build the documentation site (docs/, mkdocs.yml) into site/; warnings are errors
 docs: $(STAMP)
