@@ -138,3 +138,21 @@ def test_compare_runs_table(tmp_path):
     assert "val/loss" in proc.stdout
     bad = run_cli(str(tmp_path / "notes"), cwd=tmp_path, module="genlab.compare", check=False)
     assert bad.returncode == 2 and "no run directories" in bad.stderr
+
+
+def test_eval_on_another_data_option_resolves_against_the_run(tmp_path, classifier_ckpt):
+    """`python -m genlab.eval ... data=mnist_5k`: the data config refers to the run's
+    ${perf...} switches, which the eval config has not got; resolved against the run's config,
+    with the overrides of the command (here data.val_fraction) on top."""
+    cfg = make_cfg(
+        tmp_path,
+        f"ckpt_path={classifier_ckpt}",
+        "tasks=[test]",
+        "data=mnist_5k",
+        "data.val_fraction=0.2",
+        config_name="eval",
+    )
+    result = evaluate(cfg)
+    assert result["data"]["_target_"] == "genlab.data.MNIST5k"
+    assert result["data"]["val_fraction"] == 0.2 and result["data"]["channels_last"] is False
+    assert 0.0 <= result["test"]["test/acc"] <= 1.0
