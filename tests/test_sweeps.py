@@ -1,11 +1,11 @@
-"""Multirun, Optuna, submitit, resume and precision/compile switches, through the real CLI."""
+"""Multirun, submitit, resume and precision/compile switches, through the real CLI (Optuna
+searches: test_search.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
 
-import optuna
 import pytest
 import torch
 from conftest import FAST, make_cfg, run_cli, run_dirs
@@ -62,36 +62,6 @@ def test_multirun_records_failures_groups_wandb_and_runs_ddp_jobs(tmp_path):
     assert not run_dirs(tmp_path)  # no stray single-run directories
 
 
-def test_optuna_failed_trial_is_worst_and_study_resumes_with_ddp(tmp_path):
-    common = [
-        "-m",
-        "hparams_search=ae_optuna",
-        "hydra.sweeper.n_trials=1",
-        "model/encoder=conv",
-        "model/decoder=conv",
-        *NO_CPU_PRESET,
-    ]
-    run_cli(*common, "data.image_size=30", cwd=tmp_path, timeout=600)
-    (sweep,) = sweep_dirs(tmp_path)
-    # resume the same study in the same sweep directory; this trial trains with 2 DDP processes
-    run_cli(
-        *common,
-        "trainer=ddp_sim",
-        "data.image_size=28",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-        timeout=600,
-    )
-    study = optuna.load_study(study_name="ae", storage=f"sqlite:///{sweep / 'optuna.db'}")
-    values = sorted(t.value for t in study.trials)
-    assert len(values) == 2 and values[1] == float("inf") and values[0] < 1e4
-    trial_dirs = [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert len(trial_dirs) == 2  # the resumed trial did not overwrite the first one
-    (ddp_trial,) = [d for d in trial_dirs if (d / "train_ddp_process_1.log").is_file()]
-    assert json.loads((ddp_trial / "summary.json").read_text())["status"] == "completed"
-    assert len(sweep_dirs(tmp_path)) == 1  # the DDP child did not start a study of its own
-
-
 def test_submitit_local_launcher_runs_each_job(tmp_path):
     run_cli("-m", "hydra/launcher=local", "model.latent_dim=4,8", *FAST, cwd=tmp_path, timeout=600)
     (sweep,) = sweep_dirs(tmp_path)
@@ -101,24 +71,40 @@ def test_submitit_local_launcher_runs_each_job(tmp_path):
     assert "model.latent_dim=4" in (sweep / "sweep_summary.md").read_text()
 
 
-def test_resume_auto_continues_in_place_with_the_same_wandb_run(tmp_path):
-    run_cli(*FAST, "logger=[csv,wandb]", "test=false", cwd=tmp_path)
+def test_resume_auto_continues_in_place_keeping_the_history(tmp_path):
+    """resume=auto continues the latest run in its own directory: the CSV history of the first
+    part is kept and the second part appended, TensorBoard gets a second event file beside
+    the first, W&B continues the same run id, and the first attempt is kept in summary.json;
+    the continuation's own config/overrides/log go to .hydra/resume_*."""
+    loggers = "logger=[csv,tensorboard,wandb]"
+    run_cli(*FAST, loggers, "test=false", cwd=tmp_path)
     (run,) = run_dirs(tmp_path)
     first = json.loads((run / "summary.json").read_text())
-    run_cli(
-        *FAST,
-        "logger=[csv,wandb]",
-        "test=false",
-        "resume=auto",
-        "trainer.max_epochs=3",
-        cwd=tmp_path,
-    )
+    first_rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+    first_overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    run_cli(*FAST, loggers, "test=false", "resume=auto", "trainer.max_epochs=3", cwd=tmp_path)
     assert run_dirs(tmp_path) == [run]  # continued in the same directory
     second = json.loads((run / "summary.json").read_text())
     assert first["global_step"] == 8 and second["global_step"] == 12
+    assert second["attempts"][0]["status"] == "completed"
+    assert second["attempts"][0]["global_step"] == 8
+    # CSV: the first part's rows unchanged at the top, then the steps of the second part
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert train_steps == list(range(12))
+    assert (run / "csv" / "metrics.csv").read_text().splitlines()[1 : len(first_rows)] == (
+        first_rows[1:]
+    )
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
     assert second["wandb_id"] == first["wandb_id"]
     offline = sorted((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(d.name.endswith(first["wandb_id"]) for d in offline)
+    # the run's own record of how it started is untouched; the continuation has its own
+    assert (run / ".hydra" / "overrides.yaml").read_text() == first_overrides
+    (attempt,) = (run / ".hydra").glob("resume_*")
+    assert "resume=auto" in (attempt / "overrides.yaml").read_text()
+    assert (attempt / "train.log").is_file()
 
 
 @pytest.mark.parametrize("model", ["ae"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
+
+from genlab.analysis.tables import cell, records_table, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +39,21 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_table(rows: list[dict[str, Any]], csv_path: Path, md_path: Path) -> None:
-    """Write rows as CSV and as a Markdown table (numbers with 4 significant digits)."""
+def write_table(
+    rows: list[dict[str, Any]], csv_path: Path, md_path: Path, preamble: str = ""
+) -> None:
+    """Write rows as CSV and as a Markdown table (numbers with 4 significant digits) under
+    `preamble`. Each file is replaced atomically: the workers of a search may write at once."""
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v if v is not None else "").replace("|", "\\|").replace("\n", " ")[:120]
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    tmp_csv = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
+    write_csv(tmp_csv, rows, columns)
+    tmp_csv.replace(csv_path)
+    table = records_table(rows, columns, fmt=lambda v: cell(v, digits=4, max_len=120))
+    tmp_md = md_path.with_name(f".{md_path.name}.{os.getpid()}.tmp")
+    tmp_md.write_text(preamble + table)
+    tmp_md.replace(md_path)
 
 
 class SweepSummary(Callback):
@@ -63,8 +62,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            return
+        if not sweep_dir.is_dir() or is_optuna_search(config):
+            return  # an Optuna search writes its summary from the study (genlab.search)
         rows = sweep_rows(sweep_dir)
         if rows:
             write_table(rows, sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md")
@@ -75,6 +74,12 @@ class SweepSummary(Callback):
                 len(rows),
                 failed,
             )
+
+
+def is_optuna_search(config: DictConfig) -> bool:
+    """Whether this multirun is run by genlab's Optuna sweeper."""
+    target = str(config.hydra.sweeper.get("_target_", ""))
+    return target.startswith("hydra_plugins.genlab_optuna_sweeper.")
 
 
 def single_job_argv_for_ddp_children() -> None:

@@ -1,0 +1,1 @@
+"""genlab's Optuna sweeper for Hydra (`hydra/sweeper: optuna`, see genlab/conf/hydra/sweeper)."""
