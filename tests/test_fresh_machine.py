@@ -1,0 +1,189 @@
+"""What a new user types on a new machine: the Trainer options Lightning users know (and how
+the GAN loop honours them), grids at the end of every run whatever the validation interval,
+the CPU thread count chosen from the CPUs the process may use."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+
+import pytest
+import torch
+from conftest import FAST, make_cfg
+from PIL import Image
+
+from genlab.train import train
+from genlab.utils.errors import GenlabError
+from genlab.utils.preflight import cgroup_cpu_limit, choose_threads, usable_cpus
+
+TINY_GAN = [
+    "model=gan",
+    "model.latent_dim=8",
+    "model.generator.hidden_dims=[32]",
+    "model.discriminator.hidden_dims=[32]",
+    "data.batch_size=16",
+]
+
+
+# --- Trainer options -------------------------------------------------------------------------
+def test_trainer_options_are_overridable_without_plus(tmp_path):
+    """max_steps, val_check_interval, limit_*_batches, gradient_clip_val,
+    accumulate_grad_batches are in the trainer group: typed as Lightning users type them."""
+    summary = train(
+        make_cfg(
+            tmp_path,
+            *FAST,
+            "trainer.max_epochs=10",
+            "trainer.max_steps=6",
+            "trainer.limit_train_batches=4",
+            "trainer.val_check_interval=2",
+            "trainer.accumulate_grad_batches=2",
+            "trainer.gradient_clip_val=0.5",
+            "test=false",
+        )
+    )
+    # 6 optimizer steps of 2 accumulated batches each: 12 batches, 3 epochs of 4
+    assert summary["global_step"] == 6
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        val_rows = [r for r in csv.DictReader(f) if r.get("val/loss")]
+    # validation every 2 batches: twice per epoch of 4 batches
+    assert len(val_rows) == 6
+
+
+class RecordClippedNorms:
+    """Optimizer step post-hooks: the total gradient norm each optimizer stepped with (the
+    pre-hook would run before Lightning's closure, which clips)."""
+
+    def __init__(self) -> None:
+        self.norms: dict[int, list[float]] = {0: [], 1: []}
+
+    def attach(self, optimizers) -> None:
+        for i, opt in enumerate(optimizers):
+            opt.register_step_post_hook(self._hook(i))
+
+    def _hook(self, i):
+        def hook(opt, args, kwargs):
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            self.norms[i].append(float(torch.nn.utils.get_total_norm(grads)))
+
+        return hook
+
+
+def test_gan_applies_trainer_gradient_clip_itself_per_net(tmp_path):
+    """Lightning refuses gradient_clip_val under manual optimization; the GAN takes it over
+    and clips G's and D's gradients separately, before every step of each."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    cfg = make_cfg(tmp_path, *FAST, *TINY_GAN, "trainer.gradient_clip_val=0.01")
+    model = instantiate(cfg.model)
+    taken = model.adopt_trainer_options({"gradient_clip_val": 0.01})
+    assert taken == ["gradient_clip_val", "gradient_clip_algorithm"]
+    assert model.gradient_clip_val == 0.01 and model.gradient_clip_algorithm == "norm"
+    record = RecordClippedNorms()
+
+    class Attach(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            record.attach(trainer.optimizers)
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Attach()],
+    )
+    trainer.fit(model, datamodule=instantiate(cfg.data))
+    assert len(record.norms[0]) == len(record.norms[1]) == 5
+    for norms in record.norms.values():
+        assert max(norms) <= 0.01 * (1 + 1e-4)  # an unclipped norm here is ~0.1 to 10
+    # through genlab.train the option reaches the model, not Lightning (which would raise)
+    summary = train(
+        make_cfg(tmp_path / "cli", *FAST, *TINY_GAN, "trainer.gradient_clip_val=0.5", "test=false")
+    )
+    assert summary["status"] == "completed"
+
+
+def test_gan_refuses_gradient_accumulation_with_the_reason(tmp_path):
+    cfg = make_cfg(tmp_path, *FAST, *TINY_GAN, "trainer.accumulate_grad_batches=2")
+    with pytest.raises(GenlabError, match=r"trainer.accumulate_grad_batches=2: the GAN loop"):
+        train(cfg)
+
+
+# --- grids at the end ------------------------------------------------------------------------
+def test_a_gan_run_too_short_to_validate_still_leaves_its_grids(tmp_path, caplog):
+    """check_val_every_n_epoch=4 with one epoch: no validation ever runs. The start says so,
+    and the run still ends with a sample grid of its final state (and last.ckpt)."""
+    with caplog.at_level(logging.WARNING):
+        summary = train(
+            make_cfg(
+                tmp_path,
+                *FAST,
+                *TINY_GAN,
+                "callbacks=gan",
+                "trainer.max_epochs=1",
+                "trainer.check_val_every_n_epoch=4",
+                "test=false",
+            )
+        )
+    assert "validation never runs" in caplog.text
+    assert summary["best_ckpt"] is None and "no best checkpoint" in summary["best_ckpt_note"]
+    assert summary["last_ckpt_step"] == summary["global_step"] == 4
+    images = tmp_path / "run" / "images"
+    (grid,) = images.glob("samples_s00000004.png")
+    pixels = torch.tensor(list(Image.open(grid).convert("L").getdata()), dtype=torch.float)
+    assert pixels.std() > 10  # 64 samples, not a blank or constant image
+    assert list(images.glob("prior_interpolation_spherical_s00000004.png"))
+
+
+# --- threads ---------------------------------------------------------------------------------
+def test_thread_count_follows_the_usable_cpus(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert choose_threads("auto") == (
+        usable_cpus(),
+        f"{usable_cpus()} usable CPU(s) / 1 process(es)",
+    )
+    assert choose_threads("auto", processes_per_node=64)[0] == 1
+    assert choose_threads(3) == (3, "threads option")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert choose_threads("auto") == (1, "OMP_NUM_THREADS")
+    with pytest.raises(GenlabError, match="threads='many'"):
+        choose_threads("many")
+    # the affinity mask: a process pinned to one CPU gets one thread
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        mask = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, {min(mask)})
+            assert usable_cpus() == 1
+        finally:
+            os.sched_setaffinity(0, mask)
+
+
+def test_cgroup_quota_is_read_in_both_versions(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(v1) == 4.0
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(v1) is None
+
+
+def test_the_run_uses_and_records_the_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        summary = train(make_cfg(tmp_path, *FAST, "threads=2", "test=false"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert summary["threads"] == 2 and summary["threads_from"] == "threads option"
