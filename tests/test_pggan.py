@@ -261,9 +261,10 @@ def test_schedule_in_images_shown():
 
 def test_stage_transitions_at_the_configured_image_counts(tmp_path):
     """8 images per step, 4x4 for 16 images (2 steps), then fade-ins of 32 (4 steps) and
-    stable phases of 16: the logged resolution and alpha at each step, a grid and checkpoint at
-    each stage's end, a stage checkpoint that samples at its stage, and Adam's state cleared at
-    every phase change (the step counters of last.ckpt count from the last change)."""
+    stable phases of 16: the logged resolution and alpha at each step; a grid (run directory
+    and W&B) and a checkpoint at each stage's end; a stage checkpoint samples at its stage;
+    Adam's state is cleared at every phase change (last.ckpt's step counters count from the
+    last change)."""
     summary = train(
         make_cfg(
             tmp_path,
@@ -275,6 +276,7 @@ def test_stage_transitions_at_the_configured_image_counts(tmp_path):
             "trainer.max_epochs=2",
             "trainer.max_steps=20",
             "test=false",
+            "logger=[csv,wandb]",
         )
     )
     run = Path(summary["run_dir"])
@@ -296,6 +298,9 @@ def test_stage_transitions_at_the_configured_image_counts(tmp_path):
 
     names = {p.name for p in (run / "images").glob("stage_*.png")}
     assert names == {"stage_04x04.png", "stage_08x08.png", "stage_16x16.png", "stage_32x32.png"}
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    logged_grids = {p.name.split("_")[1] for p in offline.rglob("media/images/val/stage_*.png")}
+    assert logged_grids == {"04x04", "08x08", "16x16", "32x32"}
     ckpts = {p.name for p in (run / "checkpoints").glob("stage_*.ckpt")}
     assert ckpts == {"stage_04x04.ckpt", "stage_08x08.ckpt", "stage_16x16.ckpt"}
     assert load(run / "checkpoints" / "stage_08x08.ckpt")["global_step"] == 8

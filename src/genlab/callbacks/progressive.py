@@ -36,19 +36,21 @@ class StageSnapshots(L.Callback):
         self.n, self.n_per_row, self.seed = n, n_per_row, seed
         self.save_checkpoint = save_checkpoint
         self._last_drawn = -1  # the global step of the last snapshot
+        self._trained = False  # whether this fit ran an iteration (a finished run resumed: no)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object
     ) -> None:
         if not isinstance(pl_module, Grows):
             return
+        self._trained = True
         t = trainer.global_step  # iterations done; the last one ran at the stage of t - 1
         done, upcoming = pl_module.progress_at_step(t - 1), pl_module.progress_at_step(t)
         if upcoming.level > done.level:
             self._snapshot(trainer, pl_module, done, checkpoint=self.save_checkpoint)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if isinstance(pl_module, Grows) and trainer.global_step > 0:
+        if isinstance(pl_module, Grows) and self._trained:
             done = pl_module.progress_at_step(trainer.global_step - 1)
             self._snapshot(trainer, pl_module, done, checkpoint=False)
 

@@ -192,6 +192,7 @@ class ProgressiveGAN(GAN):
         if not batch:
             return
         per_step = int(batch) * self.trainer.world_size
+        self.images_per_step = per_step  # confirmed by the first batch
         steps = [
             -(-self.schedule.fade_start(k) // per_step) for k in range(1, self.schedule.levels)
         ]
