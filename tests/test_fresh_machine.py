@@ -187,3 +187,25 @@ def test_the_run_uses_and_records_the_thread_count(tmp_path):
     finally:
         torch.set_num_threads(before)
     assert summary["threads"] == 2 and summary["threads_from"] == "threads option"
+
+
+# --- domain metrics on other data ------------------------------------------------------------
+def test_domain_classifier_trained_on_other_data_is_flagged(tmp_path):
+    """A classifier trained on grey-level digits judging a binarized VAE's samples: the
+    metrics carry a warning that the domains differ (the issue's precision_domain 0)."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from genlab.metrics.generation import domain_mismatch
+
+    grey = {"_target_": "genlab.data.MNIST5k", "image_size": 28, "channels": 1, "binarize": None}
+    extractor = SimpleNamespace(trained_on=grey)
+    same = instantiate(make_cfg(tmp_path, "data=mnist_5k").data)
+    assert domain_mismatch(extractor, same) is None
+    binarized = instantiate(make_cfg(tmp_path, "data=mnist_5k", "data.binarize=static").data)
+    warning = domain_mismatch(extractor, binarized)
+    assert "data.binarize None vs static" in warning and "precision/recall" in warning
+    other = instantiate(make_cfg(tmp_path, "data=cifar10").data)
+    assert "data MNIST5k vs CIFAR10" in domain_mismatch(extractor, other)
+    assert domain_mismatch(SimpleNamespace(), binarized) is None  # Inception: no domain

@@ -212,6 +212,9 @@ class GenerationEvaluator:
         self.cache_dir, self.batch_size, self.device = cache_dir, batch_size, device
         self.options = dict(options or {})
         self._real: tuple[Features, dict[str, Any]] | None = None
+        self.domain_warning = domain_mismatch(extractor, datamodule)
+        if self.domain_warning:
+            log.warning("generation metrics: %s", self.domain_warning)
 
     def real(self) -> tuple[Features, dict[str, Any]]:
         if self._real is None:
@@ -245,7 +248,7 @@ class GenerationEvaluator:
             device=self.device,
             time_budget_s=time_budget_s,
         )
-        return measure(
+        result = measure(
             self.metrics,
             self.extractor,
             real,
@@ -254,6 +257,38 @@ class GenerationEvaluator:
             fake_info={**fake_info, "fake_source": source, "seed": seed},
             options=self.options,
         )
+        if self.domain_warning:
+            result["provenance"]["domain_warning"] = self.domain_warning
+        return result
+
+
+def domain_mismatch(extractor: FeatureExtractor, datamodule: Any) -> str | None:
+    """Why a domain classifier's features may not fit these images: it was trained on other
+    data, or on grey levels while the images are binarized (or the reverse). Such features
+    put real and generated images in regions the classifier never saw, and precision, recall
+    or FID then say more about the mismatch than about the model. None when they match."""
+    trained_on = getattr(extractor, "trained_on", None)
+    if not trained_on:
+        return None
+    differences = []
+    theirs = str(trained_on.get("_target_") or "").rsplit(".", 1)[-1]
+    ours = type(datamodule).__name__
+    if theirs and theirs != ours:
+        differences.append(f"data {theirs} vs {ours}")
+    for key in ("binarize", "channels", "image_size"):
+        a, b = trained_on.get(key), getattr(datamodule, key, None)
+        if a != b:
+            differences.append(f"data.{key} {a} vs {b}")
+    if not differences:
+        return None
+    return (
+        "the domain classifier was trained on other images than these ("
+        + "; ".join(differences)
+        + "): its features may not separate them the way they separate its own data, so read "
+        "the metrics with care (precision/recall near 0 can come from the mismatch alone). "
+        "Train the classifier on the same data options (python -m genlab.train "
+        "model=classifier with the same data.* settings)."
+    )
 
 
 @dataclass(frozen=True)
