@@ -102,3 +102,37 @@ def write_image_folder(
             pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
             Image.fromarray(pixels).save(d / f"img_{i:03d}.png")
     return dirs
+
+
+def write_ab_images(
+    folder: Path, n: int, size: int = 16, seed: int = 0, offset: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """pix2pix's aligned format: n PNGs of (size, 2 * size) RGB pixels, A the left half and B
+    the right. `offset` > 0 makes A = B + offset (B drawn below 256 - offset); else both random.
+    Returns the (A, B) arrays (h, w, 3) in file order (ab_000.png, ...)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for i in range(n):
+        b = rng.integers(0, 256 - offset, size=(size, size, 3), dtype=np.uint8)
+        a = b + offset if offset else rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(np.concatenate([a, b], axis=1)).save(folder / f"ab_{i:03d}.png")
+        pairs.append((a, b))
+    return pairs
+
+
+def write_pair_folders(
+    root: Path, names: list[str], size: int = 16, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """root/A/<name>.png and root/B/<name>.png, random RGB pixels; {name: (A, B) arrays}."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in names:
+        pair = []
+        for side in ("A", "B"):
+            (root / side).mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / side / f"{name}.png")
+            pair.append(pixels)
+        out[name] = (pair[0], pair[1])
+    return out

@@ -5,5 +5,14 @@ from genlab.data.celeba import CelebA
 from genlab.data.cifar import CIFAR10
 from genlab.data.folder import ImageFolder
 from genlab.data.mnist import MNIST5k, TorchvisionMNIST
+from genlab.data.paired import PairedImages
 
-__all__ = ["CIFAR10", "CelebA", "ImageDataModule", "ImageFolder", "MNIST5k", "TorchvisionMNIST"]
+__all__ = [
+    "CIFAR10",
+    "CelebA",
+    "ImageDataModule",
+    "ImageFolder",
+    "MNIST5k",
+    "PairedImages",
+    "TorchvisionMNIST",
+]

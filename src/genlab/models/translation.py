@@ -1,0 +1,461 @@
+"""Image-to-image translation: pix2pix, SRGAN super-resolution and context-encoder inpainting,
+one training loop with its variants set by config.
+
+G maps a source image to an image; D judges images, conditioned on the source when it was
+built with `source_channels` > 0 (pix2pix's conditional PatchGAN sees source and image stacked;
+SRGAN's D sees the image alone). Batches are `(target, source)` (genlab.data.paired). Each
+iteration (= one step everywhere, as in the GAN family):
+
+1. unless `adv_weight` = 0: `n_critic` D steps, (source, target) labelled real and
+   (source, G(source)) fake;
+2. one G step with D frozen (no gradient, no update):
+   `loss_G = adv_weight * adv + recon_weight * pixel(G(source), target)
+   [+ feature_weight * feature(G(source), target)]`;
+3. the EMA copy of G moves; schedulers step.
+
+This is the GAN module's loop with a reconstruction term, and it inherits that module's
+machinery: the counted G step and uncounted D steps, the frozen D, EMA, per-net gradient
+clipping, the divergence stop, collapse signs and DDP settings (genlab.models.gan).
+
+Variants (conf/model/): `pix2pix` (U-Net G, conditional PatchGAN, L1 with lambda = 100),
+`srgan` (SRResNet G, global D, pixel MSE, adv_weight 1e-3, and a feature loss from a
+user-supplied network, `feature_ckpt`), `inpaint` (U-Net G on the holed image and its mask, its
+output pasted into the hole (`composite`), the pixel loss on the hole only
+(`recon_region=hole`), conditional PatchGAN). `adv_weight=0` is each paper's regression
+baseline: D is never run nor trained.
+
+Scales: data in [0, 1], nets in [-1, 1] (Tanh). The pixel and feature losses are taken in the
+nets' units, as pix2pix's lambda = 100 assumes (an L1 in [0, 1] units is half as large);
+`translate()` and every val/test metric use [0, 1].
+
+Noise: G's only noise is dropout, drawn from the global RNG. Each iteration's G forward runs
+with that RNG seeded by (seed, step, rank) and restored afterwards (`torch.random.fork_rng`),
+so the dropout of an iteration does not depend on what ran before it and a resumed run draws
+exactly the masks of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.losses.adversarial import d_output, discriminator_loss, generator_loss
+from genlab.losses.adversarial import gradient_penalty as wgan_gradient_penalty
+from genlab.losses.translation import feature_loss, pixel_loss, psnr_db
+from genlab.models.gan import GAN, OptimizerFactory, SchedulerFactory, frozen
+from genlab.utils.errors import GenlabError
+
+log = logging.getLogger(__name__)
+
+REGIONS = ("all", "hole")
+
+
+def per_image(scores: torch.Tensor) -> torch.Tensor:
+    """Scores of any shape (B, ...) -> their mean per image (B,): a PatchGAN's patch logits
+    count equally, as in pix2pix."""
+    return scores.float().reshape(len(scores), -1).mean(1)
+
+
+class FeatureNet:
+    """A fixed network mapping images in [0, 1] to features (B, d), for SRGAN's content loss.
+
+    `path` is a genlab classifier checkpoint (`python -m genlab.train model=classifier`: its
+    penultimate layer, the same features as the `_domain` generation metrics) or a TorchScript
+    file of any network (e.g. an exported VGG); never downloaded. Not part of the model's
+    state_dict: it is loaded for training only.
+    """
+
+    def __init__(self, path: str) -> None:
+        if not Path(path).expanduser().is_file():
+            raise GenlabError(
+                f"model.feature_ckpt={path!r} does not exist. Give a genlab classifier checkpoint "
+                "(python -m genlab.train experiment=classifier_mnist) or a TorchScript file, or "
+                "set model.feature_weight=0 and model.feature_ckpt=null."
+            )
+        self.channels: int | None = None
+        self.size: int | None = None
+        try:
+            self.net: Callable[[torch.Tensor], torch.Tensor] = torch.jit.load(
+                str(Path(path).expanduser()), map_location="cpu"
+            ).eval()
+            self.kind = "torchscript"
+        except (RuntimeError, ValueError):
+            from genlab.metrics.features import DomainFeatures
+
+            domain = DomainFeatures(ckpt_path=path)  # a GenlabError if it is not a classifier
+            self.net, self.kind = domain.net.features, "genlab-classifier"
+            self.channels, self.size = domain.channels, domain.input_size
+            self._module: nn.Module = domain.net
+        else:
+            self._module = self.net  # type: ignore[assignment]
+        self._module.requires_grad_(False)
+
+    def to(self, device: torch.device) -> FeatureNet:
+        self._module.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> features (B, d); differentiable in x."""
+        if self.channels is not None and x.shape[1] != self.channels:
+            from genlab.metrics.features import match_channels
+
+            x = match_channels(x, self.channels)
+        if self.size is not None and x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return self.net(x)
+
+
+class Translation(GAN):
+    """Source image (B, C_s, H_s, W_s) -> image (B, C, H, W), trained adversarially with a
+    reconstruction term; see the module doc.
+
+    Options: `adv_weight` (lambda_adv; 0 = pure regression, D untouched), `recon_weight`
+    (lambda), `recon_loss` (`l1` | `mse`), `recon_region` (`all` | `hole`: the pixel loss on the
+    hole of masked sources only), `composite` (keep the known pixels of a masked source, G
+    fills the hole), `feature_weight` with `feature_ckpt` (SRGAN's content loss), plus the GAN
+    options (`loss`, `n_critic`, `label_smoothing`, `gp_weight`, `ema_decay`, clipping,
+    schedulers). `channels`, `image_size`, `source_channels` and `scale` describe the images
+    (`source_shape`); they are checked against the data before training.
+
+    Logs `train/loss_g`, `loss_g_adv`, `loss_g_recon` (`loss_g_feature`), `loss_d`, `d_real`,
+    `d_fake`, and under `val/` and `test/` the `l1` and `psnr_db` of the sampling G's outputs
+    against the targets ([0, 1] units; on the hole for masked sources) and D's view of them.
+    """
+
+    # A translation model maps images; it draws nothing from a prior. The GAN's sampling API
+    # is switched off here (a None method fails the CanSample/CanDecode checks).
+    sample_latent = None  # type: ignore[assignment]
+    decode = None  # type: ignore[assignment]
+    sample = None  # type: ignore[assignment]
+    invert = None  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        channels: int,
+        image_size: int,
+        source_channels: int,
+        scale: int = 1,
+        adv_weight: float = 1.0,
+        recon_weight: float = 100.0,
+        recon_loss: str = "l1",
+        recon_region: str = "all",
+        composite: bool = False,
+        feature_weight: float = 0.0,
+        feature_ckpt: str | None = None,
+        scheduler_g: SchedulerFactory | None = None,
+        scheduler_d: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        loss: str = "bce",
+        n_critic: int = 1,
+        label_smoothing: float = 0.0,
+        gp_weight: float = 10.0,
+        ema_decay: float | None = 0.999,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        seed: int = 0,
+        nan_check_every_n_steps: int = 10,
+        monitor: str = "val/step",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__(
+            generator=generator,
+            discriminator=discriminator,
+            optimizer_g=optimizer_g,
+            optimizer_d=optimizer_d,
+            scheduler_g=scheduler_g,
+            scheduler_d=scheduler_d,
+            scheduler_interval=scheduler_interval,
+            loss=loss,
+            n_critic=n_critic,
+            label_smoothing=label_smoothing,
+            gp_weight=gp_weight,
+            ema_decay=ema_decay,
+            gradient_clip_val=gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm,
+            latent_dim=0,
+            num_classes=0,
+            seed=seed,
+            nan_check_every_n_steps=nan_check_every_n_steps,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+        )
+        for name, weight in (
+            ("adv_weight", adv_weight),
+            ("recon_weight", recon_weight),
+            ("feature_weight", feature_weight),
+        ):
+            if weight < 0:
+                raise GenlabError(f"model.{name}={weight} must be >= 0.")
+        if not (adv_weight or recon_weight or feature_weight):
+            raise GenlabError(
+                "model.adv_weight, model.recon_weight and model.feature_weight are all 0: "
+                "the generator would have nothing to learn from."
+            )
+        if recon_region not in REGIONS:
+            raise GenlabError(f"model.recon_region={recon_region!r}: use one of {REGIONS}.")
+        if recon_loss not in ("l1", "mse"):
+            raise GenlabError(f"model.recon_loss={recon_loss!r}: use l1 or mse.")
+        if bool(feature_weight) != bool(feature_ckpt):
+            raise GenlabError(
+                f"model.feature_weight={feature_weight} and model.feature_ckpt={feature_ckpt!r}: "
+                "the feature loss needs both (a weight > 0 and the feature network's file), or "
+                "neither."
+            )
+        self.uses_hole = composite or recon_region == "hole"
+        if self.uses_hole and source_channels != channels + 1:
+            raise GenlabError(
+                f"model.composite / model.recon_region=hole need masked sources (the image and "
+                f"its mask: {channels} + 1 channels), but model.source_channels="
+                f"{source_channels}. Use a mask pairing (data/pairing=center_mask, rectangles "
+                "or strokes) with model=inpaint."
+            )
+        d_source = int(getattr(discriminator, "source_channels", 0))
+        if d_source not in (0, source_channels):
+            raise GenlabError(
+                f"model.discriminator.source_channels={d_source} but the sources have "
+                f"{source_channels} channels: set it to ${{model.source_channels}} (a "
+                "conditional D) or 0 (D sees the output alone)."
+            )
+        self.channels, self.image_size = int(channels), int(image_size)
+        self.source_channels, self.scale = int(source_channels), int(scale)
+        if self.image_size % self.scale:
+            raise GenlabError(
+                f"model.scale={scale} does not divide model.image_size={image_size}."
+            )
+        self.adv_weight, self.recon_weight = float(adv_weight), float(recon_weight)
+        self.recon_loss, self.recon_region, self.composite = recon_loss, recon_region, composite
+        self.feature_weight, self.feature_ckpt = float(feature_weight), feature_ckpt
+        self.feature_net: FeatureNet | None = None
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether D takes part (adv_weight > 0)."""
+        return self.adv_weight > 0
+
+    @property
+    def source_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the sources `translate` expects at the training size."""
+        side = self.image_size // self.scale
+        return (self.source_channels, side, side)
+
+    # --- translating (CanTranslate) ---------------------------------------------------------
+    def translate(self, source: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Sources (B, C_s, H_s, W_s) in [0, 1] -> outputs (B, C, H, W) in [0, 1] from the
+        sampling G (the EMA copy when there is one). `y` is ignored: the model is conditioned
+        on the source image, not on a class."""
+        source = source.to(self.device, torch.float32)
+        out = self._generate(self.sampling_generator, source)
+        return ((out.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def forward(self, source: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.translate(source, y)
+
+    def _generate(self, net: nn.Module, source: torch.Tensor) -> torch.Tensor:
+        """G's output in [-1, 1] for sources in [0, 1]; the known pixels pasted back when
+        `composite` (the last source channel is the hole)."""
+        out = net(source * 2.0 - 1.0)  # (b, c, h, w)
+        if self.composite:
+            hole = source[:, -1:].to(out.dtype)
+            known = source[:, :-1].to(out.dtype) * 2.0 - 1.0
+            out = hole * out + (1.0 - hole) * known
+        return out
+
+    def _d(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """D's logits for images in [-1, 1] given sources in [0, 1]: (B, ...)."""
+        return self.discriminator(image, source * 2.0 - 1.0)
+
+    def _pair(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        target, source = batch
+        if not isinstance(source, torch.Tensor) or source.ndim != 4:
+            got = tuple(source.shape) if isinstance(source, torch.Tensor) else type(source)
+            raise GenlabError(
+                "a translation model trains on (target, source image) batches, but this data "
+                f"gives labels {got} in the source slot. Derive sources with a pairing "
+                "(+data/pairing=edges, sr_x4, center_mask, strokes, greyscale) or read pairs from "
+                "files with data=paired."
+            )
+        return target, source
+
+    def _region(self, source: torch.Tensor) -> torch.Tensor | None:
+        return source[:, -1:] if self.recon_region == "hole" else None
+
+    @contextmanager
+    def _iteration_rng(self) -> Iterator[None]:
+        """The global RNG seeded by (seed, step, rank) inside, restored on exit (module doc)."""
+        key = (self.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank * 31 + 17
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(key & 0x7FFF_FFFF_FFFF_FFFF)
+            yield
+
+    # --- checks before training -------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None:
+            from genlab.data.paired import source_shape, translation_pairing
+            from genlab.data.pairing import Mask
+
+            data_source = tuple(source_shape(dm))  # a GenlabError for data without pairs
+            if data_source != self.source_shape:
+                raise GenlabError(
+                    f"the data's sources are {data_source} (channels, height, width) but the "
+                    f"model expects {self.source_shape} (model.source_channels, and "
+                    f"model.image_size / model.scale): build the model from the data "
+                    "(${data.channels}, ${data.image_size}, the pairing's factor)."
+                )
+            if tuple(dm.image_shape) != (self.channels, self.image_size, self.image_size):
+                raise GenlabError(
+                    f"the data's images are {tuple(dm.image_shape)} but the model makes "
+                    f"{(self.channels, self.image_size, self.image_size)}: set model.channels="
+                    "${data.channels} and model.image_size=${data.image_size}."
+                )
+            if self.uses_hole and not isinstance(translation_pairing(dm), Mask):
+                raise GenlabError(
+                    "model.composite / model.recon_region=hole need masked sources: use a mask "
+                    "pairing (data/pairing=center_mask, rectangles or strokes)."
+                )
+        self._check_generator()
+        if stage == "fit" and self.feature_ckpt and self.feature_net is None:
+            self.feature_net = FeatureNet(self.feature_ckpt)
+
+    def _check_generator(self) -> None:
+        """One forward pass on zeros: G must turn sources of `source_shape` into images."""
+        g = self.generator
+        was_training = g.training
+        g.eval()
+        try:
+            with torch.no_grad():
+                out = g(torch.zeros(2, *self.source_shape, device=self.device))
+        finally:
+            g.train(was_training)
+        want = (2, self.channels, self.image_size, self.image_size)
+        if tuple(out.shape) != want:
+            raise GenlabError(
+                f"model.generator turns sources of shape {self.source_shape} into "
+                f"{tuple(out.shape[1:])}, not the data's {want[1:]}: size it from the data "
+                "(in_channels ${model.source_channels}, out_channels ${data.channels}, scale "
+                "${model.scale})."
+            )
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.feature_net is not None:
+            self.feature_net.to(self.device)
+
+    # --- training ---------------------------------------------------------------------------
+    def generator_terms(
+        self, fake: torch.Tensor, target: torch.Tensor, source: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The generator's loss and its weighted parts, batch means: `adv` (through D),
+        `recon`, `feature` (when used) and `loss` = adv_weight * adv + recon_weight * recon +
+        feature_weight * feature. `fake` and `target` in [-1, 1], `source` in [0, 1]."""
+        zero = fake.new_zeros((), dtype=torch.float32)
+        terms = {"adv": zero, "recon": zero}
+        if self.adversarial:
+            terms["adv"] = per_image(generator_loss(self._d(fake, source).float(), self.loss))
+            terms["adv"] = terms["adv"].mean()
+        if self.recon_weight:
+            region = self._region(source)
+            terms["recon"] = pixel_loss(fake, target, self.recon_loss, region).mean()
+        total = self.adv_weight * terms["adv"] + self.recon_weight * terms["recon"]
+        if self.feature_net is not None:
+            feats = self.feature_net((fake + 1) / 2), self.feature_net((target + 1) / 2)
+            terms["feature"] = feature_loss(feats[0], feats[1].detach()).mean()
+            total = total + self.feature_weight * terms["feature"]
+        terms["loss"] = total
+        return terms
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        target, source = self._pair(batch)
+        real = target * 2.0 - 1.0  # (b, c, h, w) in [-1, 1]
+        b = len(real)
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        with self._iteration_rng():
+            fake = self._generate(self.generator, source)
+
+        loss_d = real.new_zeros((), dtype=torch.float32)
+        if self.adversarial:
+            noise = self._noise()
+            fake_d = fake.detach()
+            for _ in range(self.n_critic):
+                real_s, fake_s = self._d(real, source).float(), self._d(fake_d, source).float()
+                loss_d = per_image(
+                    discriminator_loss(
+                        real_s, fake_s, self.loss, real_target=1.0 - self.label_smoothing
+                    )
+                ).mean()
+                if self.loss == "wgan_gp":
+                    gp = wgan_gradient_penalty(
+                        lambda t: per_image(self._d(t, source)), real, fake_d, generator=noise
+                    ).mean()
+                    loss_d = loss_d + self.gp_weight * gp
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(loss_d)
+                self._step_uncounted(opt_d)
+            opt_d.zero_grad(set_to_none=True)  # the G step provably leaves D's .grad at None
+
+        with frozen(self.discriminator):
+            terms = self.generator_terms(fake, real, source)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(terms["loss"])
+            opt_g.step()  # the one counted step of this iteration
+
+        self._update_ema()
+        if self.scheduler_interval == "step":
+            self._step_schedulers()
+        self.track_finite(self.global_step - 1, {"loss_d": loss_d, "loss_g": terms["loss"]})
+
+        if self.logs_now("train"):
+            scalars = {
+                "loss_g": terms["loss"].detach(),
+                "loss_g_recon": terms["recon"].detach(),
+                "loss_d": loss_d.detach(),
+            }
+            if "feature" in terms:
+                scalars["loss_g_feature"] = terms["feature"].detach()
+            if self.adversarial:
+                scalars["loss_g_adv"] = terms["adv"].detach()
+                scalars["d_real"] = d_output(real_s.detach(), self.loss).mean()
+                scalars["d_fake"] = d_output(fake_s.detach(), self.loss).mean()
+                if self.loss == "wgan_gp":
+                    scalars["gp"] = gp.detach()
+            self.log_scalars("train", scalars, batch_size=b)
+            if self.adversarial:
+                self._count_collapse_signs(scalars)
+
+    def divergence_advice(self) -> str:
+        return (
+            "Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr), add "
+            "model.gradient_clip_val=1.0, or lower model.adv_weight."
+        )
+
+    # --- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
+        target, source = self._pair(batch)
+        out = self.translate(source)  # (b, c, h, w) in [0, 1]
+        region = source[:, -1:] if self.uses_hole else None
+        scalars = {
+            "l1": pixel_loss(out, target, "l1", region).mean(),
+            "psnr_db": psnr_db(out, target, region).mean(),
+        }
+        if self.adversarial:
+            real_s = self._d(target * 2.0 - 1.0, source).float()
+            fake_s = self._d(out * 2.0 - 1.0, source).float()
+            scalars["loss_d"] = per_image(discriminator_loss(real_s, fake_s, self.loss)).mean()
+            scalars["d_real"] = d_output(real_s, self.loss).mean()
+            scalars["d_fake"] = d_output(fake_s, self.loss).mean()
+        self.log_scalars(stage, scalars, batch_size=len(target))

@@ -1,0 +1,59 @@
+"""Map a folder of images with a trained image-to-image model (pix2pix, SRGAN, inpainting):
+`python -m genlab.translate ckpt_path=RUN/checkpoints/last.ckpt input_dir=DIR`.
+
+`mode=source` (default): the files are inputs as the model takes them: low-resolution images
+for super-resolution, edge maps, grey images, or images with holes plus a mask per image in
+`mask_dir` (same file name, white = hole). `mode=derive`: the files are ordinary images, and
+the run's pairing makes the inputs from them (downsampling, masks, edges), so each output can
+be compared with its original. Writes `outputs/<name>.png` for every input, `triplets.png`
+(input | output [| original]) and `translate.json` to RUN/translate/<time>/. Works for every
+model satisfying `CanTranslate` (genlab.analysis.translation).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
+from genlab.analysis.translation import translate_folder
+from genlab.data.paired import translation_pairing
+from genlab.utils.checkpoint import data_config, load_model, pick_device
+from genlab.utils.errors import exit_on_user_error
+
+log = logging.getLogger("genlab.translate")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="translate")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    torch.manual_seed(0)
+    model, run_cfg = load_model(cfg.ckpt_path)
+    model = model.to(pick_device(cfg.device))
+    # the run's data, for its pairing and image shape (nothing is read from it)
+    datamodule = instantiate(data_config(run_cfg))
+    out_dir = Path(cfg.paths.output_dir)
+    summary = translate_folder(
+        model,
+        translation_pairing(datamodule),
+        str(cfg.input_dir),
+        out_dir,
+        image_shape=datamodule.image_shape,
+        mode=cfg.mode,
+        mask_dir=cfg.mask_dir,
+        resize=cfg.resize,
+        batch_size=cfg.batch_size,
+        n_grid=cfg.n_grid,
+        n_per_row=cfg.n_per_row,
+    )
+    log.info("%d images translated into %s", summary["n_images"], summary["outputs_dir"])
+    print(summary["grid"])
+
+
+if __name__ == "__main__":
+    main()
