@@ -130,7 +130,7 @@ def find_bad_images(paths: Sequence[str], *, what: str) -> dict[str, str]:
     bad: dict[str, str] = {}
     progress, task = _progress(len(paths), f"checking {what}")
     with progress, ThreadPoolExecutor(_threads()) as pool:
-        for path, error in zip(paths, pool.map(decode_error, paths, chunksize=64), strict=True):
+        for path, error in zip(paths, pool.map(decode_error, paths), strict=True):
             if error is not None:
                 bad[path] = error
             progress.advance(task)
@@ -299,7 +299,7 @@ def _decode_into(
     bad: dict[str, str] = {}
     progress, task = _progress(len(paths), f"decoding {what} once")
     with progress, ThreadPoolExecutor(_threads()) as pool:
-        for i, error in enumerate(pool.map(one, range(len(paths)), chunksize=64)):
+        for i, error in enumerate(pool.map(one, range(len(paths)))):
             if error is not None:
                 bad[paths[i]] = error
             progress.advance(task)
@@ -339,6 +339,10 @@ def build_cache(
         bad = _decode_into(array, source.paths, transform, source.name)
         images = CachedImages(torch.from_numpy(array), label_tensor, None)
         return Decoded(images, bad, meta, None, built=True)
+    log.info(
+        "decoding %d images of %s once into %s (%d threads)", n, source.root, folder, _threads()
+    )
+    start = time.perf_counter()
     try:
         bad = _decode_into(images, source.paths, transform, source.name)
         images.flush()
@@ -363,6 +367,7 @@ def build_cache(
     if found is None:  # another process replaced it in between with something else
         raise GenlabError(f"the decode-once cache {folder} changed while it was being built.")
     found.built = True
+    log.info("decode-once cache %s built in %.0f s", folder, time.perf_counter() - start)
     return found
 
 
