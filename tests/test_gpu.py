@@ -11,6 +11,7 @@ themselves and of everything but the CUDA kernels.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 # cuBLAS is deterministic only with a fixed workspace (read when CUDA starts: set it first)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -61,20 +62,20 @@ class Probe(L.Callback):
 
     def __init__(self) -> None:
         self.batch: tuple[str, torch.dtype, bool] | None = None
-        self.net_dtypes: set[torch.dtype] = set()
+        self.net_dtypes: dict[str, set[torch.dtype]] = {}
         self.module: L.LightningModule | None = None
         self.in_step = False
         PROBES.append(self)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.module = pl_module
-        for net in pl_module.children():
+        for name, net in pl_module.named_children():
             if any(p.requires_grad for p in net.parameters()):
-                net.register_forward_hook(self._record)
+                net.register_forward_hook(partial(self._record, name))
 
-    def _record(self, module, inputs, output) -> None:
+    def _record(self, name, module, inputs, output) -> None:
         if self.in_step and isinstance(output, torch.Tensor):
-            self.net_dtypes.add(output.dtype)
+            self.net_dtypes.setdefault(name, set()).add(output.dtype)
 
     def on_train_batch_end(self, *args) -> None:
         self.in_step = False
@@ -108,7 +109,9 @@ def test_gpu_preset_trains_each_family(tmp_path, family):
     summary, probe = train_probed(tmp_path, *FAMILIES[family], "test=false")
     assert summary["status"] == "completed" and summary["global_step"] == 8
     assert probe.batch == (DEVICE, torch.float32, True)
-    assert probe.net_dtypes == {torch.bfloat16}
+    # every net computes under bf16 autocast (an op on autocast's float32 list may add float32)
+    assert len(probe.net_dtypes) >= 2
+    assert all(torch.bfloat16 in dtypes for dtypes in probe.net_dtypes.values())
     convs = [p for p in probe.module.parameters() if p.ndim == 4]
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert all(p.device.type == DEVICE for p in probe.module.parameters())
@@ -138,7 +141,9 @@ def test_compiled_nets_train_and_match_eager(tmp_path):
     x = torch.rand(16, 1, 28, 28, device=DEVICE)
     with torch.no_grad():
         a, b = compiled.reconstruct(x), eager.reconstruct(x)
-    torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+    # on CUDA, TF32 products (perf.matmul_precision=high) in kernels fused otherwise
+    tol = 1e-2 if ON_CUDA else 1e-5
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("split", [4, 3])
