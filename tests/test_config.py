@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import make_cfg, options
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
 from genlab.utils.run import instantiate_group
-
-HARDWARE = {"gpu", "mps", "ddp"}  # accelerators this machine may not have
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -32,17 +32,68 @@ def test_model_options_build_and_run_a_batch(tmp_path, model):
             assert net.sample(3).shape == (3, *dm.image_shape)
 
 
+# what each trainer preset promises (docs/configuration.md, performance.md, sweeps.md, gpu.md):
+# accelerator, devices, precision, strategy (for an autoencoder; GANs: the test below),
+# and whether it turns the GPU speed switches on
+PRESETS = {
+    "default": ("auto", 1, "32-true", "auto", False),
+    "cpu": ("cpu", 1, "32-true", "auto", False),
+    "gpu": ("gpu", 1, "bf16-mixed", "auto", True),
+    "mps": ("mps", 1, "32-true", "auto", False),
+    "ddp": ("gpu", -1, "bf16-mixed", "ddp", True),
+    "ddp_sim": ("cpu", 2, "32-true", "ddp", False),
+}
+
+
+def test_every_trainer_preset_is_described():
+    assert set(options("trainer")) == set(PRESETS)
+
+
 @pytest.mark.parametrize("trainer", options("trainer"))
 def test_trainer_options(tmp_path, trainer):
+    accelerator, devices, precision, strategy, gpu_perf = PRESETS[trainer]
+    cfg = make_cfg(tmp_path, f"trainer={trainer}")
+    got = cfg.trainer
+    assert (got.accelerator, got.devices, got.precision, got.strategy) == (
+        accelerator,
+        devices,
+        precision,
+        strategy,
+    )
+    assert (cfg.perf.channels_last, cfg.perf.fused_optimizer) == (gpu_perf, gpu_perf)
+    assert cfg.perf.matmul_precision == ("high" if gpu_perf else None)
+    if trainer == "ddp":
+        assert got.sync_batchnorm is True and got.num_nodes == 1
     overrides = [f"trainer={trainer}"]
-    if trainer in HARDWARE and not torch.cuda.is_available():
+    missing = {"gpu": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}
+    if missing.get(accelerator):
         # compose exactly as a user would, and instantiate the rest of the preset on CPU
         overrides += ["trainer.accelerator=cpu", "trainer.devices=1"]
     cfg = make_cfg(tmp_path, *overrides)
     trainer_obj = instantiate(cfg.trainer, logger=False, callbacks=[])
     assert isinstance(trainer_obj, L.Trainer)
+    assert trainer_obj.precision == precision  # the precision plugin Lightning built
+    if strategy == "ddp":
+        assert isinstance(trainer_obj.strategy, DDPStrategy)
     if trainer == "ddp_sim":
-        assert trainer_obj.num_devices == 2
+        assert trainer_obj.num_devices == 2 and isinstance(trainer_obj.accelerator, CPUAccelerator)
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "ddp_sim"])
+def test_ddp_presets_pick_the_strategy_from_the_model(tmp_path, trainer):
+    """GAN loops leave a net out of each backward pass: their DDP looks for unused
+    parameters; autoencoders get the faster plain ddp."""
+    strategies = {
+        m: make_cfg(tmp_path, f"trainer={trainer}", f"model={m}").trainer.strategy
+        for m in ("ae", "vae", "gan", "dcgan", "cgan")
+    }
+    assert strategies == {
+        "ae": "ddp",
+        "vae": "ddp",
+        "gan": "ddp_find_unused_parameters_true",
+        "dcgan": "ddp_find_unused_parameters_true",
+        "cgan": "ddp_find_unused_parameters_true",
+    }
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli
@@ -66,21 +67,63 @@ def test_attribute_masks_by_class_and_by_name():
         attribute_mask(torch.tensor([1, 2]), "Smiling", None)
 
 
+def tiles(path: Path, rows: int, cols: int, size: int = 28) -> torch.Tensor:
+    """The tiles of a make_grid PNG (padding 2) of grey images: (rows, cols, size, size)."""
+    pixels = torch.from_numpy(np.array(Image.open(path))[..., 0]).float() / 255
+    assert pixels.shape == (rows * (size + 2) + 2, cols * (size + 2) + 2)
+    step = size + 2
+    return torch.stack(
+        [
+            torch.stack(
+                [pixels[2 + r * step :, 2 + c * step :][:size, :size] for c in range(cols)]
+            )
+            for r in range(rows)
+        ]
+    )
+
+
 def test_interpolation_from_data_and_from_the_prior(tmp_path):
+    """Read back: with source=data the end tiles are the real test images (spread evenly over
+    the split: the first half at the left, the second at the right) and the first and last
+    decoded tiles are their reconstructions; with source=prior the ends decode the seeded
+    prior draws. Recomputed here from the dataset and the model."""
     ckpt = trained("vae")["last_ckpt"]
     model, run_cfg = load_model(ckpt)
     datamodule = instantiate(run_cfg.data)
     datamodule.setup()
+    test = datamodule.dataset("test")
+    eight_bit = 1 / 255 + 1e-6
     for source in ("data", "prior"):
         out = tmp_path / source
         out.mkdir()
         result = write_interpolations(
-            model, out, data=datamodule.dataset("test"), source=source, pairs=3, steps=5
+            model, out, data=test, source=source, pairs=3, steps=5, seed=0
         )
         assert result["source"] == source and result["pairs"] == 3
         width = 5 + 2 if source == "data" else 5  # real images at both ends of each row
         for mode in ("linear", "spherical"):
-            assert Image.open(out / f"interpolate_{mode}.png").size == (width * 30 + 2, 3 * 30 + 2)
+            grid = tiles(out / f"interpolate_{mode}.png", 3, width)
+            with torch.no_grad():
+                if source == "data":
+                    index = torch.linspace(0, len(test) - 1, 6).long().tolist()
+                    real = torch.stack([test[i][0][0] for i in index])  # (6, 28, 28)
+                    assert (grid[:, 0] - real[:3]).abs().max() <= eight_bit
+                    assert (grid[:, -1] - real[3:]).abs().max() <= eight_bit
+                    codes = model.encode_latent(real[:, None])
+                    ends = model.decode(codes)[:, 0]
+                    assert (grid[:, 1] - ends[:3]).abs().max() <= eight_bit
+                    assert (grid[:, -2] - ends[3:]).abs().max() <= eight_bit
+                else:
+                    gen = torch.Generator().manual_seed(0)
+                    z0 = torch.randn(3, model.latent_dim, generator=gen)
+                    z1 = torch.randn(3, model.latent_dim, generator=gen)
+                    assert (grid[:, 0] - model.decode(z0)[:, 0]).abs().max() <= eight_bit
+                    assert (grid[:, -1] - model.decode(z1)[:, 0]).abs().max() <= eight_bit
+                    middle = model.decode(
+                        (z0 + z1) / 2 if mode == "linear" else slerp(z0[0], z1[0], 5)[2:3]
+                    )[:, 0]
+                    rows = slice(None) if mode == "linear" else slice(0, 1)
+                    assert (grid[rows, 2] - middle).abs().max() <= eight_bit
 
 
 def test_attribute_cli_on_class_labels(tmp_path):
@@ -104,3 +147,23 @@ def test_attribute_cli_on_class_labels(tmp_path):
     assert Image.open(out / "attribute_class7_from_class1.png").size == (4 * 30 + 2, 4 * 30 + 2)
     vector = torch.load(out / "attribute_class7_from_class1.pt", weights_only=True)
     assert vector.shape == (20,) and result["vector_norm"] == pytest.approx(float(vector.norm()))
+    # recomputed from the encoded test split: mean code of the first 20 sevens minus that of
+    # the first 20 ones; the grid's inputs are ones spread over the split, then their edits
+    model, run_cfg = load_model(ckpt)
+    datamodule = instantiate(run_cfg.data)
+    datamodule.setup()
+    test = datamodule.dataset("test")
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([int(test[i][1]) for i in range(len(test))])
+    with torch.no_grad():
+        codes = model.encode_latent(x)
+    want = codes[y == 7][:20].mean(0) - codes[y == 1][:20].mean(0)
+    assert torch.allclose(vector, want, atol=1e-5)
+    assert result["n_with"] == int((y == 7).sum()) and result["n_without"] == int((y == 1).sum())
+    ones = torch.nonzero(y == 1).flatten()
+    inputs = ones[torch.linspace(0, len(ones) - 1, 4).long()]
+    grid = tiles(out / "attribute_class7_from_class1.png", 4, 4)
+    assert (grid[:, 0] - x[inputs, 0]).abs().max() <= 1 / 255 + 1e-6
+    with torch.no_grad():
+        edited = model.decode(codes[inputs] + 2.0 * want)[:, 0]
+    assert (grid[:, 3] - edited).abs().max() <= 1 / 255 + 1e-5
