@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
+from genlab.models.protocols import CanReconstruct, CanSample
 from genlab.utils.run import instantiate_group
 
 
@@ -26,9 +27,9 @@ def test_model_options_build_and_run_a_batch(tmp_path, model):
     labels = {"y": torch.arange(4) % 10}  # every model takes them; unconditional ones ignore them
     net.eval()
     with torch.no_grad():
-        if hasattr(net, "reconstruct"):
+        if isinstance(net, CanReconstruct):
             assert net.reconstruct(x, **labels).shape == x.shape
-        if hasattr(net, "sample"):
+        if isinstance(net, CanSample):
             assert net.sample(3).shape == (3, *dm.image_shape)
 
 
