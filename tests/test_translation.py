@@ -450,6 +450,38 @@ def test_pure_regression_when_the_adversarial_weight_is_zero(tmp_path):
     assert trainer.optimizers[1].state_dict()["state"] == {}
 
 
+def test_feature_loss_from_a_classifier_an_exported_or_a_torchscript_network(tmp_path, classifier):
+    """SRGAN's content loss with a network the user supplies: a genlab classifier checkpoint,
+    a torch.export program or a TorchScript file. The logged generator loss is the weighted
+    sum of its parts, and the feature network stays out of the model's checkpoint."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(2))
+    exported, scripted = tmp_path / "features.pt2", tmp_path / "features.pt"
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net, (torch.rand(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(exported))
+    torch.jit.script(net).save(str(scripted))
+    sr = [
+        "experiment=sr_x4_mnist",
+        "model.generator.base_channels=4",
+        "model.generator.n_blocks=1",
+        "model.discriminator.base_channels=4",
+        "model.discriminator.dense=8",
+        "data.batch_size=16",
+        "trainer.max_steps=2",
+        "test=false",
+        "model.feature_weight=0.5",
+    ]
+    for i, path in enumerate((classifier, exported, scripted)):
+        summary = train(make_cfg(tmp_path / str(i), *FAST, *sr, f"model.feature_ckpt={path}"))
+        m = summary["metrics"]
+        assert m["train/loss_g_feature"] > 0
+        parts = 1e-2 * m["train/loss_g_adv"] + m["train/loss_g_recon"]
+        assert m["train/loss_g"] == pytest.approx(parts + 0.5 * m["train/loss_g_feature"])
+        assert all("feature" not in k for k in load(summary["last_ckpt"])["state_dict"])
+    with pytest.raises(GenlabError, match="feature_ckpt"):
+        train(make_cfg(tmp_path / "x", *FAST, *sr, f"model.feature_ckpt={tmp_path}/missing.pt"))
+
+
 def test_resume_is_exact_in_the_middle_of_an_epoch(tmp_path):
     """6 iterations straight == 3, stop (mid-epoch), resume for 3 more: every weight (G, D,
     EMA, BN statistics) and both optimizer states bit-equal. Dropout on, random rectangle
@@ -589,13 +621,20 @@ def test_inpainting_is_measured_on_the_hole(tmp_path):
     assert result["target_grad_mean"] == 0.0
 
 
-def test_domain_fid_of_outputs_through_the_generation_metrics(tmp_path):
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> str:
+    """A genlab domain classifier checkpoint (one short epoch on the bundled digits)."""
+    root = tmp_path_factory.mktemp("clf")
+    summary = train(
+        make_cfg(root, *FAST, "model=classifier", "trainer.max_epochs=1", "test=false")
+    )
+    return summary["last_ckpt"]
+
+
+def test_domain_fid_of_outputs_through_the_generation_metrics(tmp_path, classifier):
     """With a feature network, the outputs and baselines get FID against the real targets
     (the generation metrics registry, with provenance); an output equal to its target scores
     0, the same images as the real set."""
-    clf = train(
-        make_cfg(tmp_path / "clf", *FAST, "model=classifier", "trainer.max_epochs=1", "test=false")
-    )
     folder = tmp_path / "same"
     write_ab_images(folder, 40, seed=1)
     for p in folder.iterdir():  # rewrite each file as A = B
@@ -605,7 +644,7 @@ def test_domain_fid_of_outputs_through_the_generation_metrics(tmp_path):
     dm = PairedImages(path=str(folder), image_size=16, channels=3, test_fraction=0.5)
     model = translation_model(Identity(), 3, 3, 16)
     result = translation(
-        context(model, dm, tmp_path), classifier_ckpt=clf["last_ckpt"], metrics=["fid"], n_grid=2
+        context(model, dm, tmp_path), classifier_ckpt=classifier, metrics=["fid"], n_grid=2
     )
     assert result["output_generation"]["values"]["fid_domain"] == pytest.approx(0.0, abs=1e-3)
     assert result["input_fid_domain"] == result["output_fid_domain"]

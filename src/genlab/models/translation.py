@@ -37,6 +37,7 @@ exactly the masks of an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,45 +65,45 @@ def per_image(scores: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureNet:
-    """A fixed network mapping images in [0, 1] to features (B, d), for SRGAN's content loss.
+    """A fixed network mapping images in [0, 1] to features (B, ...), for SRGAN's content loss.
 
     `path` is a genlab classifier checkpoint (`python -m genlab.train model=classifier`: its
-    penultimate layer, the same features as the `_domain` generation metrics) or a TorchScript
-    file of any network (e.g. an exported VGG); never downloaded. Not part of the model's
+    penultimate layer, the same features as the `_domain` generation metrics), a
+    `torch.export` program (`torch.export.save`, e.g. an exported VGG; export it with a dynamic
+    batch dimension) or a TorchScript file; never downloaded. Not part of the model's
     state_dict: it is loaded for training only.
     """
 
     def __init__(self, path: str) -> None:
-        if not Path(path).expanduser().is_file():
+        file = Path(path).expanduser()
+        if not file.is_file():
             raise GenlabError(
                 f"model.feature_ckpt={path!r} does not exist. Give a genlab classifier checkpoint "
-                "(python -m genlab.train experiment=classifier_mnist) or a TorchScript file, or "
-                "set model.feature_weight=0 and model.feature_ckpt=null."
+                "(python -m genlab.train experiment=classifier_mnist), a torch.export program or "
+                "a TorchScript file, or set model.feature_weight=0 and model.feature_ckpt=null."
             )
         self.channels: int | None = None
         self.size: int | None = None
-        try:
-            self.net: Callable[[torch.Tensor], torch.Tensor] = torch.jit.load(
-                str(Path(path).expanduser()), map_location="cpu"
-            ).eval()
-            self.kind = "torchscript"
-        except (RuntimeError, ValueError):
+        loaded = _exported_network(file)
+        if loaded is not None:
+            self.net, self.kind = loaded
+            self._module: nn.Module = self.net  # type: ignore[assignment]
+        else:
             from genlab.metrics.features import DomainFeatures
 
-            domain = DomainFeatures(ckpt_path=path)  # a GenlabError if it is not a classifier
+            domain = DomainFeatures(ckpt_path=str(file))  # a GenlabError if not a classifier
             self.net, self.kind = domain.net.features, "genlab-classifier"
             self.channels, self.size = domain.channels, domain.input_size
-            self._module: nn.Module = domain.net
-        else:
-            self._module = self.net  # type: ignore[assignment]
-        self._module.requires_grad_(False)
+            self._module = domain.net
+        for p in self._module.parameters():
+            p.requires_grad_(False)
 
     def to(self, device: torch.device) -> FeatureNet:
         self._module.to(device)
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> features (B, d); differentiable in x."""
+        """Images (B, C, H, W) in [0, 1] -> features; differentiable in x."""
         if self.channels is not None and x.shape[1] != self.channels:
             from genlab.metrics.features import match_channels
 
@@ -110,6 +111,20 @@ class FeatureNet:
         if self.size is not None and x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
         return self.net(x)
+
+
+def _exported_network(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str] | None:
+    """The network in a torch.export or TorchScript file, or None when it is neither."""
+    try:
+        return torch.export.load(str(file)).module(), "torch.export"
+    except Exception:  # noqa: BLE001  (not an exported program: try the next format)
+        pass
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated, its files still load
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(file), map_location="cpu").eval(), "torchscript"
+    except (RuntimeError, ValueError):
+        return None
 
 
 class Translation(GAN):
