@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 from conftest import FAST, make_cfg, run_cli, run_dirs
-from wandb_records import records
+from wandb_records import records, run_name
 
 from genlab.train import train
 
@@ -100,6 +100,10 @@ def test_resume_auto_continues_in_place_keeping_the_history(tmp_path):
     assert second["wandb_id"] == first["wandb_id"]
     offline = sorted((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(d.name.endswith(first["wandb_id"]) for d in offline)
+    # a single run is named after its overrides (resume= excluded)
+    (records,) = offline[0].glob("run-*.wandb")
+    name = run_name(records)
+    assert "test=false" in name and "trainer.max_epochs=2" in name and "resume" not in name
     # the run's own record of how it started is untouched; the continuation has its own
     assert (run / ".hydra" / "overrides.yaml").read_text() == first_overrides
     (attempt,) = (run / ".hydra").glob("resume_*")

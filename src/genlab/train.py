@@ -37,10 +37,12 @@ from genlab.utils.errors import GenlabError, find_user_error
 from genlab.utils.loggers import wandb_offline_dirs
 from genlab.utils.preflight import (
     accelerator_problems,
+    busy_cpus,
     choose_threads,
     collect,
     option_problems,
     raise_problems,
+    usable_cpus,
 )
 from genlab.utils.resolvers import in_multirun as _multirun
 from genlab.utils.run import (
@@ -238,6 +240,16 @@ def set_threads(cfg: DictConfig) -> tuple[int, str]:
     n, why = choose_threads(cfg.get("threads", "auto"), max(1, per_node))
     torch.set_num_threads(n)
     log.info("torch threads: %d (%s)", n, why)
+    busy = busy_cpus()
+    if n > 1 and busy is not None and busy >= usable_cpus():
+        log.warning(
+            "the machine is busy (load average %.1f on %d usable CPUs): with %d threads each "
+            "step waits for the slowest thread; threads=1 is often several times faster on a "
+            "shared machine (docs/performance.md#cpu-threads)",
+            busy,
+            usable_cpus(),
+            n,
+        )
     return n, why
 
 

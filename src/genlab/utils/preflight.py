@@ -203,3 +203,14 @@ def choose_threads(setting: Any, processes_per_node: int = 1) -> tuple[int, str]
     return max(1, cpus // max(1, processes_per_node)), (
         f"{cpus} usable CPU(s) / {processes_per_node} process(es)"
     )
+
+
+def busy_cpus() -> float | None:
+    """The 1-minute load average when this machine has no more CPUs than this process may use
+    (then it measures the competition for them); None on larger hosts, where the load of
+    other containers or jobs says nothing about ours, or where it is unknown."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return load if (os.cpu_count() or 0) <= usable_cpus() else None
