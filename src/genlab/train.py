@@ -33,7 +33,7 @@ from genlab.callbacks.checkpoint import (
 from genlab.callbacks.record import Heartbeat
 from genlab.models.base import Diverged
 from genlab.utils.checkpoint import check_state_dict, load_checkpoint
-from genlab.utils.errors import GenlabError, find_user_error
+from genlab.utils.errors import NOT_HANDLED, GenlabError, exit_on_user_error, find_user_error
 from genlab.utils.loggers import wandb_offline_dirs
 from genlab.utils.preflight import (
     accelerator_problems,
@@ -268,7 +268,10 @@ def progress(trainer: L.Trainer, model: Any, last_cb: LastCheckpoint | None) -> 
 
 
 def run_end_status(exc: BaseException) -> str:
-    """The summary status of a run that ended with `exc`."""
+    """The summary status of a run that ended with `exc` (an exception may name its own, e.g.
+    the search's pruning: `run_status = "pruned"`)."""
+    if getattr(exc, "run_status", None):
+        return exc.run_status  # type: ignore[attr-defined]
     if isinstance(exc, Diverged):
         return "diverged"
     interrupted = (RunInterrupted, KeyboardInterrupt, SIGTERMException)
@@ -438,33 +441,38 @@ def record_job(
     return {"status": status, "values": values, "error": error, "run_dir": str(run_dir)}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | list[float | None] | dict[str, Any] | None:
-    env = dict(os.environ)
-    try:
-        summary = train(cfg)
-    except Exception as exc:
-        user_error = find_user_error(exc)
-        if _multirun():
-            status = getattr(exc, "run_status", None) or run_end_status(exc)
-            if status == "pruned":  # the search's pruner stopped it: not an error
-                log.info("%s", exc)
-                return record_job(cfg, status, **getattr(exc, "summary_fields", {}))
-            error = describe(exc)
-            if status != "interrupted" and cfg.get("multirun_on_error", "record") == "record":
-                # recorded in the job's summary.json and the sweep summary; the sweep goes on
-                log.error("job %s: %s", status, error, exc_info=user_error is None)
-                return record_job(cfg, status, error=error)
-            record_job(cfg, status, error=error)  # then stop the sweep
-        elif getattr(exc, "run_status", None) == "pruned":
+def job_failed(exc: Exception, user_error: GenlabError | None, cfg: DictConfig) -> Any:
+    """genlab.train's failure hook (genlab.utils.errors.exit_on_user_error). A single run:
+    an interruption exits 128 + signal, anything else goes to the wrapper (a GenlabError is
+    one paragraph and exit 2). A job of a multirun: the failure is recorded (summary.json,
+    the sweep summary, the Optuna trial) and the sweep goes on, unless
+    multirun_on_error=raise or the job was interrupted."""
+    pruned = getattr(exc, "run_status", None) == "pruned"
+    if not _multirun():
+        if pruned:
             sys.exit(0)  # a DDP child process of a pruned trial: rank 0 records it
         if isinstance(exc, RunInterrupted):
             print(f"\ngenlab: {exc}\n", file=sys.stderr)
             sys.exit(128 + int(exc.signum))
-        if user_error is not None and not _multirun():
-            print(f"\ngenlab: error: {user_error}\n", file=sys.stderr)
-            sys.exit(2)
-        raise
+        return NOT_HANDLED
+    status = run_end_status(exc)
+    if pruned:  # the search's pruner stopped it: not an error
+        log.info("%s", exc)
+        return record_job(cfg, status, **getattr(exc, "summary_fields", {}))
+    error = describe(exc)
+    if status != "interrupted" and cfg.get("multirun_on_error", "record") == "record":
+        log.error("job %s: %s", status, error, exc_info=user_error is None)
+        return record_job(cfg, status, error=error)
+    record_job(cfg, status, error=error)  # then stop the sweep
+    raise exc
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@exit_on_user_error(on_error=job_failed)
+def main(cfg: DictConfig) -> float | list[float | None] | dict[str, Any] | None:
+    env = dict(os.environ)
+    try:
+        summary = train(cfg)
     finally:
         if _multirun():
             release_distributed(env)
