@@ -200,7 +200,18 @@ def test_max_steps_counts_gan_iterations(tmp_path):
 
 
 def test_16_mixed_on_cpu(tmp_path):
-    """fp16 autocast with a GradScaler on CPU: the D step goes through the same scaler."""
+    """fp16 autocast with a GradScaler, on CPU. Lightning 2.6 runs `trainer.precision=16-mixed`
+    on a CPU as bf16-mixed (fp16 autocast is not supported there, it warns), so the real
+    fp16 path is built with Lightning's own MixedPrecision plugin and a GradScaler whose first
+    scale (2^20) overflows D's fp16 gradients. The layers compute in float16; every skipped
+    update of G or D halves the one scaler's scale, so scale = 2^20 / 2^(12 - G steps - D
+    steps taken): both nets step through the same scaler, and at least one D step was
+    skipped (3 to 4 of 6 over seeds 0-2)."""
+    scaler = "{_target_:torch.amp.GradScaler,device:cpu,init_scale:1048576.0}"
+    plugin = (
+        "{_target_:lightning.pytorch.plugins.MixedPrecision,precision:16-mixed,device:cpu,"
+        f"scaler:{scaler}}}"
+    )
     summary = train(
         make_cfg(
             tmp_path,
@@ -209,15 +220,23 @@ def test_16_mixed_on_cpu(tmp_path):
             "model.gradient_clip_val=1.0",
             "trainer.limit_train_batches=3",
             "++trainer.max_steps=6",
-            "trainer.precision=16-mixed",
+            "trainer.precision=null",
+            f"+trainer.plugins=[{plugin}]",
             "test=false",
+            "+callbacks.probe._target_=probes.LayerProbe",
+            f"+callbacks.probe.out={tmp_path}/probe.json",
         )
     )
     assert summary["global_step"] == 6
+    assert json.loads((tmp_path / "probe.json").read_text())["dtypes"] == ["torch.float16"]
     ckpt = load(summary["last_ckpt"])
-    opt_g, opt_d = ckpt["optimizer_states"]
-    # a skipped (overflowing) scaler step leaves Adam's counter behind; at most a few skip
-    assert 3 <= max(float(s["step"]) for s in opt_d["state"].values()) <= 6
+    steps = [
+        max([float(s["step"]) for s in opt["state"].values()] or [0.0])
+        for opt in ckpt["optimizer_states"]
+    ]
+    skipped = 12 - sum(steps)
+    assert steps[1] < 6 and skipped >= 1, steps
+    assert ckpt["MixedPrecision"]["scale"] == 2.0**20 * 0.5**skipped
     for v in ckpt["state_dict"].values():
         assert torch.isfinite(v.float()).all()
 

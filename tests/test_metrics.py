@@ -225,20 +225,47 @@ class PixelFeatures(FeatureExtractor):
 
 
 def test_real_feature_cache_and_time_budget(tmp_path):
+    """The features are those of a fixed random choice of N images of the split; a second call
+    reads them from the cache file (a tampered file's content comes back, so the read branch
+    ran); an unreadable file is recomputed and rewritten; another split is another entry."""
     from genlab.data import MNIST5k
 
     data = MNIST5k(data_dir=str(tmp_path), image_size=28, channels=1)
     first, info = real_features(PixelFeatures(), data, "test", 64, cache_dir=tmp_path / "c")
+    chosen = sorted(torch.randperm(500, generator=torch.Generator().manual_seed(0))[:64].tolist())
+    test = data.dataset("test")
+    assert torch.equal(first.features, torch.stack([test[i][0].flatten() for i in chosen]))
+    cache = Path(info["real_cache"])
+    assert cache.is_file() and cache.parent == tmp_path / "c" and info["n_real"] == 64
+
+    tampered = first.features + 1.0
+    torch.save({"features": tampered, "logits": None}, cache)
     again, info2 = real_features(PixelFeatures(), data, "test", 64, cache_dir=tmp_path / "c")
-    assert info["real_cache"] == info2["real_cache"] and Path(info["real_cache"]).is_file()
-    assert torch.equal(first.features, again.features) and info2["n_real"] == 64
+    assert info2["real_cache"] == str(cache) and info2["n_real"] == 64
+    assert torch.equal(again.features, tampered)  # read from the file, not recomputed
+
+    cache.write_bytes(b"not a torch file")
+    fresh, _ = real_features(PixelFeatures(), data, "test", 64, cache_dir=tmp_path / "c")
+    assert torch.equal(fresh.features, first.features)
+    assert torch.equal(torch.load(cache, weights_only=True)["features"], first.features)
+
     other, info3 = real_features(PixelFeatures(), data, "val", 64, cache_dir=tmp_path / "c")
     assert info3["real_cache"] != info["real_cache"]  # another split, another entry
+    uncached, info4 = real_features(PixelFeatures(), data, "test", 64)
+    assert "real_cache" not in info4 and torch.equal(uncached.features, first.features)
 
     def sample(b: int, gen: torch.Generator) -> torch.Tensor:
         return torch.rand(b, 1, 28, 28, generator=gen)
 
     fake, fake_info = fake_features(PixelFeatures(), sample, 100, batch_size=16, time_budget_s=0.0)
     assert fake_info["n_fake"] == len(fake) == 16  # stopped after the first batch
+    # ... but never below min_n (10) images: three batches of 4
+    small, small_info = fake_features(PixelFeatures(), sample, 100, batch_size=4, time_budget_s=0)
+    assert small_info["n_fake"] == len(small) == 12
     full, full_info = fake_features(PixelFeatures(), sample, 100, batch_size=16)
     assert full_info["n_fake"] == 100 and torch.equal(full.features[:16], fake.features)
+    assert full_info["fake_image_shape"] == [1, 28, 28]
+    # one generator seeded by `seed` draws every batch in turn
+    gen = torch.Generator().manual_seed(0)
+    want = torch.cat([torch.rand(b, 1, 28, 28, generator=gen) for b in [16] * 6 + [4]])
+    assert torch.equal(full.features, want.flatten(1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -111,20 +112,43 @@ def test_resume_auto_continues_in_place_keeping_the_history(tmp_path):
     assert (attempt / "train.log").is_file()
 
 
-@pytest.mark.parametrize("model", ["ae"])
-def test_bf16_mixed_on_cpu(tmp_path, model):
+PROBE = ["+callbacks.probe._target_=probes.LayerProbe"]
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16-mixed", "bfloat16"), ("32-true", "float32")])
+def test_precision_reaches_the_layers(tmp_path, precision, dtype):
+    """trainer.precision is what every linear layer computes in during the training steps."""
     summary = train(
-        make_cfg(tmp_path, f"model={model}", *FAST, "trainer.precision=bf16-mixed", "test=false")
+        make_cfg(
+            tmp_path,
+            "model=ae",
+            *FAST,
+            f"trainer.precision={precision}",
+            "test=false",
+            *PROBE,
+            f"+callbacks.probe.out={tmp_path}/probe.json",
+        )
     )
-    assert summary["status"] == "completed" and torch.isfinite(
-        torch.tensor(summary["metrics"]["val/loss"])
-    )
+    assert summary["status"] == "completed" and math.isfinite(summary["metrics"]["val/loss"])
+    assert json.loads((tmp_path / "probe.json").read_text())["dtypes"] == [f"torch.{dtype}"]
 
 
 def test_compile_switch_keeps_checkpoint_keys(tmp_path):
+    """compile=true: the nets' layers run under torch.compile's tracing (seen from inside by
+    torch.compiler.is_compiling(), public API; without compile they never do), and the
+    checkpoint keeps plain parameter names."""
     # aot_eager traces the nets through torch.compile's graph capture without a C++ toolchain
-    cfg = make_cfg(tmp_path, *FAST, "compile=true", "compile_backend=aot_eager", "test=false")
+    cfg = make_cfg(
+        tmp_path,
+        *FAST,
+        "compile=true",
+        "compile_backend=aot_eager",
+        "test=false",
+        *PROBE,
+        f"+callbacks.probe.out={tmp_path}/probe.json",
+    )
     summary = train(cfg)
+    assert json.loads((tmp_path / "probe.json").read_text())["compiling"] == [True]
     state = torch.load(summary["last_ckpt"], weights_only=True)["state_dict"]
     assert "encoder.head.weight" in state and not any("_orig_mod" in k for k in state)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -52,17 +53,56 @@ def test_beta_vae_logs_true_elbo_beside_weighted_loss_with_linear_warmup(tmp_pat
     assert (images / "interpolation_spherical_e0001.png").is_file()
 
 
+def hand_mmd(x: torch.Tensor, y: torch.Tensor, kernel: str, scales: list[float]) -> float:
+    """The unbiased MMD^2 of the WAE paper written out pair by pair (bandwidth C = 2 d s)."""
+    d = x.shape[1]
+
+    def k(a: torch.Tensor, b: torch.Tensor) -> float:
+        sq = float(((a - b) ** 2).sum())
+        return sum(
+            math.exp(-sq / (2 * d * s)) if kernel == "rbf" else 2 * d * s / (2 * d * s + sq)
+            for s in scales
+        )
+
+    n, m = len(x), len(y)
+    kxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kxy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+    return kxx + kyy - 2 * kxy
+
+
 def test_wae_mmd_trains_with_rbf_kernel_and_has_no_density(tmp_path):
+    """model.kernel=rbf reaches the trained model's loss: on a batch, the loss is the
+    reconstruction cost plus mmd_weight times the rbf MMD^2 written out by hand (the imq
+    value would differ); the density task refuses it with its exact message."""
     summary = train(make_cfg(tmp_path, *FAST, "model=wae", "model.kernel=rbf"))
     m = summary["metrics"]
     assert summary["monitor"] == "val/loss" and "test/mmd" in m and "test/recon" in m
     assert math.isfinite(m["test/loss"])
+    from genlab.losses.reconstruction import reconstruction_loss
     from genlab.utils.checkpoint import load_model
 
     model, cfg = load_model(summary["last_ckpt"])
     assert model.sample(3).shape == (3, 1, 28, 28)
+    x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model.log_scalars = lambda *args, **kwargs: None  # a step called outside a Trainer
+    with torch.no_grad():
+        torch.manual_seed(7)
+        loss = float(model.step((x, None), "val"))
+        torch.manual_seed(7)
+        z = model.encode_latent(x)  # the step's codes, then its prior draw
+        z_prior = torch.randn_like(z)
+        recon = float(reconstruction_loss(model.decoder_logits(z), x, "mse").mean())
+    scales = list(cfg.model.kernel_scales)
+    rbf, imq = hand_mmd(z, z_prior, "rbf", scales), hand_mmd(z, z_prior, "imq", scales)
+    assert loss == pytest.approx(recon + 10.0 * rbf, rel=1e-5)
+    assert abs(rbf - imq) > 1e-3 * abs(rbf)
     ctx = EvalContext(model, None, cfg, tmp_path, lambda: None)  # type: ignore[arg-type]
-    with pytest.raises(GenlabError, match="no"):
+    message = (
+        "the density task estimates log p(x) and needs a model with a likelihood and an "
+        "encoder (model=vae, beta_vae or cvae); WAE has none. Drop density from tasks=[...]."
+    )
+    with pytest.raises(GenlabError, match=f"^{re.escape(message)}$"):
         density(ctx, k=2)
 
 
