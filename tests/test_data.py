@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_cfg
 from datafiles import CELEBA_ATTRS, write_celeba, write_cifar10, write_image_folder, write_mnist
 from hydra.utils import instantiate
+from PIL import Image
 
 from genlab.data import CIFAR10, CelebA, ImageFolder, MNIST5k, TorchvisionMNIST
 from genlab.utils.errors import GenlabError
@@ -44,6 +46,27 @@ def test_mnist_5k_resizes_and_converts_channels():
     dm = MNIST5k(image_size=32, channels=3, batch_size=8)
     x, _ = batch(dm, "val")
     assert x.shape == (8, 3, 32, 32) and torch.equal(x[:, 0], x[:, 1])
+
+
+@pytest.mark.parametrize("size", [32, 16])
+def test_array_data_resize_matches_pil_bilinear(tmp_path, size):
+    """data.image_size resizes with antialiased bilinear filtering: PIL's bilinear resize of
+    the same file pixels (a triangle filter as wide as the scale when shrinking) within one
+    grey level; data.channels=3 repeats the grey channel."""
+    written = write_mnist(tmp_path)
+    dm = TorchvisionMNIST(
+        data_dir=str(tmp_path), download=False, image_size=size, channels=3, val_fraction=0.2
+    )
+    dm.prepare_data()
+    dm.setup()
+    images, _ = written["t10k"]
+    for i in range(len(images)):
+        x, _ = dm.dataset("test")[i]
+        assert x.shape == (3, size, size)
+        assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])
+        want = Image.fromarray(images[i]).resize((size, size), Image.BILINEAR)
+        want = torch.from_numpy(np.array(want)).float() / 255
+        assert (x[0] - want).abs().max() <= 1 / 255 + 1e-6, i
 
 
 def test_binarization_static_is_fixed_dynamic_is_fresh():
@@ -100,6 +123,20 @@ def test_cifar10_reads_pickles(tmp_path):
     assert int(y) == labels[2]
 
 
+def resized_and_cropped(path, size: int, mode: str = "RGB") -> torch.Tensor:
+    """What the file datasets promise, computed with PIL alone: the short side resized to
+    `size` (bilinear), the long side scaled in proportion (rounded down), then the central
+    size x size square (torchvision's rounding of the offset): (c, size, size) in [0, 1]."""
+    image = Image.open(path).convert(mode)
+    w, h = image.size
+    new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    image = image.resize(new, Image.BILINEAR)
+    left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+    pixels = np.array(image.crop((left, top, left + size, top + size)), dtype=np.float32)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    return torch.from_numpy(pixels).permute(2, 0, 1) / 255
+
+
 def test_celeba_layout_crop_and_attributes(tmp_path):
     attrs = write_celeba(tmp_path, n=12)
     dm = CelebA(data_dir=str(tmp_path), download=False, image_size=64, channels=3, batch_size=2)
@@ -107,9 +144,14 @@ def test_celeba_layout_crop_and_attributes(tmp_path):
     dm.setup()
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 4, "val": 4, "test": 4}
     assert dm.attr_names == CELEBA_ATTRS
-    x, y = dm.dataset("val")[0]  # image 000002.jpg (index 1: partition 1)
-    assert x.shape == (3, 64, 64) and x.min() >= 0 and x.max() <= 1
-    assert torch.equal(y, torch.from_numpy((attrs[1] + 1) // 2))
+    images = tmp_path / "celeba" / "img_align_celeba"
+    # partition i % 3: val holds images 2, 5, 8, 11 (000002.jpg ...), in file order;
+    # each a 178x218 face resized to 64x78 and cropped to rows 7..70
+    for k, index in enumerate((1, 4, 7, 10)):
+        x, y = dm.dataset("val")[k]
+        want = resized_and_cropped(images / f"{index + 1:06d}.jpg", 64)
+        assert x.shape == (3, 64, 64) and (x - want).abs().max() <= 1 / 255 + 1e-6
+        assert torch.equal(y, torch.from_numpy((attrs[index] + 1) // 2))
     xb, yb = batch(dm)
     assert xb.shape == (2, 3, 64, 64) and yb.shape == (2, 40)
 
@@ -123,22 +165,66 @@ def test_missing_celeba_explains_where_files_go(tmp_path):
     assert "list_attr_celeba.txt" in msg and "data.data_dir" in msg
 
 
+def items_to_files(dm, expected: dict) -> dict:
+    """Match every item of every split to the file whose independently computed pixels it
+    carries; {file: (split, label)}. Random pixels make each image unique."""
+    found = {}
+    for split in ("train", "val", "test"):
+        data = dm.dataset(split)
+        for i in range(len(data)):
+            x, y = data[i]
+            (name,) = [f for f, want in expected.items() if (x - want).abs().max() <= 1e-6]
+            assert name not in found
+            found[name] = (split, int(y))
+    return found
+
+
 def test_image_folder_with_class_subfolders(tmp_path):
-    write_image_folder(tmp_path / "imgs", ["cats", "dogs", "owls"], per_class=10)
-    dm = ImageFolder(path=str(tmp_path / "imgs"), image_size=16, channels=3, batch_size=4)
+    """Labels are the indices of the sorted class folders; pixels are PIL's resize of the
+    short side (40x30 -> 21x16) and the central 16x16 square."""
+    root = tmp_path / "imgs"
+    write_image_folder(root, ["owls", "cats", "dogs"], per_class=10)
+    dm = ImageFolder(path=str(root), image_size=16, channels=3, batch_size=4)
     dm.prepare_data()
     dm.setup()
     assert dm.num_classes == 3 and dm.classes == ["cats", "dogs", "owls"]
-    assert sum(len(v) for v in dm.splits.values()) == 30
+    files = sorted(root.glob("*/*.png"))
+    expected = {f: resized_and_cropped(f, 16) for f in files}
+    found = items_to_files(dm, expected)
+    assert set(found) == set(files)  # every file once, in exactly one split
+    assert {f: label for f, (_, label) in found.items()} == {
+        f: ["cats", "dogs", "owls"].index(f.parent.name) for f in files
+    }
+    assert sorted(split for split, _ in found.values()).count("test") == 3
     x, y = batch(dm)
     assert x.shape == (4, 3, 16, 16) and set(y.tolist()) <= {0, 1, 2}
 
 
 def test_image_folder_flat_grey(tmp_path):
+    """channels=1 converts to grey with the ITU-R 601 luma weights (0.299 R + 0.587 G +
+    0.114 B, computed here with numpy); at image_size=30 a 40x30 image is only cropped, to its
+    central 30 columns (5..34); a flat folder labels every image 0."""
     write_image_folder(tmp_path / "flat", None, per_class=10)
-    dm = ImageFolder(path=str(tmp_path / "flat"), image_size=8, channels=1, batch_size=3)
+    dm = ImageFolder(path=str(tmp_path / "flat"), image_size=30, channels=1, batch_size=3)
+    dm.prepare_data()
+    dm.setup()
+    expected = {}
+    for f in sorted((tmp_path / "flat").glob("*.png")):
+        rgb = np.array(Image.open(f), dtype=np.float64)  # (30, 40, 3)
+        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        expected[f] = torch.from_numpy(luma[None, :, 5:35]).float() / 255
+    found = {}
+    for split in ("train", "val", "test"):
+        data = dm.dataset(split)
+        for i in range(len(data)):
+            x, y = data[i]
+            assert x.shape == (1, 30, 30) and int(y) == 0
+            match = [f for f, want in expected.items() if (x - want).abs().max() <= 1 / 255]
+            assert len(match) == 1
+            found[match[0]] = split
+    assert set(found) == set(expected)
     x, y = batch(dm)
-    assert x.shape == (3, 1, 8, 8) and set(y.tolist()) == {0}
+    assert x.shape == (3, 1, 30, 30) and set(y.tolist()) == {0}
 
 
 def test_image_folder_unreadable_file_error_or_skip(tmp_path):

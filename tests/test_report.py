@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONF, FAST, make_cfg, run_cli
+from hydra.utils import instantiate
 from omegaconf import open_dict
+from test_latent import tiles
 
 from genlab.evaluation.runner import evaluate
 from genlab.train import train
+from genlab.utils.checkpoint import load_model
 
 TINY_CLASSIFIER = [
     "model=classifier",
@@ -72,6 +77,9 @@ def test_report_for_each_model_family(family, tmp_path, classifier_ckpt):
         with open_dict(cfg):
             cfg.paths.output_dir = str(Path(summary["run_dir"]) / "eval" / "inprocess")
         evaluate(cfg)
+    model, run_cfg = load_model(ckpt)
+    datamodule = instantiate(run_cfg.data)
+    datamodule.setup()
     evals = sorted((Path(summary["run_dir"]) / "eval").iterdir())
     out = evals[-1]
     result = json.loads((out / "metrics.json").read_text())
@@ -88,11 +96,26 @@ def test_report_for_each_model_family(family, tmp_path, classifier_ckpt):
         assert "reconstructions" not in gen
     else:
         assert {"reconstructions", "interpolation", "latent_scatter"} <= set(rep["figures"])
-        assert rep["reconstruction"]["psnr_db"] > 0 and rep["reconstruction"]["n_images"] == 50
+        assert rep["reconstruction"]["n_images"] == 50
         assert gen["reconstructions"]["provenance"]["fake_source"] == "reconstructions"
+        # recomputed: 50 test images spread evenly over the split, reconstructed and clamped
+        test = datamodule.dataset("test")
+        index = torch.linspace(0, len(test) - 1, 50).long().tolist()
+        x = torch.stack([test[i][0] for i in index])
+        y = torch.tensor([int(test[i][1]) for i in index])
+        with torch.no_grad():
+            mse = float((model.reconstruct(x, y).clamp(0, 1) - x).square().mean())
+        assert rep["reconstruction"]["mse_per_pixel"] == pytest.approx(mse, rel=1e-4)
+        assert rep["reconstruction"]["psnr_db"] == pytest.approx(-10 * math.log10(mse), rel=1e-4)
+        assert 0 < rep["reconstruction"]["ssim"] <= 1
     if family == "ae":
         assert "samples" not in gen and "samples" in rep["skipped"]
     else:
+        # the sample grid holds the model's 64 samples of seed 0, read back from the PNG
+        with torch.no_grad():
+            want = model.sample(64, generator=torch.Generator().manual_seed(0))[:, 0]
+        got = tiles(out / "report" / "samples.png", 8, 8).flatten(0, 1)
+        assert (got - want).abs().max() <= 1 / 255 + 1e-5
         values, prov = gen["samples"]["values"], gen["samples"]["provenance"]
         assert {
             "fid_domain",
