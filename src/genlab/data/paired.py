@@ -159,8 +159,10 @@ class PairedImages(ImageDataModule):
             raise GenlabError(f"data.on_bad_file={on_bad_file!r}: use error or skip.")
         if kwargs.get("pairing") is not None:
             raise GenlabError(
-                "data=paired reads both images of a pair from files: remove data/pairing (a "
-                "pairing derives sources from single-image datasets such as mnist_5k)."
+                "data=paired reads both images of a pair from files, so it takes no pairing; "
+                "the translation models bring one for single-image datasets (model=pix2pix: "
+                "edges): drop it with ~data/pairing on the command line (an experiment file: "
+                "`- override /data/pairing@data.pairing: null` in its defaults)."
             )
         if kwargs.get("binarize") is not None or kwargs.get("device_resident"):
             raise GenlabError(
@@ -349,9 +351,10 @@ def translation_pairing(datamodule: Any) -> Pairing:
     if pairing is None:
         raise GenlabError(
             f"the data ({getattr(datamodule, 'name', type(datamodule).__name__)}) gives single "
-            "images, but image-to-image translation needs pairs: derive sources with a pairing "
-            "(e.g. +data/pairing=edges, sr_x4, center_mask, strokes, greyscale) or read pairs "
-            "from files with data=paired."
+            "images, but image-to-image translation needs pairs: derive the sources with a "
+            "pairing (data/pairing=edges, sr_x4, sr_x2, center_mask, rectangles, strokes or "
+            "greyscale; with `+` for models other than pix2pix, srgan and inpaint) or read "
+            "pairs from files with data=paired."
         )
     return pairing
 

@@ -297,9 +297,9 @@ class Translation(GAN):
             got = tuple(source.shape) if isinstance(source, torch.Tensor) else type(source)
             raise GenlabError(
                 "a translation model trains on (target, source image) batches, but this data "
-                f"gives labels {got} in the source slot. Derive sources with a pairing "
-                "(+data/pairing=edges, sr_x4, center_mask, strokes, greyscale) or read pairs from "
-                "files with data=paired."
+                f"gives labels {got} in the source slot. Derive the sources with a pairing "
+                "(data/pairing=edges, sr_x4, center_mask, strokes, greyscale, ...) or read pairs "
+                "from files with data=paired."
             )
         return target, source
 
