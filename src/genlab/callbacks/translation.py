@@ -42,8 +42,9 @@ def translation_triplets(
     columns, names = [pairing.display(source, shape)], ["input"]
     if baselines:
         for name, image in pairing.baselines(source, shape).items():
-            columns.append(image)
-            names.append(name)
+            if name != "input":  # the first column already shows it
+                columns.append(image)
+                names.append(name)
     columns += [model.translate(source), target]
     return columns, [*names, "output", "target"]
 

@@ -179,7 +179,7 @@ def translation(
             )
             result[f"{name}_generation"] = measured
             rows[name].update(measured["values"])
-            fid_keys = list(measured["values"])
+            fid_keys = [k for k in measured["values"] if "_std" not in k and "_size" not in k]
     for name, values in rows.items():  # flat keys: output_psnr_db, bicubic_fid_domain, ...
         for k, v in values.items():
             result[f"{name}_{k}"] = v
