@@ -57,7 +57,9 @@ def test_default_run_directory(default_run):
     grids = sorted((run / "images").glob("reconstructions_e*.png"))
     assert len(grids) == config["trainer"]["max_epochs"]
     # the grids show what they claim: odd rows inputs, even rows their reconstructions, which
-    # are far closer to the inputs after the last epoch than after the first
+    # are far closer to the inputs after the last epoch than after the first. Measured over
+    # seeds 0, 1, 2, 42 (in-process, Intel Xeon, 2026-11-26): first grid 11.40-11.43 dB, last
+    # 17.41-17.50 dB, test/psnr 17.11-17.19 dB: margins of 3 dB and more below
     first, last = grid_psnr(grids[0]), grid_psnr(grids[-1])
     assert last > 14.0 and last > first + 3.0, (first, last)
     assert summary["metrics"]["test/psnr"] > 15.0, summary["metrics"]

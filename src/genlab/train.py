@@ -464,7 +464,21 @@ def job_failed(exc: Exception, user_error: GenlabError | None, cfg: DictConfig) 
         log.error("job %s: %s", status, error, exc_info=user_error is None)
         return record_job(cfg, status, error=error)
     record_job(cfg, status, error=error)  # then stop the sweep
-    raise exc
+    if status == "interrupted":
+        raise exc
+    # Hydra's launchers catch a job's Exception and its sweepers look at it only after the
+    # whole batch of jobs has run; an exit stops the sweep at this job, as promised
+    log.error(
+        "job %s, sweep stopped (multirun_on_error=raise): %s",
+        status,
+        error,
+        exc_info=user_error is None,
+    )
+    print(
+        f"\ngenlab: job {status}, sweep stopped (multirun_on_error=raise): {error}\n",
+        file=sys.stderr,
+    )
+    sys.exit(2 if user_error is not None else 1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
