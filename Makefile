@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genlab-installed
 ARGS ?=
 
-.PHONY: install train test lint format bench gpu-wheels docs docs-serve clean
+.PHONY: install train test lint format bench mutate gpu-wheels docs docs-serve clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py $(ARGS)
+
+## mutation testing of the modules where a wrong sign or constant gives wrong science, one group
+## at a time on a scratch copy (benchmarks/results/mutation.md says how long; ARGS="losses gan")
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[mutate]"
+	OMP_NUM_THREADS=1 $(PY) benchmarks/mutate.py $(ARGS)
 
 ## the wheels the lent GPU machine lacks, for its Python 3.12 (benchmarks/gpu/wheels; docs/gpu.md)
 gpu-wheels: $(STAMP)

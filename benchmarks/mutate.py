@@ -205,9 +205,12 @@ def write_report(runs: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("groups", nargs="*", default=list(GROUPS), choices=[*GROUPS, []])
+    parser.add_argument("groups", nargs="*", help=f"any of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=2)
     args = parser.parse_args()
+    unknown = sorted(set(args.groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {unknown}: use {', '.join(GROUPS)}")
     runs = []
     for group in args.groups or list(GROUPS):
         print(f"mutating {group} ...", flush=True)
