@@ -31,7 +31,7 @@ from genlab.models.protocols import CanDecode, CanSample, CanTranslate
 from genlab.models.translation import Translation, per_image
 from genlab.nets import PatchGAN, SRGANDiscriminator, SRResNet, UNet
 from genlab.train import train
-from genlab.utils.errors import GenlabError
+from genlab.utils.errors import GenlabError, find_user_error
 
 # tiny nets: a few ms per iteration
 TINY = [
@@ -98,6 +98,34 @@ def test_aligned_flat_folder_is_split_by_fractions_and_jitter_keeps_pairs_aligne
         target, source = dm.dataset("train")[i]  # jittered (resized, cropped) and flipped
         # the same crop and flip on both sides: the offset survives up to resampling
         assert (source - target).mean().item() == pytest.approx(40 / 255, abs=0.02)
+
+
+def test_pix2pix_trains_on_file_pairs(tmp_path):
+    """model=pix2pix data=paired (the default pairing dropped): (target, source) batches from
+    files through the DataLoader, the triplet grid written."""
+    write_ab_images(tmp_path / "ab" / "train", 8)
+    write_ab_images(tmp_path / "ab" / "val", 4, seed=1)
+    cfg = make_cfg(
+        tmp_path,
+        *FAST,
+        "model=pix2pix",
+        *TINY,
+        "data=paired",
+        f"data.path={tmp_path}/ab",
+        "~data/pairing",
+        "data.image_size=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "model.discriminator.n_layers=1",
+        "trainer.max_epochs=1",
+        "test=false",
+    )
+    summary = train(cfg)
+    assert summary["status"] == "completed" and summary["global_step"] == 2
+    assert (tmp_path / "run" / "images" / "translations_e0000.png").is_file()
+    with pytest.raises(Exception) as err:  # Hydra wraps the GenlabError
+        instantiate(make_cfg(tmp_path, "model=pix2pix", "data=paired").data)
+    assert "~data/pairing" in str(find_user_error(err.value))
 
 
 def test_two_folders_match_by_name_and_name_a_missing_partner(tmp_path):
