@@ -76,7 +76,7 @@ class PatchGAN(nn.Module):
                 f"{self.receptive_field} px)."
             )
         self.output_size = out
-        affine = norm == "none"
+        bias = norm == "none"  # a conv followed by a norm needs no bias
         f = base_channels
         layers: list[nn.Module] = [
             nn.Conv2d(channels + source_channels, f, 4, 2, 1),
@@ -87,7 +87,7 @@ class PatchGAN(nn.Module):
             prev, mult = mult, min(2**n, max_mult)
             stride = 2 if n < n_layers else 1
             layers += [
-                nn.Conv2d(f * prev, f * mult, 4, stride, 1, bias=affine),
+                nn.Conv2d(f * prev, f * mult, 4, stride, 1, bias=bias),
                 norm2d(norm, f * mult),
                 nn.LeakyReLU(0.2, True),
             ]

@@ -71,7 +71,7 @@ class UNet(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.image_size, self.depth = image_size, depth
         widths = [base_channels * min(2**i, max_mult) for i in range(depth)]
-        affine = norm == "none"  # a conv followed by a norm needs no bias
+        bias = norm == "none"  # a conv followed by a norm needs no bias
         self.down = nn.ModuleList()
         for i in range(depth):
             if i == 0:
@@ -81,7 +81,7 @@ class UNet(nn.Module):
             self.down.append(
                 nn.Sequential(
                     nn.LeakyReLU(0.2, True),
-                    nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=affine or innermost),
+                    nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=bias or innermost),
                     nn.Identity() if innermost else norm2d(norm, widths[i]),
                 )
             )
@@ -101,7 +101,7 @@ class UNet(nn.Module):
             self.up.append(
                 nn.Sequential(
                     nn.ReLU(True),
-                    nn.ConvTranspose2d(c_in, widths[i - 1], 4, 2, 1, bias=affine),
+                    nn.ConvTranspose2d(c_in, widths[i - 1], 4, 2, 1, bias=bias),
                     norm2d(norm, widths[i - 1]),
                     nn.Dropout(dropout) if noisy else nn.Identity(),
                 )
