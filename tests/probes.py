@@ -45,3 +45,29 @@ class LayerProbe(L.Callback):
         self.out.write_text(
             json.dumps({"dtypes": sorted(self.dtypes), "compiling": sorted(self.compiling)})
         )
+
+
+class PerfProbe(L.Callback):
+    """Records, at the first training batch, what the `perf` switches should have changed:
+    the batch's and the conv weights' memory format, the optimizers' `fused` flag and torch's
+    float32 matmul precision. Writes them to `out` (JSON) when training ends."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.seen: dict = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.seen:
+            return
+        x = batch[0]
+        convs = [m.weight for m in pl_module.modules() if isinstance(m, nn.Conv2d)]
+        self.seen = {
+            "batch_channels_last": x.is_contiguous(memory_format=torch.channels_last),
+            "conv_weights_channels_last": bool(convs)
+            and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs),
+            "fused": [g.get("fused") for opt in trainer.optimizers for g in opt.param_groups],
+            "matmul_precision": torch.get_float32_matmul_precision(),
+        }
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out.write_text(json.dumps(self.seen))

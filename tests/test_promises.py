@@ -44,6 +44,7 @@ from genlab.models import AutoEncoder
 from genlab.nets import MLPDecoder, MLPEncoder
 from genlab.train import train
 from genlab.utils.checkpoint import load_model
+from genlab.utils.errors import GenlabError
 
 TINY_GAN = [
     "model=gan",
@@ -603,3 +604,92 @@ def test_latent_cli_on_a_gan(tmp_path, gan_run):
         "GAN has no encoder (encode_latent): codes of real images cannot be computed. For "
         "GANs, interpolate between prior draws (source=prior)." in " ".join(refused.stderr.split())
     )
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_perf_switches_reach_the_run(tmp_path, on):
+    """perf.channels_last (images and conv nets), perf.fused_optimizer (fused Adam) and
+    perf.matmul_precision, seen from inside the first training step of a conv autoencoder."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        train(
+            make_cfg(
+                tmp_path,
+                *FAST,
+                "model/encoder=conv",
+                "model/decoder=conv",
+                "data.channels=3",  # one channel is trivially channels-last
+                "trainer.max_epochs=1",
+                "test=false",
+                f"perf.channels_last={str(on).lower()}",
+                f"perf.fused_optimizer={str(on).lower()}",
+                f"perf.matmul_precision={'medium' if on else 'null'}",
+                "+callbacks.perf._target_=probes.PerfProbe",
+                f"+callbacks.perf.out={tmp_path}/perf.json",
+            )
+        )
+        seen = json.loads((tmp_path / "perf.json").read_text())
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen["batch_channels_last"] is on and seen["conv_weights_channels_last"] is on
+    assert seen["fused"] == ([True] if on else [None])
+    assert seen["matmul_precision"] == ("medium" if on else before)
+
+
+def test_density_refuses_a_gan(gan_run, tmp_path):
+    from genlab.evaluation.density import density
+
+    model, cfg = gan_from(gan_run["last_ckpt"])
+    ctx = EvalContext(model, None, cfg, tmp_path, lambda: None)  # type: ignore[arg-type]
+    message = (
+        "the density task estimates log p(x) and needs a model with a likelihood and an "
+        "encoder (model=vae, beta_vae or cvae); GAN has none. Drop density from tasks=[...]."
+    )
+    with pytest.raises(GenlabError) as err:
+        density(ctx, k=2)
+    assert str(err.value) == message
+
+
+def test_gan_step_checkpoints_count_iterations(tmp_path):
+    """callbacks.model_checkpoint.every_n_train_steps=3 for a GAN (8 iterations): files at
+    iterations 3 and 6, each holding that many G and D updates (Adam's own counters)."""
+    train(
+        make_cfg(
+            tmp_path,
+            *FAST,
+            *TINY_GAN,
+            "test=false",
+            "+callbacks.model_checkpoint.every_n_train_steps=3",
+            "callbacks.model_checkpoint.save_top_k=-1",
+            "callbacks.model_checkpoint.monitor=null",
+        )
+    )
+    found = {}
+    for path in (tmp_path / "run" / "checkpoints").glob("best-*.ckpt"):
+        ckpt = torch.load(path, weights_only=True)
+        step = int(re.search(r"-s(\d+)", path.name).group(1))
+        adam = [
+            {float(s["step"]) for s in opt["state"].values()} for opt in ckpt["optimizer_states"]
+        ]
+        found[step] = (ckpt["global_step"], adam)
+    assert {3, 6} <= set(found)
+    for step, (global_step, adam) in found.items():
+        assert global_step == step and adam == [{float(step)}, {float(step)}], (step, adam)
+
+
+@pytest.mark.slow
+def test_resume_a_given_run_and_auto_with_no_earlier_run(tmp_path):
+    """resume=RUN_DIR continues that run in its directory (steps 8 -> 12); resume=auto where
+    no run exists yet starts a new one."""
+    run_cli(*FAST, "test=false", cwd=tmp_path)
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    run_cli(*FAST, "test=false", f"resume={run}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert list((tmp_path / "logs" / "train" / "runs").iterdir()) == [run]
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 12
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run_cli(*FAST, "test=false", "resume=auto", cwd=fresh)
+    (new,) = (fresh / "logs" / "train" / "runs").iterdir()
+    summary = json.loads((new / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 8
+    assert "attempts" not in summary
