@@ -228,6 +228,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dcgan-timing-steps", type=int, default=60)
     parser.add_argument("--dcgan-steps", type=int, default=32 * 62, help="dcgan_mnist's budget")
+    parser.add_argument(
+        "--phase-steps", type=int, default=100, help="pggan_mnist's iterations per phase"
+    )
     parser.add_argument("--classifier-ckpt")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pggan-steps", type=int)
@@ -245,7 +248,7 @@ def main() -> None:
     if args.what == "timing":
         result["timing"] = timing(args)
         result["equal_time_pggan_steps"] = {
-            clock: equal_time_steps(result["timing"][clock], args.dcgan_steps, 250)
+            clock: equal_time_steps(result["timing"][clock], args.dcgan_steps, args.phase_steps)
             for clock in ("cpu", "wall")
         }
     else:
