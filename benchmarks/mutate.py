@@ -45,7 +45,12 @@ GROUPS: dict[str, dict] = {
     },
     "distances": {
         "mutate": ["src/genlab/metrics/distances.py"],
-        "tests": ["tests/test_metrics.py", "-k", "not inception_path"],
+        "tests": [
+            "tests/test_distances_closed_forms.py",
+            "tests/test_metrics.py",
+            "-k",
+            "not inception_path",
+        ],
     },
     "generation": {
         "mutate": ["src/genlab/metrics/generation.py"],
