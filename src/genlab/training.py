@@ -172,6 +172,9 @@ def build_checked(cfg: DictConfig, is_rank_zero: bool) -> tuple[L.LightningDataM
 
     apply_perf(cfg)
     model = instantiate(cfg.model)
+    k = int(cfg.get("perf", {}).get("steps_per_batch") or 1)
+    model.use_steps_per_batch(k)  # the fast path; a model that cannot refuses here
+    datamodule.steps_per_batch = k
     if cfg.get("perf", {}).get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     if cfg.get("compile"):

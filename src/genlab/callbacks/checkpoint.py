@@ -76,6 +76,7 @@ class LastCheckpoint(Checkpoint):
         self.saved_step: int | None = None
         self.saved_at: tuple[int, str] | None = None
         self._epoch_finished = False
+        self._steps_seen = 0
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -104,11 +105,11 @@ class LastCheckpoint(Checkpoint):
         # whether this batch ends its epoch (else a stop here leaves the epoch unfinished)
         self._epoch_finished = i + 1 >= trainer.num_training_batches
         stop = self._signal_received(trainer)
-        due = (
-            stop
-            or (self.every_n_train_steps and step % self.every_n_train_steps == 0)
-            or (0 < trainer.max_steps <= step)
-        )
+        n = self.every_n_train_steps
+        # a multiple of n reached since the last batch (a batch may take several steps)
+        crossed = bool(n) and step // n > self._steps_seen // n
+        self._steps_seen = step
+        due = stop or crossed or (0 < trainer.max_steps <= step)
         if due and self.saved_step != step:
             self.save(trainer, "step")
         if stop:
@@ -160,6 +161,7 @@ class LastCheckpoint(Checkpoint):
     # --- signals -------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._signal = None
+        self._steps_seen = trainer.global_step
         if trainer.is_global_zero or trainer.world_size == 1:
             self._install_handlers()
 

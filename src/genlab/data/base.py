@@ -310,6 +310,9 @@ class ImageDataModule(L.LightningDataModule):
         self.data_dir = str(data_dir)
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        # batches handed over at once for training (the fast path, perf.steps_per_batch: the
+        # model splits them and takes one optimizer step on each); set by genlab.training
+        self.steps_per_batch = 1
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.binarize, self.val_fraction = binarize, val_fraction
@@ -326,6 +329,11 @@ class ImageDataModule(L.LightningDataModule):
         self.pairing = pairing
         if pairing is not None:
             pairing.check(self.image_shape)
+
+    @property
+    def train_batch_size(self) -> int:
+        """Images per training batch: `batch_size` times the batches handed over at once."""
+        return self.batch_size * self.steps_per_batch
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -376,7 +384,7 @@ class ImageDataModule(L.LightningDataModule):
         return TensorBatches(
             images,
             labels,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.train_batch_size if train else self.eval_batch_size,
             shuffle=train,
             seed=self.shuffle_seed,
             epoch=lambda: trainer.current_epoch if trainer is not None else 0,
@@ -393,9 +401,9 @@ class ImageDataModule(L.LightningDataModule):
         data = self.dataset(split)
         return ResumableLoader(
             data,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.train_batch_size if train else self.eval_batch_size,
             sampler=EpochShuffle(data, self.shuffle_seed) if train else None,
-            drop_last=train and len(data) > self.batch_size,  # type: ignore[arg-type]
+            drop_last=train and len(data) > self.train_batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -31,6 +31,8 @@ class GenlabModule(L.LightningModule):
 
     # How many classes (or attributes) the model is conditioned on; 0: not conditional.
     num_classes: int = 0
+    # Optimizer steps per Lightning batch (the fast path, `perf.steps_per_batch`; StepModule).
+    steps_per_batch: int = 1
     # Whether the training loop leaves some parameters out of a backward pass, so that DDP
     # must look for unused parameters; the DDP trainer presets read it (genlab.ddp_strategy).
     ddp_find_unused_parameters: bool = False
@@ -61,8 +63,8 @@ class GenlabModule(L.LightningModule):
         # optimizer step per batch (the GAN steps D uncounted), so global_step at the start
         # of the batch is that count.
         steps = self._steps_before_batch
-        if steps is None:
-            steps = trainer.global_step
+        if steps is None or self.steps_per_batch > 1:
+            steps = trainer.global_step  # several steps a batch: the step about to be taken
         return (steps + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
 
     _steps_before_batch: int | None = None
@@ -81,7 +83,11 @@ class GenlabModule(L.LightningModule):
         prog_bar: Collection[str] = (),
     ) -> None:
         """`self.log(f"{stage}/{name}", value)` for each value; synchronised across devices
-        outside training."""
+        outside training. With several optimizer steps per batch, training scalars go to the
+        loggers directly, at the step they belong to (Lightning writes one row per batch)."""
+        if stage == "train" and self.steps_per_batch > 1:
+            self._log_step_scalars(values, prog_bar)
+            return
         for name, value in values.items():
             self.log(
                 f"{stage}/{name}",
@@ -91,6 +97,24 @@ class GenlabModule(L.LightningModule):
                 sync_dist=stage != "train",
             )
 
+    def _log_step_scalars(
+        self, values: Mapping[str, torch.Tensor | float], prog_bar: Collection[str]
+    ) -> None:
+        row = {f"train/{k}": float(v) for k, v in values.items()}  # a logging step: one sync
+        if self.trainer.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics({**row, "epoch": self.current_epoch}, step=self.global_step)
+        for name in prog_bar:
+            self.log(f"train/{name}", row[f"train/{name}"], prog_bar=True, logger=False)
+
+    def use_steps_per_batch(self, k: int) -> None:
+        """Take `k` optimizer steps per Lightning batch (`perf.steps_per_batch`); only loops
+        that support it (StepModule) accept k > 1."""
+        if k != 1:
+            raise GenlabError(
+                f"perf.steps_per_batch={k}: {type(self).__name__} takes one step per batch "
+                "(its loop does not split batches); leave perf.steps_per_batch=1."
+            )
 
     # --- divergence -----------------------------------------------------------------------
     # A non-finite loss is looked for every `nan_check_every_n_steps` steps (one device sync),
@@ -119,7 +143,8 @@ class GenlabModule(L.LightningModule):
             return
         step, *values = self._nonfinite.tolist()
         if step >= 0:
-            raise Diverged(int(step), dict(zip(self._loss_names, values)), self.divergence_advice())
+            losses = dict(zip(self._loss_names, values, strict=True))
+            raise Diverged(int(step), losses, self.divergence_advice())
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self.nan_check_every_n_steps
@@ -170,19 +195,79 @@ class StepModule(GenlabModule):
 
     Subclasses set `optimizer_factory`, `scheduler_factory` and `monitor` and implement `step`,
     which logs through `log_scalars` when `logs_now(stage)`.
+
+    The fast path (`perf.steps_per_batch=k`, `use_steps_per_batch`): the data hands over k
+    batches at once and the module takes k optimizer steps on them, so Lightning's fixed cost
+    per batch (hooks, progress, fetching) is paid once per k steps. Every step still goes
+    through Lightning's optimizer (global_step, max_steps, AMP, DDP count and act per step),
+    losses and logging are per step, and the result is bit-identical to k = 1 on the same
+    data. What changes: batch counts (`limit_train_batches`, `val_check_interval`) count
+    groups of k batches, and an epoch drops its last incomplete group.
     """
 
     optimizer_factory: OptimizerFactory
     scheduler_factory: SchedulerFactory | None = None
     monitor: str
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
 
     def step(self, batch: Any, stage: str) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.step(batch, "train")
-        self.track_finite(self.global_step, {"loss": loss})
-        return loss
+    def use_steps_per_batch(self, k: int) -> None:
+        if k < 1:
+            raise GenlabError(f"perf.steps_per_batch={k} must be at least 1.")
+        self.steps_per_batch = k
+        self.automatic_optimization = k == 1
+
+    def adopt_trainer_options(self, options: Mapping[str, Any]) -> list[str]:
+        """With several steps per batch the module steps the optimizer itself (manual
+        optimization): it clips by `trainer.gradient_clip_val` and cannot accumulate."""
+        if self.steps_per_batch == 1:
+            return []
+        accumulate = options.get("accumulate_grad_batches") or 1
+        if accumulate != 1:
+            raise GenlabError(
+                f"trainer.accumulate_grad_batches={accumulate} with perf.steps_per_batch="
+                f"{self.steps_per_batch}: several steps per batch cannot accumulate gradients; "
+                "use one of the two."
+            )
+        self.gradient_clip_val = options.get("gradient_clip_val")
+        self.gradient_clip_algorithm = options.get("gradient_clip_algorithm") or "norm"
+        return ["gradient_clip_val", "gradient_clip_algorithm"]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if self.steps_per_batch == 1:
+            loss = self.step(batch, "train")
+            self.track_finite(self.global_step, {"loss": loss})
+            return loss
+        x, y = batch  # k batches at once: (k * b, ...)
+        size = -(-len(x) // self.steps_per_batch)
+        opt = self.optimizers()
+        max_steps = self.trainer.max_steps
+        for i in range(0, len(x), size):
+            if 0 < max_steps <= self.global_step:
+                break  # stop at max_steps exactly, in the middle of the group
+            loss = self.step((x[i : i + size], y[i : i + size]), "train")
+            self.track_finite(self.global_step, {"loss": loss})
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt.step()  # clipped in on_before_optimizer_step
+        return None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # called by the precision plugin after AMP's unscale: the true gradients
+        if self.steps_per_batch > 1 and self.gradient_clip_val:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.gradient_clip_val,
+                gradient_clip_algorithm=self.gradient_clip_algorithm,
+            )
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.steps_per_batch > 1 and self.scheduler_factory is not None:
+            self.lr_schedulers().step()  # manual optimization: Lightning leaves them to us
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.step(batch, "val")

@@ -86,6 +86,7 @@ OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.optimizer_g.lr": _positive,
     "model.optimizer_d.lr": _positive,
     "seed": _count(0),
+    "perf.steps_per_batch": _count(1),
 }
 
 

@@ -1,0 +1,113 @@
+"""The fast path, perf.steps_per_batch=k: k optimizer steps per Lightning batch. It must be the
+same training as k = 1, bit for bit, with the same step counting, logging steps, clipping,
+schedulers and exact resume; only Lightning's per-batch cost is paid once per k steps."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from conftest import FAST, make_cfg
+
+from genlab.training import train
+from genlab.utils.errors import GenlabError
+
+TINY = ["model.encoder.hidden_dims=[32]", "model.decoder.hidden_dims=[32]"]
+# 16 batches of 32 a epoch with k = 1; with k = 4 that is 4 groups of 4
+COMMON = [*FAST, *TINY, "test=false", "trainer.max_epochs=5", "trainer.log_every_n_steps=3"]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(a: dict, b: dict) -> None:
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for i in oa["state"]:
+            for name, value in oa["state"][i].items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(ob["state"][i][name]))
+
+
+def train_rows(run) -> dict[int, float]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return {
+            int(r["step"]): float(r["train/loss"])
+            for r in csv.DictReader(f)
+            if r.get("train/loss")
+        }
+
+
+@pytest.mark.parametrize("model", ["vae", "ae"])
+def test_k_steps_per_batch_is_the_same_training_as_one(tmp_path, model):
+    """22 steps (the middle of epoch 1) with k = 4 and k = 1: same weights, optimizer state,
+    global step; the same logging steps (every 3rd) with the same values; a StepLR scheduler
+    stepped per epoch in both."""
+    sched = (
+        "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,"
+        "step_size:1,gamma:0.5}"
+    )
+    runs = {}
+    for k, limit in ((1, 16), (4, 4)):
+        runs[k] = train(
+            make_cfg(
+                tmp_path / str(k),
+                *COMMON,
+                f"model={model}",
+                sched,
+                f"trainer.limit_train_batches={limit}",
+                "trainer.max_steps=22",
+                f"perf.steps_per_batch={k}",
+            )
+        )
+    a, b = load(runs[1]["last_ckpt"]), load(runs[4]["last_ckpt"])
+    assert a["global_step"] == b["global_step"] == 22
+    same_weights(a, b)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 1
+    rows1, rows4 = train_rows(tmp_path / "1" / "run"), train_rows(tmp_path / "4" / "run")
+    assert sorted(rows4) == sorted(rows1) == [2, 5, 8, 11, 14, 17, 20]
+    assert rows4 == rows1
+
+
+def test_resume_with_k_steps_per_batch_is_exact(tmp_path):
+    common = [*COMMON, "model=vae", "trainer.limit_train_batches=4", "perf.steps_per_batch=4"]
+    straight = train(make_cfg(tmp_path / "a", *common, "trainer.max_steps=24"))
+    first = train(make_cfg(tmp_path / "b", *common, "trainer.max_steps=8"))
+    resumed = train(
+        make_cfg(
+            tmp_path / "c", *common, "trainer.max_steps=24", f"ckpt_path={first['last_ckpt']}"
+        )
+    )
+    a, b = load(straight["last_ckpt"]), load(resumed["last_ckpt"])
+    assert a["global_step"] == b["global_step"] == 24
+    same_weights(a, b)
+
+
+def test_k_steps_clip_by_the_trainer_option_and_refuse_what_they_cannot_do(tmp_path):
+    summary = train(
+        make_cfg(
+            tmp_path / "clip",
+            *COMMON,
+            "trainer.limit_train_batches=2",
+            "trainer.max_steps=8",
+            "perf.steps_per_batch=4",
+            "trainer.gradient_clip_val=0.5",
+        )
+    )
+    assert summary["status"] == "completed" and summary["global_step"] == 8
+    with pytest.raises(
+        GenlabError, match=r"accumulate_grad_batches=2 with perf.steps_per_batch=4"
+    ):
+        train(
+            make_cfg(
+                tmp_path / "acc",
+                *COMMON,
+                "perf.steps_per_batch=4",
+                "trainer.accumulate_grad_batches=2",
+            )
+        )
+    gan = ["model=gan", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]"]
+    with pytest.raises(GenlabError, match=r"perf.steps_per_batch=2: GAN takes one step per batch"):
+        train(make_cfg(tmp_path / "gan", *FAST, *gan, "perf.steps_per_batch=2"))
