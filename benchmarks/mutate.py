@@ -54,7 +54,12 @@ GROUPS: dict[str, dict] = {
     },
     "generation": {
         "mutate": ["src/genlab/metrics/generation.py"],
-        "tests": ["tests/test_metrics.py", "-k", "not inception_path"],
+        "tests": [
+            "tests/test_generation_passes.py",
+            "tests/test_metrics.py",
+            "-k",
+            "not inception_path",
+        ],
     },
     "gan": {
         "mutate": ["src/genlab/models/gan.py"],
