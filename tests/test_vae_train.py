@@ -47,6 +47,7 @@ def test_beta_vae_logs_true_elbo_beside_weighted_loss_with_linear_warmup(tmp_pat
         m["test/nelbo_nats"] / (784 * math.log(2)), rel=1e-4
     )
     # nats per image, not per pixel: an untrained Bernoulli decoder costs ~ 784 ln 2 = 543
+    # (8 steps here; 30 steps give 224-228 over seeds 0, 1, 2, 42)
     assert 100 < m["test/nelbo_nats"] < 800
     images = Path(summary["run_dir"]) / "images"
     assert (images / "interpolation_linear_e0001.png").is_file()
@@ -107,6 +108,9 @@ def test_wae_mmd_trains_with_rbf_kernel_and_has_no_density(tmp_path):
 
 
 def test_density_and_ood_tasks_through_the_eval_cli(tmp_path):
+    """Margins measured over seeds 0, 1, 2, 42 (in-process, Intel Xeon, 2026-11-26): AUROC
+    1.0 for all four (asserted > 0.9); the importance-weighted NLL 206.9-207.5 nats against
+    the ELBO's 218.8-220.5 (asserted smaller)."""
     ckpt = trained("vae")["last_ckpt"]
     noise = tmp_path / "noise"
     noise.mkdir()
