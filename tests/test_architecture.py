@@ -26,6 +26,7 @@ from genlab.models.protocols import (
     CanEncode,
     CanReconstruct,
     CanSample,
+    CanTranslate,
     HasLikelihood,
 )
 from genlab.train import train
@@ -48,7 +49,13 @@ CAPABILITIES = {
     "dcgan": (False, True, True, False, False),
     "cgan": (False, True, True, False, False),
     "classifier": (False, False, False, False, False),
+    "pggan": (False, True, True, False, False),
+    # image-to-image models translate (CanTranslate) and draw nothing from a prior
+    "pix2pix": (False, False, False, False, False),
+    "srgan": (False, False, False, False, False),
+    "inpaint": (False, False, False, False, False),
 }
+TRANSLATES = {"pix2pix", "srgan", "inpaint"}
 CONDITIONAL = {"cvae", "cgan"}
 
 
@@ -61,6 +68,7 @@ def test_every_model_answers_the_contracts(tmp_path, model):
     net = build(tmp_path, model)
     protocols = (CanEncode, CanDecode, CanSample, CanReconstruct, HasLikelihood)
     assert tuple(isinstance(net, p) for p in protocols) == CAPABILITIES[model]
+    assert isinstance(net, CanTranslate) == (model in TRANSLATES)
     # one rule for default labels: classes in turn, on the model's device; None if unconditional
     if model in CONDITIONAL:
         assert net.num_classes == 10
