@@ -67,9 +67,19 @@ def test_resumable_loader_continues_an_epoch_after_the_served_batches():
     other_epoch.load_state_dict({"epoch": 1, "batches": 2})  # a state of another epoch
     assert len(labels_of(other_epoch)) == 4
 
-    plain = ResumableLoader(ArrayImages(IMAGES, LABELS), batch_size=3)  # not an EpochShuffle
+    # a sampler that is not an EpochShuffle: epoch 0, seed 0, and a stored state cannot skip
+    plain = ResumableLoader(ArrayImages(IMAGES, LABELS), batch_size=3, generator=torch.Generator())
+    assert plain.state_dict() == {"epoch": 0, "batches": 0}
     plain.load_state_dict({"epoch": 0, "batches": 2})
     assert labels_of(plain) == [[0, 3, 6], [9, 12, 15], [18, 21, 24], [27]]
+    assert plain.state_dict() == {"epoch": 0, "batches": 4}
+    assert plain.generator.initial_seed() == 0
+
+    # unbatched (batch_size=None): a served "batch" is one item
+    data = ArrayImages(IMAGES, LABELS)
+    single = ResumableLoader(data, batch_size=None, sampler=EpochShuffle(data, 2))
+    single.load_state_dict({"epoch": 0, "batches": 7})
+    assert [int(y) for _, y in single] == [3 * i for i in permutation(2, 0)[7:]]
 
 
 def batches(**kw) -> TensorBatches:
@@ -98,6 +108,21 @@ def test_tensor_batches_order_length_and_content():
         and shards[1].tolist() == (permutation(5, 1)[1:6:2])
     )
     assert len(batches(batch_size=20)) == 1 and len(batches(batch_size=5)) == 2
+    assert batches(world_size=3).per_rank == 3  # training drops the 10th image
+    assert batches().state_dict() == {"epoch": 0, "batches": 0}
+
+
+def test_tensor_batches_memory_format():
+    rgb = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    labels = torch.arange(2)
+
+    def first(**kw) -> torch.Tensor:
+        options = {"batch_size": 2, "shuffle": False, "seed": 0, "epoch": lambda: 0, **kw}
+        return next(iter(TensorBatches(rgb, labels, **options)))[0]
+
+    plain, last = first(), first(channels_last=True)
+    assert plain.is_contiguous() and not plain.is_contiguous(memory_format=torch.channels_last)
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, plain)
 
 
 def test_tensor_batches_resume_mid_epoch():
