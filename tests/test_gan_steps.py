@@ -8,11 +8,14 @@ from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from conftest import make_cfg
 from hydra.utils import instantiate
 
+from genlab.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
+from genlab.models.base import Diverged
 from genlab.models.gan import GAN
 from genlab.utils.errors import GenlabError
 
@@ -93,3 +96,156 @@ def test_trainer_options_the_gan_takes_over(tmp_path):
     assert model.gradient_clip_algorithm == "norm"
     with pytest.raises(GenlabError, match=r"^trainer.accumulate_grad_batches=3: the GAN loop"):
         model.adopt_trainer_options({"accumulate_grad_batches": 3})
+
+
+class FirstBatch(L.Callback):
+    """Keeps the first training batch and the weights before the first step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 0:
+            self.batch = [t.clone() for t in batch]
+            self.state = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+
+CASES = {
+    # the fakes of the one D step reused by the G step; labels to G and D; smoothed target
+    "cgan_bce_smoothed": ["model=cgan", "model.label_smoothing=0.1"],
+    # fresh fakes per D step, gradient penalty and drift, then fresh fakes for G
+    "wgan_gp_2_critic_drift": [
+        "model.loss=wgan_gp",
+        "model.n_critic=2",
+        "+model.drift_weight=0.01",
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
+    """One GAN iteration through Lightning equals the documented loop written out here with
+    plain optimizers: n_critic D steps on the real batch and fakes from the iteration's seeded
+    noise, then one G step through D, then the EMA update; bit-close weights of G, D and EMA."""
+    cfg = make_cfg(tmp_path, *TINY, *CASES[case], "data.batch_size=8", "seed=3")
+    torch.manual_seed(0)
+    model: GAN = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data)
+    first = FirstBatch()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[first],
+    )
+    trainer.fit(model, datamodule=datamodule)
+
+    ref: GAN = instantiate(cfg.model)
+    ref.load_state_dict(first.state)
+    opt_g, opt_d = ref.configure_optimizers()[0]
+    G, D = ref.generator, ref.discriminator
+    x, y = first.batch
+    x = x * 2 - 1
+    y = y if ref.num_classes else None
+    b, kind = len(x), ref.loss
+    noise = torch.Generator().manual_seed((3 * 1_000_003 + 0) * 1_009 + 0)
+    fake = None
+    for _ in range(ref.n_critic):
+        z = torch.randn(b, ref.latent_dim, generator=noise)
+        if ref.n_critic == 1:
+            fake = G(z, y)
+            fake_d = fake.detach()
+        else:
+            with torch.no_grad():
+                fake_d = G(z, y)
+        real_s, fake_s = D(x, y), D(fake_d, y)
+        loss_d = discriminator_loss(real_s, fake_s, kind, real_target=1 - ref.label_smoothing)
+        loss_d = loss_d.mean()
+        if kind == "wgan_gp":
+            gp = gradient_penalty(lambda t: D(t, y), x, fake_d, generator=noise).mean()
+            loss_d = loss_d + ref.gp_weight * gp
+        loss_d = loss_d + ref.drift_weight * real_s.pow(2).mean()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+    D.requires_grad_(False)
+    if fake is None:
+        fake = G(torch.randn(b, ref.latent_dim, generator=noise), y)
+    opt_g.zero_grad()
+    generator_loss(D(fake, y), kind).mean().backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    decay = min(0.999, (1 + 1) / (10 + 1))  # after one G update
+    with torch.no_grad():
+        for e, g in zip(ref.generator_ema.parameters(), G.parameters(), strict=True):
+            e.lerp_(g, 1 - decay)
+
+    got, want = model.state_dict(), ref.state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.allclose(got[k], want[k], atol=1e-6), k
+    moved = [k for k in want if not torch.equal(want[k], first.state[k])]
+    assert any(k.startswith("generator.") for k in moved)
+    assert any(k.startswith("discriminator.") for k in moved)
+    assert any(k.startswith("generator_ema.") for k in moved)
+
+
+class PoisonBatch(L.Callback):
+    """Turns the real images of iteration `at` into NaN."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            batch[0].fill_(float("nan"))
+
+
+def test_divergence_names_the_iteration_and_both_losses(tmp_path):
+    """A NaN at iteration 2 (0-based) is reported as step 2, with D's and G's losses."""
+    model: GAN = instantiate(model_config("model.nan_check_every_n_steps=1"))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[PoisonBatch(at=2)],
+    )
+    with pytest.raises(Diverged) as err:
+        trainer.fit(model, datamodule=instantiate(make_cfg(tmp_path, *TINY).data))
+    assert err.value.step == 2 and set(err.value.losses) == {"loss_d", "loss_g"}
+    assert str(err.value).startswith(
+        "training diverged: at step 2 the loss became non-finite (train/loss_d=nan, train/loss_g="
+    )
+
+
+@pytest.mark.parametrize("interval,steps", [("step", 4), ("epoch", 2)])
+def test_both_schedulers_step_per_iteration_or_per_epoch(tmp_path, interval, steps):
+    """scheduler_g and scheduler_d (StepLR, gamma 0.5) step once per iteration, or once per
+    epoch with scheduler_interval=epoch: 2 epochs of 2 iterations."""
+    sched = "{_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}"
+    cfg = make_cfg(
+        tmp_path,
+        *TINY,
+        f"+model.scheduler_g={sched}",
+        f"+model.scheduler_d={sched}",
+        f"model.scheduler_interval={interval}",
+    )
+    model: GAN = instantiate(cfg.model)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule=instantiate(cfg.data))
+    lrs = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
+    assert lrs == pytest.approx([2e-4 * 0.5**steps] * 2)
