@@ -82,6 +82,14 @@ def test_inception_score_by_hand_with_its_defaults():
     assert std == pytest.approx(statistics.stdev(scores), rel=1e-7)
     mean, std = D.inception_score(logits, splits=1)
     assert (mean, std) == (pytest.approx(is_by_hand(logits, 1, torch.Generator())[0]), 0.0)
+    # 11 images in the default 10 splits: parts of 2 (6 parts); with 2 splits, a std of two
+    scores = is_by_hand(logits[:11], 10, torch.Generator().manual_seed(0))
+    assert len(scores) == 6
+    assert D.inception_score(logits[:11])[0] == pytest.approx(statistics.mean(scores), rel=1e-9)
+    scores = is_by_hand(logits, 2, torch.Generator().manual_seed(0))
+    assert D.inception_score(logits, splits=2)[1] == pytest.approx(
+        statistics.stdev(scores), rel=1e-7
+    )
     scores = is_by_hand(logits, 3, torch.Generator().manual_seed(5))
     assert D.inception_score(logits, splits=3, seed=5)[1] == pytest.approx(
         statistics.stdev(scores), rel=1e-7
