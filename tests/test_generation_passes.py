@@ -60,6 +60,13 @@ def test_dataset_descriptor_names_every_option(data):
         "data_dir": data.data_dir,
     }
 
+    assert (
+        dataset_descriptor(MNIST5k(image_size=28, channels=1, binarize="static"), "val")[
+            "binarize"
+        ]
+        == "static"
+    )
+
     class Bare:
         pass
 
@@ -102,7 +109,7 @@ def test_real_features_cache_file_and_logits(data, tmp_path):
     again, _ = real_features(Pixels(), data, "test", 30, cache_dir=cache)
     assert torch.equal(again.logits, want.logits)  # the logits come back from the file
     default_batches = Pixels()
-    real_features(default_batches, data, "test", 300)
+    real_features(default_batches, data, "test", 251)
     assert default_batches.calls == 2  # 250 per batch by default
 
 
@@ -116,9 +123,8 @@ def test_fake_features_clamp_seed_logits_and_budget():
     want = Pixels().extract(x)
     assert torch.equal(feats.features, want.features) and torch.equal(feats.logits, want.logits)
     assert info["n_fake"] == 20 and info["fake_image_shape"] == [1, 2, 2]
-    assert (
-        0 <= info["fake_seconds"] < 60 and round(info["fake_seconds"], 3) == info["fake_seconds"]
-    )
+    seconds = info["fake_seconds"]
+    assert isinstance(seconds, float) and 0 <= seconds < 60 and round(seconds, 3) == seconds
     # a budget already spent stops at the first batch that reaches min_n (10 by default)
     _, info = fake_features(Pixels(), sample, 40, batch_size=5, time_budget_s=0.0)
     assert info["n_fake"] == 10
@@ -158,6 +164,8 @@ def test_measure_values_and_provenance():
         "n_fake": 20,
         "options": {"nearest_k": 3},
     }
+    two = Features(fake.features[:2])
+    assert "fid_px" in measure(["fid"], Pixels(), two, two, real_info={}, fake_info={})["values"]
     with pytest.raises(GenlabError) as err:
         measure(["fid"], Pixels(), real, Features(fake.features[:1]), real_info={}, fake_info={})
     assert str(err.value) == (
@@ -197,6 +205,12 @@ def test_evaluator_reads_the_real_features_once(data, tmp_path):
     from genlab.metrics.distances import fid
 
     assert first["values"]["fid_px"] == pytest.approx(fid(real.features, fake.features))
+    assert first["provenance"]["real_cache"].startswith(str(tmp_path))
+    assert "domain_warning" not in prov
+    budget = evaluator.evaluate(sample, 12, time_budget_s=0.0)
+    assert budget["provenance"]["n_fake"] == 10 and budget["provenance"]["seed"] == 0
+    defaults = GenerationEvaluator(metrics=["fid"], extractor=Pixels(), datamodule=data)
+    assert (defaults.split, defaults.n_real, defaults.batch_size) == ("val", 1000, 250)
     with pytest.raises(GenlabError, match=r"unknown generation metric\(s\) \['fjd'\]"):
         GenerationEvaluator(metrics=["fjd"], extractor=Pixels(), datamodule=data)
 
@@ -230,6 +244,19 @@ def test_domain_mismatch_and_metric_spec_options(data):
     evaluator = GenerationEvaluator(metrics=["fid"], extractor=extractor, datamodule=data)
     assert evaluator.domain_warning == domain_mismatch(extractor, data)
 
+    def sample(b: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.rand(b, 1, 28, 28, generator=gen)
+
+    evaluator.n_real = 10
+    result = evaluator.evaluate(sample, 10)
+    assert result["provenance"]["domain_warning"] == evaluator.domain_warning
+
+    class Bare:
+        pass
+
+    extractor.trained_on = {"_target_": "x.Bare", "binarize": None, "channels": None}
+    assert domain_mismatch(extractor, Bare()) is None  # missing options read as None
+
     spec = MetricSpec.from_options("where", {"metrics": ["fid"], "extractor": "inception"})
     assert spec.metrics == ["fid"] and spec.extractor == "inception" and not spec.antialias
     assert MetricSpec().metrics == ("fid", "kid", "precision_recall", "density_coverage")
@@ -240,3 +267,26 @@ def test_domain_mismatch_and_metric_spec_options(data):
         "tasks.generation: unknown option(s) ['metric', 'n_sample']; the generation metrics "
         "take ['antialias', 'cache_dir', 'classifier_ckpt', 'download', 'extractor', "
     )
+
+
+def test_metric_spec_builds_its_evaluator(data, tmp_path):
+    """MetricSpec.evaluator: the extractor it names (here Inception, from a local weights
+    file) and every option handed to the evaluator."""
+    from test_metrics import random_inception_state_dict
+
+    weights = tmp_path / "inception.pth"
+    torch.save(random_inception_state_dict(), weights)
+    spec = MetricSpec(
+        metrics=["fid", "kid"],
+        extractor="inception",
+        inception_weights=str(weights),
+        antialias=True,
+        download=False,
+        cache_dir=str(tmp_path / "c"),
+        options={"kid_subsets": 3},
+    )
+    evaluator = spec.evaluator(data, split="test", n_real=7, batch_size=3)
+    assert evaluator.extractor.name == "inception-v3-fid" and evaluator.extractor.antialias
+    assert (evaluator.metrics, evaluator.split, evaluator.n_real) == (["fid", "kid"], "test", 7)
+    assert (evaluator.batch_size, evaluator.cache_dir) == (3, str(tmp_path / "c"))
+    assert evaluator.options == {"kid_subsets": 3} and evaluator.device == "cpu"
