@@ -79,7 +79,8 @@ def test_ema_moves_towards_g_with_a_warm_up(tmp_path, step):
     assert off.generator_ema is None and off.sampling_generator is off.generator
 
 
-def test_trainer_options_the_gan_takes_over(tmp_path):
+def test_trainer_options_the_gan_takes_over(tmp_path, caplog):
+    caplog.set_level("INFO", logger="genlab.models.gan")
     model = tiny_gan(tmp_path)
     assert model.adopt_trainer_options({"gradient_clip_val": None}) == []
     assert model.gradient_clip_val is None
@@ -92,10 +93,19 @@ def test_trainer_options_the_gan_takes_over(tmp_path):
     )
     assert taken == ["gradient_clip_val", "gradient_clip_algorithm"]
     assert (model.gradient_clip_val, model.gradient_clip_algorithm) == (0.5, "value")
+    assert (
+        "GAN: trainer.gradient_clip_val=0.5 (value) is applied by the model, to G's and D's "
+        "unscaled gradients separately" in caplog.text
+    )
     model.adopt_trainer_options({"gradient_clip_val": 2})
     assert model.gradient_clip_algorithm == "norm"
-    with pytest.raises(GenlabError, match=r"^trainer.accumulate_grad_batches=3: the GAN loop"):
+    with pytest.raises(GenlabError) as err:
         model.adopt_trainer_options({"accumulate_grad_batches": 3})
+    assert str(err.value) == (
+        "trainer.accumulate_grad_batches=3: the GAN loop takes one D and one G step per batch "
+        "(manual optimization), so gradients are not accumulated. Use a larger "
+        "data.batch_size instead, and leave trainer.accumulate_grad_batches=1."
+    )
 
 
 class FirstBatch(L.Callback):
@@ -116,6 +126,8 @@ CASES = {
         "model.n_critic=2",
         "+model.drift_weight=0.01",
     ],
+    # labels through the fresh fakes of each D step, the penalty's critic and G's fakes
+    "cgan_wgan_gp_2_critic": ["model=cgan", "model.loss=wgan_gp", "model.n_critic=2"],
 }
 
 
@@ -123,7 +135,8 @@ CASES = {
 def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
     """One GAN iteration through Lightning equals the documented loop written out here with
     plain optimizers: n_critic D steps on the real batch and fakes from the iteration's seeded
-    noise, then one G step through D, then the EMA update; bit-close weights of G, D and EMA."""
+    noise, then one G step through D, then the EMA update; bit-close weights of G, D and EMA,
+    and the logged health scalars (D's outputs as probabilities for bce, raw for wgan_gp)."""
     cfg = make_cfg(tmp_path, *TINY, *CASES[case], "data.batch_size=8", "seed=3")
     torch.manual_seed(0)
     model: GAN = instantiate(cfg.model)
@@ -137,9 +150,11 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
+        log_every_n_steps=1,
         callbacks=[first],
     )
     trainer.fit(model, datamodule=datamodule)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     ref: GAN = instantiate(cfg.model)
     ref.load_state_dict(first.state)
@@ -173,13 +188,26 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
     if fake is None:
         fake = G(torch.randn(b, ref.latent_dim, generator=noise), y)
     opt_g.zero_grad()
-    generator_loss(D(fake, y), kind).mean().backward()
+    loss_g = generator_loss(D(fake, y), kind).mean()
+    loss_g.backward()
     opt_g.step()
     D.requires_grad_(True)
     decay = min(0.999, (1 + 1) / (10 + 1))  # after one G update
     with torch.no_grad():
         for e, g in zip(ref.generator_ema.parameters(), G.parameters(), strict=True):
             e.lerp_(g, 1 - decay)
+
+    prob = torch.sigmoid if kind == "bce" else (lambda t: t)
+    want_logged = {
+        "train/loss_d": float(loss_d),
+        "train/loss_g": float(loss_g),
+        "train/d_real": float(prob(real_s).mean()),
+        "train/d_fake": float(prob(fake_s).mean()),
+    }
+    if kind == "wgan_gp":
+        want_logged["train/gp"] = float(gp)
+    for key, value in want_logged.items():
+        assert logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
     got, want = model.state_dict(), ref.state_dict()
     assert got.keys() == want.keys()
