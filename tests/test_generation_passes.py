@@ -145,24 +145,30 @@ def test_measure_values_and_provenance():
         Features(torch.randn(20, 3, generator=gen)),
     )
     out = measure(
-        ["fid"],
+        ["fid", "precision_recall"],
         Pixels(),
         real,
         fake,
         real_info={"dataset": "x", "n_real": 20},
         fake_info={"n_fake": 20},
-        options={"kid_subsets": None, "nearest_k": 3},
+        options={"kid_subsets": None, "nearest_k": 1},
     )
-    from genlab.metrics.distances import fid
+    from genlab.metrics.distances import fid, precision_recall
 
-    assert out["values"] == {"fid_px": pytest.approx(fid(real.features, fake.features))}
+    precision, recall = precision_recall(real.features, fake.features, k=1)  # the option's k
+    assert out["values"] == {
+        "fid_px": pytest.approx(fid(real.features, fake.features)),
+        "precision_px": precision,
+        "recall_px": recall,
+    }
+    assert (precision, recall) != precision_recall(real.features, fake.features)
     assert out["provenance"] == {
-        "metrics": ["fid"],
+        "metrics": ["fid", "precision_recall"],
         **Pixels().provenance(),
         "dataset": "x",
         "n_real": 20,
         "n_fake": 20,
-        "options": {"nearest_k": 3},
+        "options": {"nearest_k": 1},
     }
     two = Features(fake.features[:2])
     assert "fid_px" in measure(["fid"], Pixels(), two, two, real_info={}, fake_info={})["values"]
@@ -192,6 +198,7 @@ def test_evaluator_reads_the_real_features_once(data, tmp_path):
 
     first = evaluator.evaluate(sample, 12, seed=3, source="reconstructions")
     calls = extractor.calls
+    assert calls == 3 + 3  # 12 real and 12 fake images, in batches of 5
     second = evaluator.evaluate(sample, 12, seed=3)
     assert extractor.calls - calls == 3  # only the 12 fakes, in batches of 5
     assert first["values"] == second["values"]
@@ -285,7 +292,9 @@ def test_metric_spec_builds_its_evaluator(data, tmp_path):
         cache_dir=str(tmp_path / "c"),
         options={"kid_subsets": 3},
     )
+    assert spec.evaluator(data, split="test", n_real=7).batch_size == 250  # the default
     evaluator = spec.evaluator(data, split="test", n_real=7, batch_size=3)
+    assert evaluator.datamodule is data
     assert evaluator.extractor.name == "inception-v3-fid" and evaluator.extractor.antialias
     assert (evaluator.metrics, evaluator.split, evaluator.n_real) == (["fid", "kid"], "test", 7)
     assert (evaluator.batch_size, evaluator.cache_dir) == (3, str(tmp_path / "c"))
