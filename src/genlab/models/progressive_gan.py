@@ -193,6 +193,8 @@ class ProgressiveGAN(GAN):
             return
         per_step = int(batch) * self.trainer.world_size
         self.images_per_step = per_step  # confirmed by the first batch
+        if not self.trainer.is_global_zero:
+            return
         steps = [
             -(-self.schedule.fade_start(k) // per_step) for k in range(1, self.schedule.levels)
         ]
