@@ -557,3 +557,10 @@ def test_sample_and_eval_a_checkpoint_of_an_intermediate_stage(tmp_path, classif
     assert prov["image_size"] == 28 and prov["n_fake"] == 40
     assert math.isfinite(values["fid_domain"]) and 0 <= values["precision_domain"] <= 1
     assert (out / "report" / "samples.png").is_file()
+    # the report shows the run's stage grids, the same files the run wrote
+    report = (out / "report" / "report.md").read_text()
+    for stage in ("04x04", "08x08", "16x16"):
+        name = f"stage_{stage}.png"
+        assert f"]({name})" in report
+        written = Path(summary["run_dir"]) / "images" / name
+        assert (out / "report" / name).read_bytes() == written.read_bytes()

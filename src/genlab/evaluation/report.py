@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,19 @@ def report(
             "no csv/metrics.csv in the run directory (train with logger=csv or many)"
         )
 
+    # grids a run wrote at the end of each of its stages (images/stage_*.png: progressive
+    # growing), copied beside the report
+    stage_grids = next(
+        (
+            sorted((d / "images").glob("stage_*.png"))
+            for d in run_dir_candidates(ctx)
+            if list((d / "images").glob("stage_*.png"))
+        ),
+        [],
+    )
+    for grid in stage_grids:
+        shutil.copyfile(grid, out / grid.name)
+
     metrics_file = ctx.out_dir / "metrics.json"
     previous = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     target = ctx.run_cfg.model.get("_target_", name) if ctx.run_cfg is not None else name
@@ -289,6 +303,15 @@ def report(
             if key in notes:
                 lines += [f"{notes[key]}", ""]
             lines.append(f"![{key}]({made[key]})")
+    if stage_grids:
+        lines += [
+            "",
+            "## Stages",
+            "",
+            "Samples at the end of each stage of training (upsampled to the final size).",
+            "",
+        ]
+        lines += [f"![{grid.stem}]({grid.name})" for grid in stage_grids]
     if recon_metrics:
         lines += ["", f"## Reconstruction metrics ({metric_images} {split} images)", ""]
         lines += _table(recon_metrics)
@@ -304,5 +327,6 @@ def report(
         "figures": made,
         "skipped": skipped,
         "reconstruction": recon_metrics,
+        "stages": [grid.name for grid in stage_grids],
         "notes": {k: v for k, v in notes.items() if k != "interpolation"},
     }
