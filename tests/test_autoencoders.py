@@ -251,9 +251,13 @@ def test_sparse_codes_are_sparser_than_plain_ae(tmp_path, plain_ae, form):
         assert s["hoyer"] > p["hoyer"] + 0.15, (s, p)
     if form == "topk":
         assert s["active_fraction"] <= 8 / 64 + 1e-6
-    # still an autoencoder: far better than predicting the mean test image
+    # still an autoencoder: better than predicting the mean test image. Measured over seeds
+    # 0-4 (1 and 2 threads) as a fraction of the mean image's error: kl 0.787-0.830 (its
+    # sigmoid code learns slowly; the plain sigmoid AE itself is at 0.856-0.926 after 3
+    # epochs), l1 0.610-0.675, topk 0.569-0.584.
     baseline = (x - x.mean(0)).pow(2).flatten(1).sum(1).mean().item()
-    assert s["recon_mse"] < 0.85 * baseline, (s, baseline)
+    bound = 0.92 if form == "kl" else 0.8
+    assert s["recon_mse"] < bound * baseline, (s, baseline)
     # training logged the code statistics (CSV logger, every 10 steps)
     (metrics,) = tmp_path.glob("run/csv/**/metrics.csv")
     header = next(csv.reader(metrics.open()))
@@ -290,8 +294,14 @@ def test_denoising_ae_output_beats_noisy_input(tmp_path):
         ("masking", 0.5),
         ("salt_pepper", 0.2),
     ]
+    # The gain in dB each kind of corruption must reach. Measured over seeds 0-4 (1 and 2
+    # threads): gaussian 0.3 1.75-2.09, gaussian 0.5 3.02-3.64, masking 0.5 0.60-0.90 (a
+    # model trained on gaussian noise only), salt & pepper 0.2 4.63-4.85; each bound sits at
+    # about half the lowest. An AE that returns its input gains 0.
+    least_gain = {("gaussian", 0.3): 0.9, ("gaussian", 0.5): 1.5, ("masking", 0.5): 0.3}
     for row in result["results"]:
-        assert row["denoised_psnr_db"] > row["noisy_psnr_db"] + 0.5, row
+        bound = least_gain.get((row["kind"], row["level"]), 2.3)
+        assert row["denoised_psnr_db"] > row["noisy_psnr_db"] + bound, row
     # more noise, noisier input (a closed-form direction), the output degrades gracefully
     low, high = result["results"][:2]
     assert high["noisy_psnr_db"] < low["noisy_psnr_db"] and high["gain_db"] > low["gain_db"]

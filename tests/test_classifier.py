@@ -16,11 +16,14 @@ from genlab.metrics.generation import GenerationEvaluator
 from genlab.train import train
 from genlab.utils.errors import GenlabError
 
+# Small enough to train in seconds, wide enough to train the same from any seed (3 epochs,
+# batch 64). A narrower net ([8,16,32] channels, lr 3e-3, batch 32, 2 epochs) reached test
+# accuracies of 0.81-0.96 over 5 seeds: too wide a spread for a bound with a margin.
 SMALL_CLASSIFIER = [
     "model=classifier",
-    "model.net.hidden_channels=[8,16,32]",
-    "model.net.feature_dim=32",
-    "model.optimizer.lr=3e-3",
+    "model.net.hidden_channels=[16,32,64]",
+    "model.net.feature_dim=64",
+    "model.optimizer.lr=2e-3",
 ]
 
 
@@ -31,11 +34,11 @@ def classifier_run(tmp_path_factory) -> dict:
         tmp,
         *FAST,
         *SMALL_CLASSIFIER,
-        "trainer.max_epochs=2",
+        "trainer.max_epochs=3",
         "trainer.limit_train_batches=1.0",
         "trainer.limit_val_batches=1.0",
         "trainer.limit_test_batches=1.0",
-        "data.batch_size=32",
+        "data.batch_size=64",
         "~callbacks.reconstruction_grid",
         "~callbacks.sample_grid",
     )
@@ -43,10 +46,13 @@ def classifier_run(tmp_path_factory) -> dict:
 
 
 def test_classifier_reaches_high_test_accuracy_on_mnist_5k(classifier_run):
+    """Accuracy on all 500 test digits of the best checkpoint by val/acc. Measured over seeds
+    0-4 with 1 and 2 threads (10 runs): 0.946-0.984, mean 0.965; the bound leaves 0.026.
+    The same run with the learning rate at 1e-9 (a classifier that learns nothing) scores
+    0.044-0.094 over seeds 0-2."""
     assert classifier_run["status"] == "completed"
     assert classifier_run["monitor"] == "val/acc"
-    # all 500 test digits, best checkpoint by val/acc
-    assert classifier_run["metrics"]["test/acc"] >= 0.93, classifier_run["metrics"]
+    assert classifier_run["metrics"]["test/acc"] >= 0.92, classifier_run["metrics"]
 
 
 def test_domain_fid_is_zero_for_itself_and_rises_with_noise(classifier_run, tmp_path):

@@ -319,42 +319,40 @@ def test_ddp_two_processes_train_and_end_with_identical_weights(tmp_path):
     assert summary["status"] == "completed"
 
 
-def inception_score(probs: torch.Tensor) -> float:
-    """exp E_x KL(p(y|x) || p(y)): 1 when every sample gets the same class distribution, up
-    to the number of classes for confident and diverse samples."""
-    marginal = probs.mean(0, keepdim=True)
-    kl = (probs * (probs.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(1)
-    return float(kl.mean().exp())
+# --- learning ----------------------------------------------------------------------------
+# A GAN's trajectory is chaotic: another CPU's rounding, thread count or seed gives another
+# run, so learning is asserted over several seeds, on statistics with measured margins.
+# The recipe: a small MLP GAN (G 32-128-256-784 with batch norm, D 784-256-128-1) that
+# learns the digits within 496 iterations from any seed. Dropout in D (as in Goodfellow et
+# al. 2014) keeps D from locking onto the few modes G has found early; without it, runs of
+# this size dropped whole digit classes on some seeds.
+LEARNER = [
+    "model=gan",
+    "model.latent_dim=32",
+    "model.generator.hidden_dims=[128,256]",
+    "model.generator.batch_norm=true",
+    "model.generator.activation=leaky_relu",
+    "model.discriminator.hidden_dims=[256,128]",
+    "model.discriminator.dropout=0.3",
+    "model.optimizer_g.lr=1e-3",
+    "model.optimizer_d.lr=5e-4",
+    "data.batch_size=64",
+]
+LEARNING_SEEDS = (0, 1, 2)
+LEARNING_ITERATIONS = 496
 
 
-def test_training_produces_digits_an_independent_classifier_recognises(tmp_path):
-    """~500 GAN iterations on the bundled digits. A classifier trained here on the real
-    training digits (never seen by the GAN's code) rates the samples: before training they
-    are all one class to it (score ~1, like any constant input); after, they spread over the
-    classes with confident predictions (score > 2; real validation digits give ~8)."""
-    cfg = make_cfg(
-        tmp_path,
-        *FAST,
-        "model=gan",
-        "model.latent_dim=32",
-        "model.generator.hidden_dims=[128,256]",
-        "model.generator.batch_norm=true",
-        "model.generator.activation=leaky_relu",
-        "model.discriminator.hidden_dims=[256,128]",
-        "model.optimizer_g.lr=1e-3",
-        "model.optimizer_d.lr=5e-4",
-        "data.batch_size=64",
-        "trainer.limit_train_batches=62",
-        "trainer.max_epochs=8",
-        "trainer.log_every_n_steps=50",
-        "test=false",
-    )
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    train_set, val_set = datamodule.dataset("train"), datamodule.dataset("val")
-    x = torch.stack([train_set[i][0] for i in range(len(train_set))])
-    y = torch.tensor([int(train_set[i][1]) for i in range(len(train_set))])
-    x_val = torch.stack([val_set[i][0] for i in range(len(val_set))])
+def digit_judge(datamodule) -> tuple[torch.nn.Module, float, torch.Tensor]:
+    """A digit classifier trained here, in plain PyTorch, on the real training digits: it
+    shares no code with the GAN. An MLP 784-64-10, 120 full-batch Adam steps (so it depends
+    on no data order). Returns it, its validation accuracy and the validation digits."""
+
+    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        data = datamodule.dataset(split)
+        x = torch.stack([data[i][0] for i in range(len(data))])  # (n, 1, 28, 28)
+        return x, torch.tensor([int(data[i][1]) for i in range(len(data))])
+
+    (x, y), (x_val, y_val) = tensors("train"), tensors("val")
     torch.manual_seed(0)
     clf = torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
@@ -364,25 +362,100 @@ def test_training_produces_digits_an_independent_classifier_recognises(tmp_path)
         opt.zero_grad()
         torch.nn.functional.cross_entropy(clf(x), y).backward()
         opt.step()
-
-    L.seed_everything(cfg.seed)
-    before = instantiate(cfg.model).eval()  # the run's initial weights (same seed)
-    summary = train(cfg)
-    assert summary["global_step"] == 8 * 62
-    after = instantiate(cfg.model)
-    after.load_state_dict(load(summary["last_ckpt"])["state_dict"])
-    after.eval()
     with torch.no_grad():
-        scores = {}
-        for name, model in (("before", before), ("after", after)):
-            probs = clf(model.sample(500, generator=torch.Generator().manual_seed(1))).softmax(1)
-            scores[name] = inception_score(probs)
-            counts = torch.bincount(probs.argmax(1), minlength=10)
-        real = inception_score(clf(x_val).softmax(1))
-    assert real > 6.0  # the classifier itself is sound
-    assert scores["before"] < 1.2, scores
-    assert scores["after"] > 2.0, scores
-    assert (counts >= 5).sum() >= 8, counts  # most classes drawn: no collapse to one mode
+        accuracy = (clf(x_val).argmax(1) == y_val).float().mean().item()
+    return clf.eval(), accuracy, x_val
+
+
+def class_statistics(probs: torch.Tensor) -> dict:
+    """What a classifier's outputs (n, 10) say about a set of images: `score`, the
+    Inception-style exp E_x KL(p(y|x) || p(y)) (1 when every image gets the same class
+    distribution, up to 10 for confident predictions spread evenly over the classes);
+    `classes`, the effective number of classes exp H(p(y)) of the mean prediction (1 for a
+    GAN collapsed onto one digit, 10 for balanced ones); `counts` of the predicted classes."""
+    marginal = probs.mean(0, keepdim=True)  # (1, 10)
+    kl = (probs * (probs.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(1)
+    entropy = -(marginal * marginal.clamp_min(1e-12).log()).sum()
+    return {
+        "score": float(kl.mean().exp()),
+        "classes": float(entropy.exp()),
+        "counts": torch.bincount(probs.argmax(1), minlength=10).tolist(),
+    }
+
+
+def gan_learning_statistics(tmp_path, *overrides: str, seeds=LEARNING_SEEDS) -> dict:
+    """Train LEARNER (+ `overrides`) for LEARNING_ITERATIONS iterations from each seed, in
+    this process, and rate 500 samples of each run's sampling G (its EMA, as the run's grids
+    and eval use) with `digit_judge`; also the untrained G of the first seed, and the real
+    validation digits."""
+    cfg = make_cfg(tmp_path, "trainer=cpu", *LEARNER, *overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    clf, accuracy, x_val = digit_judge(datamodule)
+    with torch.no_grad():
+        stats = {"judge_accuracy": accuracy, "real": class_statistics(clf(x_val).softmax(1))}
+    stats["runs"] = []
+    for seed in seeds:
+        cfg = make_cfg(tmp_path, "trainer=cpu", *LEARNER, *overrides, f"seed={seed}")
+        L.seed_everything(seed)
+        model: GAN = instantiate(cfg.model)
+        if "before" not in stats:
+            with torch.no_grad():
+                x = model.eval().sample(500, generator=torch.Generator().manual_seed(1))
+                stats["before"] = class_statistics(clf(x).softmax(1))
+            model.train()
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=LEARNING_ITERATIONS,
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
+        trainer.fit(model, datamodule=instantiate(cfg.data))
+        assert trainer.global_step == LEARNING_ITERATIONS
+        with torch.no_grad():
+            x = model.eval().sample(500, generator=torch.Generator().manual_seed(1))
+            stats["runs"].append({"seed": seed, **class_statistics(clf(x).softmax(1))})
+    return stats
+
+
+def check_gan_learned(stats: dict) -> None:
+    """The learning test's assertions; a function so that the same checks can be run on
+    deliberately broken GANs."""
+    assert stats["judge_accuracy"] > 0.88 and stats["real"]["score"] > 6.0, stats  # sound judge
+    assert stats["before"]["score"] < 1.3, stats["before"]  # untrained: one "class" to it
+    runs = stats["runs"]
+    assert min(r["score"] for r in runs) > 2.5, runs  # confident digits, spread over classes
+    assert min(r["classes"] for r in runs) > 6.0, runs  # no run collapsed onto a few digits
+
+
+def test_training_produces_digits_an_independent_classifier_recognises(tmp_path):
+    """Three runs of LEARNER (seeds 0-2, 496 iterations each), rated by `digit_judge`.
+
+    Measured with this code over seeds 0-9, each with 1 and with 2 threads (20 different
+    trajectories: the thread count alone changes every run): per run, score 3.55-4.43 (mean
+    4.0) and 7.8-9.3 effective classes; the untrained G scores 1.0 with 1.0 class (the judge
+    reads all its samples as one digit); real validation digits score 8.1, judge accuracy
+    0.93. The bounds (2.5, 6.0) sit 1.0 and 1.8 below the lowest run. Per-class counts are
+    not asserted: one class fell to 0 or 1 of 500 on 2 of those 20 runs (the judge's hard
+    decisions on blurry strokes make them fragile; the effective classes are not).
+
+    A GAN that does not learn fails it: with G's learning rate 0, D's learning rate 0, D's
+    step skipped, G's gradient cut (G's loss on detached fakes), or G's loss sign flipped,
+    every run scored 1.0 with 1.0 class."""
+    check_gan_learned(gan_learning_statistics(tmp_path))
+
+
+def test_the_learning_check_fails_for_a_generator_that_does_not_learn(tmp_path):
+    """The same check on the same recipe with G's learning rate at 0 (one seed): G keeps its
+    initial weights, the judge reads every sample as one digit, and the check fails."""
+    stats = gan_learning_statistics(tmp_path, "model.optimizer_g.lr=0", seeds=(0,))
+    assert stats["runs"][0]["classes"] < 1.5 and stats["runs"][0]["score"] < 1.3, stats
+    with pytest.raises(AssertionError):
+        check_gan_learned(stats)
 
 
 # --- sampling ----------------------------------------------------------------------------
