@@ -69,7 +69,8 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 COLLAPSE_HINTS = {
     "d_saturated": "D separates real and fake completely, so G's gradient vanishes: the samples "
-    "have probably collapsed. Lower model.optimizer_d.lr, use label smoothing, or model.loss=hinge.",
+    "have probably collapsed. Lower model.optimizer_d.lr, use label smoothing, or "
+    "model.loss=hinge.",
     "g_grad_vanished": "G receives (almost) no gradient: it has stopped learning.",
     "d_grad_vanished": "D receives (almost) no gradient: it has stopped learning.",
     "loss_exploded": "a loss beyond 1e6: the training is unstable even if still finite. Lower the "
