@@ -138,58 +138,43 @@ def junit(path: Path) -> list[dict]:
     return cases
 
 
+def target(what: str, value: float | None, wanted: str, met: bool | None) -> dict:
+    """One row of the targets table."""
+    return {"what": what, "value": value, "target": wanted, "met": met}
+
+
+def failed(row: dict) -> dict:
+    """The targets row of a benchmark case whose run failed."""
+    return target(f"{row['case']}: the run failed", None, "runs", False)
+
+
 def targets(throughput: dict | None, recipe: dict | None) -> list[dict]:
     """Issue 18's targets, met or not, from the benchmark rows."""
     out = []
     for row in (throughput or {}).get("rows", []):
         if "error" in row:
-            out.append(
-                {
-                    "what": f"{row['case']}: the run failed",
-                    "value": None,
-                    "met": False,
-                    "target": "runs",
-                }
-            )
+            out.append(failed(row))
             continue
+        ratio = row["ratio"]
         out.append(
-            {
-                "what": f"genlab / plain, {row['case']}",
-                "value": row["ratio"],
-                "target": f">= {RATIO_TARGET}",
-                "met": row["ratio"] >= RATIO_TARGET,
-            }
-        )
-        if row.get("key") in RESIDENT_CASES and row.get("resident_vs_dataloader"):
+            target(f"genlab / plain, {row['case']}", ratio, f">= {RATIO_TARGET}",
+                   ratio >= RATIO_TARGET)
+        )  # fmt: skip
+        resident = row.get("resident_vs_dataloader")
+        if row.get("key") in RESIDENT_CASES and resident:
+            what = f"device-resident / DataLoader ({RESIDENT_CASES[row['key']]}), {row['case']}"
             out.append(
-                {
-                    "what": f"device-resident / DataLoader ({RESIDENT_CASES[row['key']]}), "
-                    f"{row['case']}",
-                    "value": row["resident_vs_dataloader"],
-                    "target": f">= {RESIDENT_TARGET}",
-                    "met": row["resident_vs_dataloader"] >= RESIDENT_TARGET,
-                }
+                target(what, resident, f">= {RESIDENT_TARGET}", resident >= RESIDENT_TARGET)
             )
     for row in (recipe or {}).get("rows", []):
         if "error" in row:
-            out.append(
-                {
-                    "what": f"{row['case']}: the run failed",
-                    "value": None,
-                    "met": False,
-                    "target": "runs",
-                }
-            )
+            out.append(failed(row))
             continue
-        out.append(
-            {
-                "what": f"DCGAN-64 recipe img/s: genlab {row['genlab_img_s']:.0f} vs plain "
-                f"loop {row['plain_img_s']:.0f}",
-                "value": row["ratio"],
-                "target": "reported (no fixed target)",
-                "met": None,
-            }
+        what = (
+            f"DCGAN-64 recipe img/s: genlab {row['genlab_img_s']:.0f} vs plain "
+            f"loop {row['plain_img_s']:.0f}"
         )
+        out.append(target(what, row["ratio"], "reported (no fixed target)", None))
     return out
 
 
