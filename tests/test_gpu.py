@@ -57,11 +57,13 @@ PROBES: list[Probe] = []
 
 class Probe(L.Callback):
     """Records what training ran with: the first batch's device, dtype and memory format, the
-    dtypes the nets compute in during training steps (image callbacks run outside autocast),
-    and the model itself."""
+    devices of the model's parameters and buffers at that batch (Lightning moves the model back
+    to the CPU when fit ends), the dtypes the nets compute in during training steps (image
+    callbacks run outside autocast), and the model itself."""
 
     def __init__(self) -> None:
         self.batch: tuple[str, torch.dtype, bool] | None = None
+        self.devices: set[str] = set()
         self.net_dtypes: dict[str, set[torch.dtype]] = {}
         self.module: L.LightningModule | None = None
         self.in_step = False
@@ -86,6 +88,8 @@ class Probe(L.Callback):
             x = batch[0]
             cl = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
             self.batch = (x.device.type, x.dtype, cl)
+            tensors = [*pl_module.parameters(), *pl_module.buffers()]
+            self.devices = {v.device.type for v in tensors}
 
 
 def train_probed(tmp_path, *overrides: str) -> tuple[dict, Probe]:
@@ -114,7 +118,7 @@ def test_gpu_preset_trains_each_family(tmp_path, family):
     assert all(torch.bfloat16 in dtypes for dtypes in probe.net_dtypes.values())
     convs = [p for p in probe.module.parameters() if p.ndim == 4]
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    assert all(p.device.type == DEVICE for p in probe.module.parameters())
+    assert probe.devices == {DEVICE}  # every parameter and buffer, during training
     ckpt = load(summary["last_ckpt"])
     for opt in ckpt["optimizer_states"]:
         assert all(group["fused"] is True for group in opt["param_groups"])
@@ -134,7 +138,7 @@ def test_compiled_nets_train_and_match_eager(tmp_path):
     ckpt = load(summary["last_ckpt"])
     assert "encoder.head.weight" in ckpt["state_dict"]
     assert not any("_orig_mod" in k for k in ckpt["state_dict"])
-    compiled = probe.module.eval()
+    compiled = probe.module.to(DEVICE).eval()  # Lightning left it on the CPU after fit
     eager = instantiate(make_cfg(tmp_path / "e", "trainer=cpu", *FAMILIES["ae_conv"]).model)
     eager.load_state_dict(compiled.state_dict())
     eager = eager.to(DEVICE).eval()
