@@ -194,3 +194,25 @@ def test_cached_image_folder_is_served_from_device_memory(tmp_path):
     )
     assert summary["status"] == "completed" and summary["global_step"] == 8
     assert probe.batch == (DEVICE, torch.float32, True)
+
+
+def test_divergence_tracking_does_not_wait_for_the_gpu(tmp_path):
+    """Every training step records whether its losses are finite; on CUDA that must queue
+    kernels only: a host-device sync per step (as a Python number copied to the device was)
+    makes the host wait for the GPU at every step. torch.cuda's sync debug mode "error"
+    raises on any synchronising call. The record still names the first bad step."""
+    model = instantiate(make_cfg(tmp_path, "trainer=cpu", *FAMILIES["vae"]).model).to(DEVICE)
+    good, bad = torch.ones((), device=DEVICE), torch.full((), float("nan"), device=DEVICE)
+    if ON_CUDA:
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step, loss in ((7, good), (8, bad), (9, good), (10, bad)):
+            model.track_finite(step, {"loss": loss})
+    finally:
+        if ON_CUDA:
+            torch.cuda.set_sync_debug_mode("default")
+    from genlab.models.base import Diverged
+
+    with pytest.raises(Diverged, match="step 8"):
+        model.raise_if_diverged()

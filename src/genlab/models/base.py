@@ -125,8 +125,11 @@ class GenlabModule(L.LightningModule):
     def track_finite(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
         """Remember, on the device (no sync), the first step whose losses are not all finite:
         (step, *losses), step -1 while all is well."""
-        values = [v.detach().float().reshape(()) for v in losses.values()]
-        rec = torch.stack([torch.tensor(float(step), device=values[0].device), *values])
+        values = [v.detach().double().reshape(()) for v in losses.values()]
+        # torch.full, not torch.tensor: a Python number copied to a CUDA device is a blocking
+        # host-to-device copy, which would make the host wait for the GPU at every step
+        at = torch.full((), float(step), dtype=torch.float64, device=values[0].device)
+        rec = torch.stack([at, *values])
         if self._nonfinite is None or self._nonfinite.shape != rec.shape:
             self._nonfinite = torch.full_like(rec, -1.0)
             self._loss_names = list(losses)
