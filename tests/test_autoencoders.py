@@ -160,6 +160,10 @@ def test_hoyer_sparsity_extremes():
     assert hoyer_sparsity(torch.eye(8)).allclose(torch.ones(8))
     assert hoyer_sparsity(torch.ones(3, 8)).allclose(torch.zeros(3), atol=1e-6)
     assert torch.equal(hoyer_sparsity(3.0 * torch.eye(8)), hoyer_sparsity(torch.eye(8)))
+    # no active unit: the sparsest (the bare formula gives sqrt(8) / (sqrt(8) - 1) = 1.55)
+    codes = torch.cat([torch.zeros(1, 8), torch.randn(50, 8)])
+    h = hoyer_sparsity(codes)
+    assert h[0] == 1.0 and torch.all((h >= 0) & (h <= 1))
 
 
 # --- recurrent nets -------------------------------------------------------------------------

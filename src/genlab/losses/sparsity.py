@@ -66,10 +66,13 @@ def code_stats(code: torch.Tensor, threshold: float) -> dict[str, torch.Tensor]:
 def hoyer_sparsity(code: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Hoyer's scale-free sparsity per example (B,): 0 for a constant code, 1 for one non-zero
     unit: (sqrt(D) - |z|_1 / |z|_2) / (sqrt(D) - 1). Blind to rescaling the code, so a penalty
-    cannot fake it by shrinking the code and growing the decoder."""
+    cannot fake it by shrinking the code and growing the decoder. An all-zero code (no active
+    unit, where the ratio is 0/0) counts as 1, the sparsest; the formula would give more."""
     d = code.shape[1]
-    ratio = code.abs().sum(1) / code.norm(dim=1).clamp_min(eps)
-    return (d**0.5 - ratio) / (d**0.5 - 1)
+    norm = code.norm(dim=1)
+    ratio = code.abs().sum(1) / norm.clamp_min(eps)
+    value = (d**0.5 - ratio) / (d**0.5 - 1)
+    return torch.where(norm > eps, value, torch.ones_like(value))
 
 
 class Sparsity:
