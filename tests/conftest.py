@@ -43,6 +43,48 @@ FAST = [
     "extras.print_config=false",
     "data.batch_size=32",
 ]
+# A GAN small enough that a few dozen iterations take a second or two.
+TINY_GAN = [
+    "model=gan",
+    "model.latent_dim=8",
+    "model.generator.hidden_dims=[32]",
+    "model.discriminator.hidden_dims=[32]",
+    "data.batch_size=16",
+]
+
+
+# A barely trained domain classifier: enough for the generation metrics' plumbing, not for
+# judging quality.
+TINY_CLASSIFIER = [
+    "model=classifier",
+    "model.net.hidden_channels=[4,8]",
+    "model.net.feature_dim=16",
+    "trainer.max_epochs=1",
+    "~callbacks.reconstruction_grid",
+    "~callbacks.sample_grid",
+    "test=false",
+]
+
+
+def load(path) -> dict:
+    """A checkpoint file as plain tensors on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two checkpoints hold bit-equal weights (incl. EMA and BN buffers), optimizer states
+    and step counters."""
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        assert oa["state"].keys() == ob["state"].keys()
+        for i in oa["state"]:
+            for name, value in oa["state"][i].items():
+                assert torch.equal(
+                    torch.as_tensor(value), torch.as_tensor(ob["state"][i][name])
+                ), (i, name)
 
 
 def options(group: str) -> list[str]:

@@ -8,7 +8,7 @@ import csv
 
 import pytest
 import torch
-from conftest import FAST, make_cfg
+from conftest import FAST, load, make_cfg
 
 from genlab.training import train
 from genlab.utils.errors import GenlabError
@@ -16,10 +16,6 @@ from genlab.utils.errors import GenlabError
 TINY = ["model.encoder.hidden_dims=[32]", "model.decoder.hidden_dims=[32]"]
 # 16 batches of 32 a epoch with k = 1; with k = 4 that is 4 groups of 4
 COMMON = [*FAST, *TINY, "test=false", "trainer.max_epochs=5", "trainer.log_every_n_steps=3"]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def same_weights(a: dict, b: dict) -> None:

@@ -10,20 +10,12 @@ import os
 
 import pytest
 import torch
-from conftest import FAST, make_cfg
+from conftest import FAST, TINY_GAN, make_cfg
 from PIL import Image
 
 from genlab.train import train
 from genlab.utils.errors import GenlabError
 from genlab.utils.preflight import cgroup_cpu_limit, choose_threads, usable_cpus
-
-TINY_GAN = [
-    "model=gan",
-    "model.latent_dim=8",
-    "model.generator.hidden_dims=[32]",
-    "model.discriminator.hidden_dims=[32]",
-    "data.batch_size=16",
-]
 
 
 # --- Trainer options -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, make_cfg, run_cli, run_dirs
+from conftest import FAST, load, make_cfg, run_cli, run_dirs
 from hydra.utils import instantiate
 
 from genlab.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
@@ -27,10 +27,6 @@ TINY = [
     "model.discriminator.hidden_dims=[32]",
     "data.batch_size=16",
 ]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --- losses ------------------------------------------------------------------------------

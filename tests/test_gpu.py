@@ -19,7 +19,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import lightning as L  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from conftest import FAST, make_cfg  # noqa: E402
+from conftest import FAST, TINY_GAN, load, make_cfg  # noqa: E402
 from datafiles import write_image_folder  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
@@ -45,13 +45,6 @@ FAMILIES = {
     "vae": ["model=vae"],
     "dcgan": ["model=dcgan", "model.latent_dim=16"],
 }
-TINY_GAN = [
-    "model=gan",
-    "model.latent_dim=8",
-    "model.generator.hidden_dims=[32]",
-    "model.discriminator.hidden_dims=[32]",
-    "data.batch_size=16",
-]
 PROBES: list[Probe] = []
 
 
@@ -100,10 +93,6 @@ def train_probed(tmp_path, *overrides: str) -> tuple[dict, Probe]:
         cfg.callbacks["probe"] = {"_target_": f"{__name__}.Probe"}
     summary = train(cfg)
     return summary, PROBES[-1]
-
-
-def load(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, make_cfg, run_cli
+from conftest import FAST, TINY_CLASSIFIER, assert_same_state, load, make_cfg, run_cli
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
@@ -58,10 +58,6 @@ def nets(**kw):
     )
     d = ProgressiveDiscriminator(channels=1, image_size=28, channel_base=64, max_channels=8)
     return g, d
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def logged(run_dir: Path, key: str) -> dict[int, float]:
@@ -394,20 +390,6 @@ def test_discriminator_is_frozen_and_untouched_in_the_generator_step(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(d_before, d_after, strict=True))
 
 
-def assert_same_state(a: dict, b: dict) -> None:
-    assert a["global_step"] == b["global_step"]
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
-        assert oa["state"].keys() == ob["state"].keys()
-        for i in oa["state"]:
-            for name in oa["state"][i]:
-                assert torch.equal(
-                    torch.as_tensor(oa["state"][i][name]), torch.as_tensor(ob["state"][i][name])
-                ), (i, name)
-
-
 def test_resume_inside_a_fade_in_is_exact(tmp_path):
     """10 straight iterations == 5 (one epoch) + resume, and == 4 (mid-epoch) + resume, both
     stops inside the 8x8 fade-in (steps 2-7): G, D, EMA, images_shown and both Adam states
@@ -498,13 +480,7 @@ def classifier_ckpt(tmp_path_factory) -> str:
         make_cfg(
             tmp_path_factory.mktemp("clf"),
             *FAST,
-            "model=classifier",
-            "model.net.hidden_channels=[4,8]",
-            "model.net.feature_dim=16",
-            "trainer.max_epochs=1",
-            "~callbacks.reconstruction_grid",
-            "~callbacks.sample_grid",
-            "test=false",
+            *TINY_CLASSIFIER,
         )
     )
     return summary["last_ckpt"]

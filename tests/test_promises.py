@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, FAST, REPO, make_cfg, run_cli
+from conftest import CONF, FAST, REPO, TINY_CLASSIFIER, TINY_GAN, make_cfg, run_cli
 from datafiles import write_celeba, write_mnist
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -46,13 +46,6 @@ from genlab.train import train
 from genlab.utils.checkpoint import load_model
 from genlab.utils.errors import GenlabError
 
-TINY_GAN = [
-    "model=gan",
-    "model.latent_dim=8",
-    "model.generator.hidden_dims=[32]",
-    "model.discriminator.hidden_dims=[32]",
-    "data.batch_size=16",
-]
 EIGHT_BIT = 1 / 255 + 1e-5
 
 
@@ -328,13 +321,7 @@ def classifier_ckpt(tmp_path_factory) -> str:
         make_cfg(
             root,
             *FAST,
-            "model=classifier",
-            "model.net.hidden_channels=[4,8]",
-            "model.net.feature_dim=16",
-            "trainer.max_epochs=1",
-            "~callbacks.reconstruction_grid",
-            "~callbacks.sample_grid",
-            "test=false",
+            *TINY_CLASSIFIER,
         )
     )
     return summary["last_ckpt"]

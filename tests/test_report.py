@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, FAST, make_cfg, run_cli
+from conftest import CONF, FAST, TINY_CLASSIFIER, make_cfg, run_cli
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from test_latent import tiles
@@ -18,16 +18,6 @@ from test_latent import tiles
 from genlab.evaluation.runner import evaluate
 from genlab.train import train
 from genlab.utils.checkpoint import load_model
-
-TINY_CLASSIFIER = [
-    "model=classifier",
-    "model.net.hidden_channels=[4,8]",
-    "model.net.feature_dim=16",
-    "trainer.max_epochs=1",
-    "~callbacks.reconstruction_grid",
-    "~callbacks.sample_grid",
-    "test=false",
-]
 
 
 @pytest.fixture(scope="module")

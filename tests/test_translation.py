@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, make_cfg, run_cli, run_dirs
+from conftest import FAST, load, make_cfg, run_cli, run_dirs
 from datafiles import write_ab_images, write_image_folder, write_pair_folders
 from hydra.utils import instantiate
 from PIL import Image
@@ -42,10 +42,6 @@ TINY = [
 ]
 EDGES = ["experiment=pix2pix_edges_mnist", *TINY]
 INPAINT = ["experiment=inpaint_mnist", *TINY]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def digits(n: int = 64) -> torch.Tensor:

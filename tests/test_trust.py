@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, make_cfg, run_cli, run_dirs
+from conftest import FAST, TINY_GAN, assert_same_state, load, make_cfg, run_cli, run_dirs
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from genlab.analysis.comparison import compare_runs
@@ -26,35 +26,11 @@ from genlab.train import train
 from genlab.utils.errors import GenlabError
 from genlab.utils.run import effective_status, read_summary
 
-TINY_GAN = [
-    "model=gan",
-    "model.latent_dim=8",
-    "model.generator.hidden_dims=[32]",
-    "model.discriminator.hidden_dims=[32]",
-    "data.batch_size=16",
-]
 TINY_AE = [
     "model.encoder.hidden_dims=[32]",
     "model.decoder.hidden_dims=[32]",
     "model.latent_dim=8",
 ]
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    """Bit-equal weights (incl. EMA and BN buffers), optimizer states and step counters."""
-    assert a["global_step"] == b["global_step"]
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
-        assert oa["state"].keys() == ob["state"].keys()
-        for i in oa["state"]:
-            for name, value in oa["state"][i].items():
-                assert torch.equal(torch.as_tensor(value), torch.as_tensor(ob["state"][i][name]))
 
 
 # --- last.ckpt -------------------------------------------------------------------------------

@@ -87,14 +87,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.extras.get("print_config"):
             print_config(cfg, run_dir)
 
-    callbacks += [StoreConfig(to_plain(cfg)), RandomState(), Heartbeat(record)]
+    plain_cfg = to_plain(cfg)
+    callbacks += [StoreConfig(plain_cfg), RandomState(), Heartbeat(record)]
     loggers = instantiate_group(cfg.get("logger"))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in model.adopt_trainer_options(trainer_cfg):  # e.g. the GAN clips by itself
         trainer_cfg.pop(key, None)
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
-        logger.log_hyperparams(to_plain(cfg))
+        logger.log_hyperparams(plain_cfg)
     monitor = getattr(model, "monitor", None)
     wandb_id = prepare_wandb(loggers, monitor, getattr(model, "monitor_mode", "min"))
     record.start(
