@@ -89,6 +89,8 @@ class Pairing:
     """
 
     kind = "pairing"
+    # built from configs, also from a checkpoint's (genlab.utils.untrusted.check_targets)
+    config_object = True
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = int(seed)

@@ -80,6 +80,8 @@ class Sparsity:
 
     kind = "none"
     active_threshold = 1e-3
+    # built from configs, also from a checkpoint's (genlab.utils.untrusted.check_targets)
+    config_object = True
 
     def transform(self, code: torch.Tensor) -> torch.Tensor:
         return code
