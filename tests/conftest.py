@@ -73,7 +73,8 @@ def load(path) -> dict:
 
 def assert_same_state(a: dict, b: dict) -> None:
     """Two checkpoints hold bit-equal weights (incl. EMA and BN buffers), optimizer states
-    and step counters."""
+    (incl. each parameter group's learning rate), learning-rate scheduler states and step
+    counters."""
     assert a["global_step"] == b["global_step"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
@@ -85,6 +86,18 @@ def assert_same_state(a: dict, b: dict) -> None:
                 assert torch.equal(
                     torch.as_tensor(value), torch.as_tensor(ob["state"][i][name])
                 ), (i, name)
+        lrs = [[g.get("lr") for g in o["param_groups"]] for o in (oa, ob)]
+        assert lrs[0] == lrs[1], lrs
+    sa, sb = a.get("lr_schedulers", []), b.get("lr_schedulers", [])
+    assert len(sa) == len(sb), (len(sa), len(sb))
+    for i, (xa, xb) in enumerate(zip(sa, sb, strict=True)):
+        assert xa.keys() == xb.keys(), i
+        for name in xa:
+            va, vb = xa[name], xb[name]
+            if isinstance(va, torch.Tensor) or isinstance(vb, torch.Tensor):
+                assert torch.equal(torch.as_tensor(va), torch.as_tensor(vb)), (i, name)
+            else:
+                assert va == vb, (i, name, va, vb)
 
 
 def options(group: str) -> list[str]:

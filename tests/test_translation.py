@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, load, make_cfg, run_cli, run_dirs
+from conftest import FAST, assert_same_state, load, make_cfg, run_cli, run_dirs
 from datafiles import write_ab_images, write_image_folder, write_pair_folders
 from hydra.utils import instantiate
 from PIL import Image
+from runlogs import assert_resumed_at
 
 from genlab.analysis.translation import translate_folder
 from genlab.data import PairedImages
@@ -508,8 +509,9 @@ def test_feature_loss_from_a_classifier_an_exported_or_a_torchscript_network(tmp
 
 def test_resume_is_exact_in_the_middle_of_an_epoch(tmp_path):
     """6 iterations straight == 3, stop (mid-epoch), resume for 3 more: every weight (G, D,
-    EMA, BN statistics) and both optimizer states bit-equal. Dropout on, random rectangle
-    masks drawn per step, EMA on."""
+    EMA, BN statistics) and both optimizer states bit-equal, and the resumed run logged steps
+    3-5 only, as the uninterrupted run did. Dropout on, random rectangle masks drawn per step,
+    EMA on."""
     common = [
         *FAST,
         *INPAINT,
@@ -535,6 +537,10 @@ def test_resume_is_exact_in_the_middle_of_an_epoch(tmp_path):
                 assert torch.equal(
                     torch.as_tensor(oa["state"][i][name]), torch.as_tensor(ob["state"][i][name])
                 )
+    assert_same_state(a, b)
+    # and it continued from step 3: restarting from 0 (seen with `ckpt_path=None` forced in
+    # training.py's trainer.fit) ends on the same bits but logs steps 0-5
+    assert_resumed_at(straight["run_dir"], resumed["run_dir"], 3, "train/loss_g")
     key = "generator.down.0.weight"
     assert not torch.equal(c["state_dict"][key], b["state_dict"][key])  # it did train on
 
