@@ -68,13 +68,18 @@ class FeatureNet:
     """A fixed network mapping images in [0, 1] to features (B, ...), for SRGAN's content loss.
 
     `path` is a genlab classifier checkpoint (`python -m genlab.train model=classifier`: its
-    penultimate layer, the same features as the `_domain` generation metrics), a
-    `torch.export` program (`torch.export.save`, e.g. an exported VGG; export it with a dynamic
-    batch dimension) or a TorchScript file; never downloaded. Not part of the model's
+    penultimate layer, the same features as the `_domain` generation metrics; read as weights
+    only), or, with `trust_code=True` (`model.trust_feature_code=true`), a `torch.export`
+    program (`torch.export.save`, e.g. an exported VGG; export it with a dynamic batch
+    dimension) or a TorchScript file. Those two are programs, as trusted as code: loading a
+    `.pt2` unpickles parts of it and resolves its ops by name from anything importable under
+    `torch` (torch 2.14), and a scripted net can read and write files while it trains
+    (`torch.from_file(..., shared=True)`); genlab tells which a file is from its zip directory
+    alone and refuses both without the option. Never downloaded; not part of the model's
     state_dict: it is loaded for training only.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, trust_code: bool = False) -> None:
         file = Path(path).expanduser()
         if not file.is_file():
             raise GenlabError(
@@ -84,9 +89,24 @@ class FeatureNet:
             )
         self.channels: int | None = None
         self.size: int | None = None
-        loaded = _exported_network(file)
-        if loaded is not None:
-            self.net, self.kind = loaded
+        kind = program_kind(file)
+        if kind is not None:
+            if not trust_code:
+                raise GenlabError(
+                    f"model.feature_ckpt={path!r} is a {kind} file: a program, as trusted as "
+                    "code (loading or running it can read and write files and run anything with "
+                    "your permissions), so genlab does not load it by default. Set "
+                    "model.trust_feature_code=true only for a file you made or trust as you "
+                    "trust code, or give a genlab classifier checkpoint, which is read as "
+                    "weights only (docs/translation.md)."
+                )
+            log.warning(
+                "model.feature_ckpt=%s is a %s file, loaded because model.trust_feature_code="
+                "true: it is a program and runs with your permissions, as trusted as code",
+                path,
+                kind,
+            )
+            self.net, self.kind = _load_program(file, kind), kind
             self._module: nn.Module = self.net  # type: ignore[assignment]
         else:
             from genlab.metrics.features import DomainFeatures
@@ -113,18 +133,39 @@ class FeatureNet:
         return self.net(x)
 
 
-def _exported_network(file: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], str] | None:
-    """The network in a torch.export or TorchScript file, or None when it is neither."""
+def program_kind(file: Path) -> str | None:
+    """ "torch.export" or "TorchScript" when `file` is one of those programs, told from its zip
+    directory without loading anything (torch.load's own test for TorchScript is a
+    `constants.pkl` record; torch.export archives have `archive_format` or, in the older
+    layout, `serialized_exported_program.json`); None otherwise."""
+    import zipfile
+
     try:
-        return torch.export.load(str(file)).module(), "torch.export"
-    except Exception:  # noqa: BLE001  (not an exported program: try the next format)
-        pass
+        with zipfile.ZipFile(file) as archive:
+            names = [name.rsplit("/", 1)[-1] for name in archive.namelist()]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if "constants.pkl" in names:
+        return "TorchScript"
+    if "archive_format" in names or "serialized_exported_program.json" in names:
+        return "torch.export"
+    return None
+
+
+def _load_program(file: Path, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network of a trusted torch.export or TorchScript file."""
     try:
+        if kind == "torch.export":
+            return torch.export.load(str(file)).module()
         with warnings.catch_warnings():  # TorchScript is deprecated, its files still load
             warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(str(file), map_location="cpu").eval(), "torchscript"
-    except (RuntimeError, ValueError):
-        return None
+            return torch.jit.load(str(file), map_location="cpu").eval()
+    except Exception as exc:  # noqa: BLE001  (any failure of the loader: one message)
+        raise GenlabError(
+            f"model.feature_ckpt={str(file)!r} looks like a {kind} file but does not load "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Save it again with "
+            f"{'torch.export.save' if kind == 'torch.export' else 'torch.jit.save'}."
+        ) from exc
 
 
 class Translation(GAN):
@@ -134,7 +175,8 @@ class Translation(GAN):
     Options: `adv_weight` (lambda_adv; 0 = pure regression, D untouched), `recon_weight`
     (lambda), `recon_loss` (`l1` | `mse`), `recon_region` (`all` | `hole`: the pixel loss on the
     hole of masked sources only), `composite` (keep the known pixels of a masked source, G
-    fills the hole), `feature_weight` with `feature_ckpt` (SRGAN's content loss), plus the GAN
+    fills the hole), `feature_weight` with `feature_ckpt` (SRGAN's content loss; a TorchScript or
+    torch.export file only with `trust_feature_code`, see FeatureNet), plus the GAN
     options (`loss`, `n_critic`, `label_smoothing`, `gp_weight`, `ema_decay`, clipping,
     schedulers). `channels`, `image_size`, `source_channels` and `scale` describe the images
     (`source_shape`); they are checked against the data before training.
@@ -169,6 +211,7 @@ class Translation(GAN):
         composite: bool = False,
         feature_weight: float = 0.0,
         feature_ckpt: str | None = None,
+        trust_feature_code: bool = False,
         scheduler_g: SchedulerFactory | None = None,
         scheduler_d: SchedulerFactory | None = None,
         scheduler_interval: str = "step",
@@ -252,6 +295,7 @@ class Translation(GAN):
         self.adv_weight, self.recon_weight = float(adv_weight), float(recon_weight)
         self.recon_loss, self.recon_region, self.composite = recon_loss, recon_region, composite
         self.feature_weight, self.feature_ckpt = float(feature_weight), feature_ckpt
+        self.trust_feature_code = bool(trust_feature_code)
         self.feature_net: FeatureNet | None = None
 
     @property
@@ -344,7 +388,7 @@ class Translation(GAN):
                 )
         self._check_generator()
         if stage == "fit" and self.feature_ckpt and self.feature_net is None:
-            self.feature_net = FeatureNet(self.feature_ckpt)
+            self.feature_net = FeatureNet(self.feature_ckpt, trust_code=self.trust_feature_code)
 
     def _check_generator(self) -> None:
         """One forward pass on zeros: G must turn sources of `source_shape` into images."""
