@@ -1,0 +1,242 @@
+"""Paired images from files stay aligned (src/genlab/data/paired.py): structured pairs whose
+target is a pixel-by-pixel function of the source (B = 255 - A), so any crop or flip that
+differs between the two shows; non-square files against PIL's short-side resize and center
+crop; the documented split fallbacks when val/ or test/ is missing; `resize=false` in the
+translate library.
+
+Seen failing (each in a scratch copy of src/): flipping only the target, cropping target and
+source at independently drawn places, a corner crop instead of the center crop, squashing to
+a square instead of resizing the short side, the test split not falling back to val, and
+`resize=false` resizing anyway."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genlab.analysis.translation import translate_folder
+from genlab.data import PairedImages
+from genlab.data.paired import JITTER_SCALE, to_tensor
+from genlab.data.pairing import FilePairs
+from genlab.models.translation import Translation
+from genlab.nets import PatchGAN
+
+
+def pattern(h: int, w: int, shift: int = 0) -> np.ndarray:
+    """(h, w, 3) uint8 with no symmetry: red grows along x, green along y, blue a wrapped
+    diagonal ramp; `shift` makes images of a folder tell apart."""
+    x, y = np.meshgrid(np.arange(w), np.arange(h))
+    r = 8 + (240 * x) // max(w - 1, 1)
+    g = 8 + (240 * y) // max(h - 1, 1)
+    b = (3 * y + 5 * x + 17 * shift) % 200 + 20
+    return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+def write_aligned(folder, n: int, h: int, w: int) -> list[np.ndarray]:
+    """n AB files of A = pattern, B = 255 - A, side by side (A left). Returns the A arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        a = pattern(h, w, shift=i)
+        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(folder / f"ab_{i:02d}.png")
+        out.append(a)
+    return out
+
+
+# --- augmentation keeps every pair aligned --------------------------------------------------
+def test_jitter_and_flip_apply_the_same_crop_and_flip_to_both_images(tmp_path):
+    """Over 120 training reads every one of the 9 crop positions x 2 flips is drawn, and each
+    time the target is exactly the same crop and flip of the resized target as the source is
+    of the resized source; target + source = 1 at every pixel (B = 255 - A, to the fixed-point
+    uint8 rounding of the resize: 2/255). Evaluation reads are neither jittered nor flipped."""
+    write_aligned(tmp_path, 4, 16, 16)
+    dm = PairedImages(
+        path=str(tmp_path),
+        image_size=16,
+        channels=3,
+        val_fraction=0.25,
+        test_fraction=0.0,
+        jitter=True,
+        hflip=True,
+    )
+    dm.setup("fit")
+    train = dm.dataset("train")
+    big = round(16 * JITTER_SCALE)
+    assert big == 18
+    seen = set()
+    torch.manual_seed(0)
+    for n in range(120):
+        i = n % len(train)
+        a_path = file_of(train, i)
+        ab = Image.open(a_path)
+        a_im, b_im = ab.crop((0, 0, 16, 16)), ab.crop((16, 0, 32, 16))
+        big_source, big_target = to_tensor(a_im, 3, big), to_tensor(b_im, 3, big)
+        target, source = train[i]
+        assert target.shape == source.shape == (3, 16, 16)
+        assert (target + source - 1).abs().max() <= 2 / 255 + 1e-6  # a pixel shift: >= 15
+        found = [
+            (top, left, flip)
+            for top in range(3)
+            for left in range(3)
+            for flip in (False, True)
+            if torch.equal(crop_flip(big_source, top, left, flip), source)
+        ]
+        assert len(found) == 1, found  # the pattern tells every crop and flip apart
+        top, left, flip = found[0]
+        assert torch.equal(crop_flip(big_target, top, left, flip), target), found
+        seen.add(found[0])
+    assert len(seen) == 18
+    val = dm.dataset("val")
+    target, source = val[0]
+    ab = Image.open(file_of(val, 0))
+    assert torch.equal(source, to_tensor(ab.crop((0, 0, 16, 16)), 3, 16))
+    assert torch.equal(target, to_tensor(ab.crop((16, 0, 32, 16)), 3, 16))
+
+
+def file_of(data, i: int) -> str:
+    """The file behind item i of a split (through the index maps of the split)."""
+    while hasattr(data, "indices"):
+        data, i = data.base, data.indices[i]
+    return data.items[i][0]
+
+
+def crop_flip(x: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
+    out = x[:, top : top + 16, left : left + 16]
+    return out.flip(-1) if flip else out
+
+
+# --- non-square files -------------------------------------------------------------------------
+def pil_reference(image: Image.Image, size: int) -> torch.Tensor:
+    """PIL: resize the short side to `size` (bilinear, PIL's antialiasing), keeping the aspect
+    ratio, then cut the central size x size window. (c, size, size) in [0, 1]."""
+    w, h = image.size
+    new = (size * w // h, size) if w >= h else (size, size * h // w)
+    resized = image.resize(new, Image.BILINEAR)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    window = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32)
+    return torch.from_numpy(window / 255).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("layout", ["aligned", "folders"])
+@pytest.mark.parametrize(("w", "h"), [(40, 24), (24, 40)])
+def test_non_square_files_are_resized_on_the_short_side_and_center_cropped(tmp_path, layout, w, h):
+    """Landscape (40x24 -> 20x12, window at x 4..16) and portrait (24x40 -> 12x20, window at
+    y 4..16) pairs in both layouts equal PIL's resize and center crop to 1/255."""
+    a = pattern(h, w)
+    if layout == "aligned":
+        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(tmp_path / "p0.png")
+        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(tmp_path / "p1.png")
+    else:
+        for side, image in (("A", a), ("B", 255 - a)):
+            (tmp_path / side).mkdir()
+            for name in ("p0", "p1"):
+                Image.fromarray(image).save(tmp_path / side / f"{name}.png")
+    dm = PairedImages(
+        path=str(tmp_path),
+        layout=layout,
+        image_size=12,
+        channels=3,
+        val_fraction=0.0,
+        test_fraction=0.5,
+    )
+    dm.setup("fit")
+    target, source = dm.dataset("test")[0]
+    want_s, want_t = (
+        pil_reference(Image.fromarray(a), 12),
+        pil_reference(Image.fromarray(255 - a), 12),
+    )
+    assert source.shape == target.shape == (3, 12, 12)
+    assert (source - want_s).abs().max() <= 1 / 255 + 1e-6
+    assert (target - want_t).abs().max() <= 1 / 255 + 1e-6
+
+
+# --- split fallbacks ----------------------------------------------------------------------
+def write_numbered(folder, numbers: list[int]) -> None:
+    """AB files whose A is the constant number, B = 255 - it: a pair names its file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in numbers:
+        a = np.full((8, 8, 3), k, np.uint8)
+        Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(folder / f"n{k:03d}.png")
+
+
+def numbers(data) -> list[int]:
+    """The numbers of the pairs of a split, in order (and each target is 255 - its source)."""
+    out = []
+    for i in range(len(data)):
+        target, source = data[i]
+        k = round(float(source[0, 0, 0]) * 255)
+        assert torch.equal(source, torch.full_like(source, k / 255))
+        assert torch.allclose(target, torch.full_like(target, (255 - k) / 255))
+        out.append(k)
+    return out
+
+
+@pytest.mark.parametrize("present", [("train", "test"), ("train", "val"), ("train",)])
+def test_a_missing_val_or_test_folder_falls_back_as_documented(tmp_path, present):
+    """docs/translation.md: 'Splits are train/ val/ test/ subfolders when they exist (no val/:
+    data.val_fraction of train; no test/: the val split)'. train/ holds 10..19, val/ 20..22,
+    test/ 30..32; the fraction 0.3 takes 3 of the 10 training pairs."""
+    files = {"train": list(range(10, 20)), "val": [20, 21, 22], "test": [30, 31, 32]}
+    for split in present:
+        write_numbered(tmp_path / split, files[split])
+    dm = PairedImages(path=str(tmp_path), image_size=8, channels=3, val_fraction=0.3)
+    dm.setup("fit")
+    got = {s: numbers(dm.dataset(s)) for s in ("train", "val", "test")}
+    if "val" in present:
+        assert sorted(got["val"]) == files["val"]
+        assert sorted(got["train"]) == files["train"]
+    else:  # val_fraction of train, held out of training
+        assert len(got["val"]) == 3 and set(got["val"]) <= set(files["train"])
+        assert sorted(got["train"] + got["val"]) == files["train"]
+    if "test" in present:
+        assert sorted(got["test"]) == files["test"]
+    else:  # the val split is also the test split
+        assert got["test"] == got["val"]
+
+
+# --- translate with resize=false ------------------------------------------------------------
+class Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_translate_folder_keeps_each_files_size_with_resize_false(tmp_path):
+    """A fully convolutional model (here the identity) translates files of any size: with
+    resize=false each output has its file's own size and pixels; by default every output is
+    resized and center-cropped to the training size (16)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = {"wide": (40, 24), "tall": (12, 28), "square": (16, 16)}
+    for name, (w, h) in sizes.items():
+        Image.fromarray(pattern(h, w)).save(folder / f"{name}.png")
+    model = Translation(
+        generator=Identity(),
+        discriminator=PatchGAN(channels=3, image_size=16, n_layers=1),
+        optimizer_g=lambda params: torch.optim.Adam(params),
+        optimizer_d=lambda params: torch.optim.Adam(params),
+        channels=3,
+        image_size=16,
+        source_channels=3,
+        ema_decay=None,
+    ).eval()
+    for resize in (False, True):
+        out = tmp_path / f"out_{resize}"
+        summary = translate_folder(
+            model, FilePairs(), str(folder), out, image_shape=(3, 16, 16), resize=resize
+        )
+        assert summary["n_images"] == 3
+        for name, (w, h) in sizes.items():
+            result = Image.open(out / "outputs" / f"{name}.png").convert("RGB")
+            original = Image.open(folder / f"{name}.png")
+            want = original if not resize else None
+            if resize:
+                assert result.size == (16, 16), name
+                want_t = pil_reference(original, 16)
+                got_t = torch.from_numpy(np.asarray(result, np.float32) / 255).permute(2, 0, 1)
+                assert (got_t - want_t).abs().max() <= 1 / 255 + 1e-6, name
+            else:
+                assert result.size == (w, h), name
+                diff = np.abs(np.asarray(result, int) - np.asarray(want, int))
+                assert diff.max() <= 1, name  # PNG rounding of the [0, 1] output
