@@ -110,9 +110,21 @@ def test_missing_mnist_names_the_files(tmp_path):
     assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in msg and "download" in msg
 
 
-def test_cifar10_reads_pickles(tmp_path):
+def test_cifar10_reads_pickles(tmp_path, monkeypatch):
+    """Random batches in CIFAR-10's format: refused by default (not the official files), read
+    with check_md5=false, pixel for pixel and label for label."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     batches = write_cifar10(tmp_path)
-    dm = CIFAR10(data_dir=str(tmp_path), download=False, image_size=32, channels=3, batch_size=5)
+    with pytest.raises(GenlabError, match="data_batch_1"):
+        CIFAR10(data_dir=str(tmp_path), download=False, image_size=32, channels=3).prepare_data()
+    dm = CIFAR10(
+        data_dir=str(tmp_path),
+        download=False,
+        check_md5=False,
+        image_size=32,
+        channels=3,
+        batch_size=5,
+    )
     dm.prepare_data()
     dm.setup()
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 45, "val": 5, "test": 10}

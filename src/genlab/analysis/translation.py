@@ -15,9 +15,14 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image
 
 from genlab.callbacks.translation import triplet_grid
-from genlab.data.cache import read_image
 from genlab.data.paired import image_files, to_tensor
 from genlab.data.pairing import FilePairs, Pairing
+from genlab.data.untrusted_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_max_pixels,
+    read_image,
+    reason,
+)
 from genlab.models.protocols import CanTranslate
 from genlab.utils.errors import GenlabError
 from genlab.utils.run import write_json
@@ -25,17 +30,28 @@ from genlab.utils.run import write_json
 log = logging.getLogger(__name__)
 
 MODES = ("source", "derive")
+# resize=false runs the net at each file's own size: its memory grows with the pixels (a
+# 4000 x 4000 input took 2 GB), so inputs are bounded to 2048 x 2048 unless asked otherwise
+DEFAULT_MAX_UNRESIZED_PIXELS = 2048 * 2048
 
 
-def load_image(path: str, channels: int, size: int | None) -> torch.Tensor:
+def load_image(
+    path: str,
+    channels: int,
+    size: int | None,
+    *,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    option: str = "max_image_pixels",
+) -> torch.Tensor:
     """One image file as (1, channels, H, W) in [0, 1]: resized (short side) and
-    center-cropped to `size`, or at its own size when `size` is None."""
+    center-cropped to `size`, or at its own size when `size` is None. Files above
+    `max_pixels` pixels are refused before decoding, naming `option`."""
     try:
-        image = read_image(path)
+        image = read_image(path, max_pixels=max_pixels, option=option)
     except Exception as exc:
         raise GenlabError(
-            f"input image {path!r} cannot be read ({type(exc).__name__}: {exc}): replace or "
-            "remove it."
+            f"input image {path!r} cannot be read ({reason(exc)}): replace or remove it"
+            + (f", or raise {option}." if option in reason(exc) else ".")
         ) from None
     if size is not None:
         return to_tensor(image, channels, size)[None]
@@ -52,10 +68,19 @@ def make_sources(
     source_shape: Sequence[int],
     mask_dir: str | None,
     resize: bool,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_unresized_pixels: int = DEFAULT_MAX_UNRESIZED_PIXELS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sources (n, C_s, H, W) for the files `paths` (all of one size), and in `derive` mode the
-    originals they were made from (the targets), else None."""
+    originals they were made from (the targets), else None. Files above `max_image_pixels`
+    pixels (`max_unresized_pixels` when `resize` is false) are refused before decoding."""
     channels = int(image_shape[0])
+    limit = {"max_pixels": max_image_pixels, "option": "max_image_pixels"}
+    if not resize:
+        limit = {
+            "max_pixels": min(max_image_pixels, max_unresized_pixels),
+            "option": "max_unresized_pixels (resize=false runs the net at the file's size)",
+        }
     if mode == "derive":
         if isinstance(pairing, FilePairs):
             raise GenlabError(
@@ -63,11 +88,11 @@ def make_sources(
                 "on pairs read from files (data=paired): give it inputs with mode=source."
             )
         size = int(image_shape[-1]) if resize else None
-        targets = torch.cat([load_image(p, channels, size) for p in paths])
+        targets = torch.cat([load_image(p, channels, size, **limit) for p in paths])
         pairing.check(targets.shape[1:])
         return pairing(targets), targets
     size = int(source_shape[-1]) if resize else None
-    images = torch.cat([load_image(p, channels, size) for p in paths])
+    images = torch.cat([load_image(p, channels, size, **limit) for p in paths])
     masks = None
     if mask_dir is not None:
         found = []
@@ -78,7 +103,7 @@ def make_sources(
                     f"mask_dir={mask_dir!r} has no mask for {p!r}: give every input a mask with "
                     f"the same name ({Path(p).stem}.png, white = hole)."
                 )
-            found.append(load_image(str(candidates[0]), 1, size))
+            found.append(load_image(str(candidates[0]), 1, size, **limit))
         masks = torch.cat(found)
         if masks.shape[-2:] != images.shape[-2:]:
             raise GenlabError(
@@ -102,8 +127,16 @@ def translate_folder(
     batch_size: int = 16,
     n_grid: int = 16,
     n_per_row: int = 2,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_unresized_pixels: int = DEFAULT_MAX_UNRESIZED_PIXELS,
 ) -> dict[str, Any]:
-    """Translate every image of `input_dir`; write outputs/, triplets.png, translate.json."""
+    """Translate every image of `input_dir`; write outputs/, triplets.png, translate.json.
+
+    Inputs are untrusted files: an image above `max_image_pixels` pixels (above
+    `max_unresized_pixels` with `resize=false`, where the net runs at the file's own size) is
+    refused before it is decoded."""
+    check_max_pixels(max_image_pixels, "max_image_pixels")
+    check_max_pixels(max_unresized_pixels, "max_unresized_pixels")
     if not isinstance(model, CanTranslate):
         raise GenlabError(
             f"{type(model).__name__} does not translate images (no translate(source)): "
@@ -113,7 +146,8 @@ def translate_folder(
         raise GenlabError(f"mode={mode!r}: use one of {MODES}.")
     if not Path(input_dir).is_dir():
         raise GenlabError(f"input_dir={input_dir!r} is not a directory of images.")
-    paths = image_files(input_dir)
+    # the user picks input_dir for a one-off mapping: links out of it are followed
+    paths = image_files(input_dir, outside_links="follow")
     if not paths:
         raise GenlabError(f"input_dir={input_dir!r} holds no image files.")
     model.eval()
@@ -130,6 +164,8 @@ def translate_folder(
             source_shape=model.source_shape,
             mask_dir=mask_dir,
             resize=resize,
+            max_image_pixels=max_image_pixels,
+            max_unresized_pixels=max_unresized_pixels,
         )
         outputs = model.translate(sources.to(model.device)).cpu()
         for path, image in zip(chunk, outputs, strict=True):

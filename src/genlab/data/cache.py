@@ -17,6 +17,7 @@ complete, so a half-built cache is never used; one that is damaged is rebuilt.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -41,7 +42,16 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from genlab.data.base import ArrayImages, ImageDataModule, Indexed
+from genlab.data.untrusted_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_links_option,
+    check_max_pixels,
+    decode_error,
+    read_image,
+    reason,
+)
 from genlab.utils.errors import GenlabError
+from genlab.utils.untrusted import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +64,6 @@ BAD_FILE = ("error", "skip")
 
 
 # --- decoding --------------------------------------------------------------------------------
-def read_image(path: str) -> Image.Image:
-    """Open and fully decode an image file as RGB (a truncated file raises OSError here)."""
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        return image.convert("RGB")
-
-
 def _convert(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
@@ -89,17 +92,6 @@ def image_transform(image_size: int, channels: int) -> v2.Compose:
     return v2.Compose([decode_transform(image_size, channels), v2.Lambda(_unit_float)])
 
 
-def decode_error(path: str) -> str | None:
-    """Why the image at `path` cannot be decoded, or None when it decodes."""
-    try:
-        with open(path, "rb") as f, Image.open(f) as image:
-            image.draft("RGB", (64, 64))  # JPEG: decode at a reduced scale, still every byte
-            image.load()
-        return None
-    except Exception as exc:  # not an image, truncated, too large (DecompressionBombError)...
-        return f"{type(exc).__name__}: {exc}"
-
-
 def _progress(total: int, description: str):
     from rich.progress import (
         BarColumn,
@@ -124,13 +116,16 @@ def _threads() -> int:
     return max(1, min(32, len(os.sched_getaffinity(0))))
 
 
-def find_bad_images(paths: Sequence[str], *, what: str) -> dict[str, str]:
+def find_bad_images(
+    paths: Sequence[str], *, what: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> dict[str, str]:
     """{path: reason} for every file of `paths` that does not decode (the up-front check when
     the cache is off; the cache build does the same check while it decodes)."""
     bad: dict[str, str] = {}
+    check = partial(decode_error, max_pixels=max_pixels)
     progress, task = _progress(len(paths), f"checking {what}")
     with progress, ThreadPoolExecutor(_threads()) as pool:
-        for path, error in zip(paths, pool.map(decode_error, paths), strict=True):
+        for path, error in zip(paths, pool.map(check, paths), strict=True):
             if error is not None:
                 bad[path] = error
             progress.advance(task)
@@ -152,9 +147,10 @@ class FileImages(Dataset):
         labels: torch.Tensor,
         transform: Callable[[Image.Image], torch.Tensor],
         on_bad_file: str = "error",
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.paths, self.labels, self.transform = list(paths), labels, transform
-        self.on_bad_file = on_bad_file
+        self.on_bad_file, self.max_pixels = on_bad_file, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -163,16 +159,17 @@ class FileImages(Dataset):
         for k in range(len(self.paths)):
             j = (i + k) % len(self.paths)
             try:
-                return self.transform(read_image(self.paths[j])), self.labels[j]
+                image = read_image(self.paths[j], max_pixels=self.max_pixels)
+                return self.transform(image), self.labels[j]
             except Exception as exc:
                 if self.on_bad_file != "skip":
                     raise GenlabError(
-                        f"image {self.paths[j]!r} could not be decoded ({type(exc).__name__}: "
-                        f"{exc}). It changed after the check before training: replace it, or set "
+                        f"image {self.paths[j]!r} could not be decoded ({reason(exc)}). It "
+                        "changed after the check before training: replace it, or set "
                         "data.on_bad_file=skip."
                     ) from None
                 warnings.warn(
-                    f"skipping image {self.paths[j]!r} ({type(exc).__name__}: {exc}); "
+                    f"skipping image {self.paths[j]!r} ({reason(exc)}); "
                     "reading the next file instead",
                     stacklevel=2,
                 )
@@ -266,7 +263,7 @@ class Decoded:
 def load_cache(folder: Path, print_: str, n: int, shape: tuple[int, int, int]) -> Decoded | None:
     """The cache in `folder` if it is complete and matches `print_`, else None."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = read_json_object(folder / "manifest.json", what="decode-cache manifest")
         if manifest.get("version") != CACHE_VERSION or manifest.get("fingerprint") != print_:
             return None
         images = _map(folder / "images.npy")
@@ -280,21 +277,21 @@ def load_cache(folder: Path, print_: str, n: int, shape: tuple[int, int, int]) -
             folder,
             built=False,
         )
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return None  # missing, truncated or not ours: rebuild
+    except (OSError, ValueError, KeyError, TypeError, GenlabError):
+        return None  # missing, truncated, too large or not ours: rebuild
 
 
 def _decode_into(
-    target: np.ndarray, paths: Sequence[str], transform: Callable, what: str
+    target: np.ndarray, paths: Sequence[str], transform: Callable, what: str, max_pixels: int
 ) -> dict[str, str]:
     """Decode every path into target[i]; {path: reason} of those that fail (rows left 0)."""
 
     def one(i: int) -> str | None:
         try:
-            target[i] = transform(read_image(paths[i])).numpy()
+            target[i] = transform(read_image(paths[i], max_pixels=max_pixels)).numpy()
             return None
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return reason(exc)
 
     bad: dict[str, str] = {}
     progress, task = _progress(len(paths), f"decoding {what} once")
@@ -313,21 +310,31 @@ def build_cache(
     print_: str,
     shape: tuple[int, int, int],
     labels: Callable[[], tuple[torch.Tensor, dict[str, Any]]],
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Decoded:
     """Decode every image of `source` into `folder` (built under a temporary name, renamed
-    when complete); in memory, with a warning, when `folder` cannot be written."""
+    when complete); in memory, with a warning, when `folder` cannot be written. A GenlabError
+    when its disk has not the room for it, with nothing left behind."""
     n = len(source.paths)
     transform = decode_transform(shape[1], shape[0])
     label_tensor, meta = labels()
     tmp = folder.with_name(f"{folder.name}.tmp-{_HOST}-{os.getpid()}-{time.time_ns()}")
+    need = n * int(np.prod(shape)) + label_tensor.numel() * label_tensor.element_size() + _SLACK
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(folder)
+        free = shutil.disk_usage(folder.parent).free
+        if need > free:
+            raise _no_room(source, folder, need, free)
         tmp.mkdir()
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, *shape)
         )
+        _reserve(tmp / "images.npy")
     except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in _FULL:
+            raise _no_room(source, folder, need, shutil.disk_usage(folder.parent).free) from None
         log.warning(
             "the decode-once cache cannot be written to %s (%s): decoding %d images into "
             "memory for this run only. Set data.cache_dir to a writable folder to keep them.",
@@ -336,7 +343,7 @@ def build_cache(
             n,
         )
         array = np.zeros((n, *shape), dtype=np.uint8)
-        bad = _decode_into(array, source.paths, transform, source.name)
+        bad = _decode_into(array, source.paths, transform, source.name, max_pixels)
         images = CachedImages(torch.from_numpy(array), label_tensor, None)
         return Decoded(images, bad, meta, None, built=True)
     log.info(
@@ -344,7 +351,7 @@ def build_cache(
     )
     start = time.perf_counter()
     try:
-        bad = _decode_into(images, source.paths, transform, source.name)
+        bad = _decode_into(images, source.paths, transform, source.name, max_pixels)
         images.flush()
         del images
         np.save(tmp / "labels.npy", label_tensor.numpy())
@@ -360,6 +367,12 @@ def build_cache(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _replace(tmp, folder)
+    except OSError as exc:
+        raise GenlabError(
+            f"the decode-once cache of {source.root} could not be written to {folder.parent} "
+            f"({exc.strerror or exc}); nothing of it was kept. Free space there, set "
+            "data.cache_dir to another folder, or data.cache=false."
+        ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -369,6 +382,38 @@ def build_cache(
     found.built = True
     log.info("decode-once cache %s built in %.0f s", folder, time.perf_counter() - start)
     return found
+
+
+# room for the labels' and the manifest's headers and the manifest itself, beyond the arrays
+_SLACK = 1 << 20
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _no_room(source: Source, folder: Path, need: int, free: int) -> GenlabError:
+    return GenlabError(
+        f"the decode-once cache of {source.root} needs {need:,} bytes in {folder.parent}, "
+        f"but only {free:,} are free there: nothing was written. Free space on that disk, set "
+        "data.cache_dir to a folder on a disk with room, or set data.cache=false to decode "
+        "the files at every epoch instead."
+    )
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of the (sparse) file at `path` now. Writing through a memory map
+    to a disk that fills up kills the process with SIGBUS (the run dies with `Bus error`);
+    reserving the blocks first turns that into an OSError (ENOSPC) here, even when something
+    else takes the free space after the check."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:  # macOS: the free-space check before is all there is
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise  # a file system that cannot reserve blocks is served as before
+    finally:
+        os.close(fd)
 
 
 _HOST = socket.gethostname().replace("-", "_")
@@ -411,6 +456,7 @@ def decoded(
     image_size: int,
     channels: int,
     labels: Callable[[], tuple[torch.Tensor, dict[str, Any]]],
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Decoded:
     """The decode-once cache of `source`: loaded when it is valid, else (re)built."""
     folder = cache_folder(source, cache_dir, image_size, channels)
@@ -418,10 +464,13 @@ def decoded(
     shape = (channels, image_size, image_size)
     found = load_cache(folder, print_, len(source.paths), shape)
     if found is not None:
+        log.info("%s: using the decode-once cache %s", source.root, folder)
         return found
     if folder.exists():
         log.info("the decode-once cache %s is out of date or incomplete: rebuilding it", folder)
-    return build_cache(source, folder=folder, print_=print_, shape=shape, labels=labels)
+    return build_cache(
+        source, folder=folder, print_=print_, shape=shape, labels=labels, max_pixels=max_pixels
+    )
 
 
 def _free_bytes(device: torch.device) -> int:
@@ -443,6 +492,10 @@ class FileDataModule(ImageDataModule):
     before training (to find bad ones) and then on every read by the DataLoader; with
     `cache=true` it is decoded once, ever, while the cache is built, and
     `device_resident=true` serves the cached images like the array datasets.
+
+    The files are untrusted (genlab.data.untrusted_files): an image with more than
+    `max_image_pixels` pixels is refused before it is decoded, and a link out of the data
+    folder is refused unless `outside_links=follow`.
     """
 
     def __init__(
@@ -451,10 +504,14 @@ class FileDataModule(ImageDataModule):
         on_bad_file: str = "error",
         cache: bool = False,
         cache_dir: str | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        outside_links: str = "error",
         **kwargs,
     ) -> None:
         if on_bad_file not in BAD_FILE:
             raise GenlabError(f"data.on_bad_file={on_bad_file!r}: use error or skip.")
+        self.max_image_pixels = check_max_pixels(max_image_pixels, "data.max_image_pixels")
+        self.outside_links = check_links_option(outside_links, "data.outside_links")
         super().__init__(**kwargs)
         if self.device_resident and not cache:
             raise GenlabError(
@@ -504,17 +561,21 @@ class FileDataModule(ImageDataModule):
                     image_size=self.image_size,
                     channels=self.channels,
                     labels=partial(self.labels, source),
+                    max_pixels=self.max_image_pixels,
                 )
                 full: Dataset = found.images
                 bad, meta = found.bad, found.meta
             else:
-                bad = find_bad_images(source.paths, what=source.name)
+                bad = find_bad_images(
+                    source.paths, what=source.name, max_pixels=self.max_image_pixels
+                )
                 labels, meta = self.labels(source)
                 full = FileImages(
                     source.paths,
                     labels,
                     image_transform(self.image_size, self.channels),
                     self.on_bad_file,
+                    self.max_image_pixels,
                 )
             self._decoded = (source.paths, full, bad, meta)
         paths, full, bad, meta = self._decoded
@@ -524,7 +585,12 @@ class FileDataModule(ImageDataModule):
             more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
             raise GenlabError(
                 f"{self.where}: {len(bad)} image file(s) cannot be decoded:\n  {shown}{more}\n"
-                "Remove or replace them, or set data.on_bad_file=skip to leave them out."
+                "Remove or replace them, or set data.on_bad_file=skip to leave them out"
+                + (
+                    " (or raise data.max_image_pixels for images that are genuinely that large)."
+                    if any("data.max_image_pixels" in why for why in bad.values())
+                    else "."
+                )
             )
         if bad:
             log.warning(

@@ -16,16 +16,66 @@ from genlab.utils.errors import GenlabError
 __all__ = ["CelebA", "image_transform"]
 
 _FILES = [f for _, _, f in datasets.CelebA.file_list if not f.endswith(".zip")]
+# the official list_attr_celeba.txt is 26 MB (202,599 lines); a list file above this is refused
+MAX_LIST_BYTES = 256 << 20
 
 
-class _CelebAFiles(datasets.CelebA):
-    """torchvision's CelebA that accepts the files present without re-hashing them."""
-
-    def _check_integrity(self) -> bool:
-        base = os.path.join(self.root, self.base_folder)
-        return all(os.path.isfile(os.path.join(base, f)) for f in _FILES) and os.path.isdir(
-            os.path.join(base, "img_align_celeba")
+def _list_lines(path: str) -> list[str]:
+    """The lines of a CelebA list file, bounded in size; a GenlabError naming it otherwise."""
+    size = os.path.getsize(path)
+    if size > MAX_LIST_BYTES:
+        raise GenlabError(
+            f"CelebA: {path} is {size:,} bytes, more than the {MAX_LIST_BYTES:,} genlab reads "
+            "from a list file (the official ones are under 30 MB): replace it."
         )
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except UnicodeDecodeError:
+        raise GenlabError(f"CelebA: {path} is not a text file: replace it.") from None
+
+
+def _bad_line(path: str, number: int, line: str, expected: str) -> GenlabError:
+    shown = line if len(line) <= 80 else line[:77] + "..."
+    return GenlabError(
+        f"CelebA: line {number} of {path} is {shown!r}, where {expected} is expected. Replace "
+        "the file with the official one (from the CelebA site or a mirror of it)."
+    )
+
+
+def read_partition(path: str) -> tuple[list[str], list[int]]:
+    """(image names, partition 0 train / 1 valid / 2 test) of list_eval_partition.txt."""
+    names, parts = [], []
+    for number, line in enumerate(_list_lines(path), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise _bad_line(path, number, line, "an image name and its partition (0, 1 or 2)")
+        names.append(fields[0])
+        parts.append(int(fields[1]))
+    return names, parts
+
+
+def read_attributes(path: str) -> tuple[list[str], list[str], torch.Tensor]:
+    """(attribute names, image names, attributes 0/1 (N, n_attributes)) of
+    list_attr_celeba.txt: a count, the attribute names, then a name and -1/1 per attribute
+    on each line."""
+    lines = [line for line in _list_lines(path) if line.strip()]
+    if len(lines) < 2:
+        raise GenlabError(f"CelebA: {path} has no attribute names: replace it.")
+    attr_names = lines[1].split()
+    names, rows = [], []
+    for number, line in enumerate(lines[2:], 3):
+        fields = line.split()
+        values = fields[1:]
+        if len(values) != len(attr_names) or any(v not in ("-1", "1") for v in values):
+            raise _bad_line(
+                path, number, line, f"an image name and {len(attr_names)} values of -1 or 1"
+            )
+        names.append(fields[0])
+        rows.append([v == "1" for v in values])
+    return attr_names, names, torch.tensor(rows, dtype=torch.long).view(-1, len(attr_names))
 
 
 class CelebA(FileDataModule):
@@ -78,15 +128,15 @@ class CelebA(FileDataModule):
     def source(self) -> Source:
         self._check()
         partition = os.path.join(self.root, "list_eval_partition.txt")
-        names, parts = [], []
-        with open(partition) as f:
-            for line in f:
-                if line.strip():
-                    name, part = line.split()
-                    names.append(name)
-                    parts.append(int(part))
+        names, parts = read_partition(partition)
         self._partition = torch.tensor(parts, dtype=torch.long)
         images = os.path.join(self.root, "img_align_celeba")
+        for name in names:  # a name is a file in img_align_celeba/, not a path elsewhere
+            if os.path.basename(name) != name or name in (".", ".."):
+                raise GenlabError(
+                    f"CelebA: {partition} lists {name!r}, which is not a file name of "
+                    f"{images}/: replace the file with the official one."
+                )
         paths = [os.path.join(images, name) for name in names]
         check_files(
             paths,
@@ -101,13 +151,13 @@ class CelebA(FileDataModule):
         )
 
     def labels(self, source: Source) -> tuple[torch.Tensor, dict[str, Any]]:
-        files = _CelebAFiles(self.data_dir, split="all", target_type="attr")
-        if [os.path.basename(p) for p in source.paths] != list(files.filename):
+        attr_names, names, attrs = read_attributes(os.path.join(self.root, "list_attr_celeba.txt"))
+        if [os.path.basename(p) for p in source.paths] != names:
             raise GenlabError(
                 f"CelebA: list_attr_celeba.txt and list_eval_partition.txt in {self.root} do not "
                 "list the same images in the same order."
             )
-        return files.attr.long(), {"attr_names": list(files.attr_names)}
+        return attrs, {"attr_names": attr_names}
 
     def use_meta(self, meta: dict[str, Any]) -> None:
         self.attr_names = list(meta["attr_names"])

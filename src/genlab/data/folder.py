@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from genlab.data.base import Indexed
 from genlab.data.cache import FileDataModule, Source
+from genlab.data.untrusted_files import check_link, list_files, walk_files
 from genlab.utils.errors import GenlabError
 
 
@@ -23,6 +24,9 @@ class ImageFolder(FileDataModule):
     `on_bad_file=skip`, left out with a warning. Train / val / test are split by `val_fraction`
     and `test_fraction`; a split that a fraction asks for but that gets no image is an error.
     `cache=true` keeps the decoded images on disk (see genlab.data.cache).
+
+    Class folders are walked recursively, following links inside `path`; a link loop, or a
+    link out of `path` (unless `outside_links=follow`), is an error naming it.
     """
 
     name = "image_folder"
@@ -45,21 +49,26 @@ class ImageFolder(FileDataModule):
                 f"data.path={self.path!r} is not a directory. Point it at a folder of images "
                 "(flat, or one subfolder per class)."
             )
+        root = os.path.realpath(self.path)
+        walk = {"root": root, "outside_links": self.outside_links}
         # hidden folders (.cache, .ipynb_checkpoints) are not classes
         subdirs = [e.name for e in os.scandir(self.path) if e.is_dir() and e.name[0] != "."]
         if subdirs:
+            # the order of torchvision's make_dataset (classes sorted, then paths), without
+            # its walk, which follows link loops for ever
             self.classes = sorted(subdirs)
-            class_to_idx = {c: i for i, c in enumerate(self.classes)}
-            samples = make_dataset(
-                self.path, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True
-            )
+            samples = []
+            for label, name in enumerate(self.classes):
+                folder = os.path.join(self.path, name)
+                if os.path.islink(folder):
+                    check_link(
+                        folder, root, outside_links=self.outside_links, option="data.outside_links"
+                    )
+                samples += [(p, label) for p in walk_files(folder, IMG_EXTENSIONS, **walk)]
         else:
             self.classes = []
-            samples = [
-                (os.path.join(self.path, f), 0)
-                for f in sorted(os.listdir(self.path))
-                if f.lower().endswith(IMG_EXTENSIONS)
-            ]
+            files = list_files(self.path, IMG_EXTENSIONS, hidden=True, **walk)
+            samples = [(p, 0) for p in files]
         if not samples:
             raise GenlabError(
                 f"data.path={self.path!r} holds no image files ({', '.join(IMG_EXTENSIONS)})."

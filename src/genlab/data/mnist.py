@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
@@ -87,6 +89,46 @@ class MNIST5k(ImageDataModule):
         return {"train": train, "val": val, "test": test}
 
 
+# the largest IDX file read (MNIST's training images are 47 MB)
+MAX_IDX_BYTES = 1 << 30
+
+
+def check_idx(path: str, ndim: int) -> tuple[int, ...]:
+    """The dimensions an uncompressed IDX file of uint8 with `ndim` dimensions declares, after
+    checking its header against its size (torchvision's reader trusts the header: an absurd
+    size gives a traceback, or a read of whatever the header says); a GenlabError naming the
+    file otherwise."""
+
+    def refuse(why: str) -> GenlabError:
+        return GenlabError(
+            f"{path} is not an MNIST IDX file: {why}. Replace it with the gunzipped file of the "
+            "same name from the dataset's site (or delete it and run with data.download=true)."
+        )
+
+    size = os.path.getsize(path)
+    header = 4 + 4 * ndim
+    if size < header:
+        raise refuse(f"{size} bytes, shorter than its header")
+    if size > MAX_IDX_BYTES:
+        raise refuse(f"{size:,} bytes, more than the {MAX_IDX_BYTES:,} genlab reads")
+    with open(path, "rb") as f:
+        head = f.read(header)
+    zero, kind, dims = struct.unpack(">HBB", head[:4])
+    if zero != 0 or kind != 0x08 or dims != ndim:
+        raise refuse(
+            f"its header says type 0x{kind:02x} with {dims} dimensions, where MNIST's "
+            f"{'images' if ndim == 3 else 'labels'} are uint8 (0x08) with {ndim}"
+        )
+    shape = struct.unpack(f">{ndim}I", head[4:])
+    declared = header + int(np.prod(shape, dtype=np.int64))
+    if declared != size:
+        raise refuse(
+            f"its header declares {' x '.join(map(str, shape))} values ({declared:,} bytes "
+            f"with the header), but the file has {size:,} bytes"
+        )
+    return shape
+
+
 _MNIST_FILES = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -144,7 +186,21 @@ class TorchvisionMNIST(ImageDataModule):
         cls = self._datasets[self.variant]
         out = {}
         for split, train in (("train", True), ("test", False)):
+            prefix = os.path.join(self.raw_dir, "train" if train else "t10k")
+            n_images = check_idx(f"{prefix}-images-idx3-ubyte", 3)[0]
+            (n_labels,) = check_idx(f"{prefix}-labels-idx1-ubyte", 1)
+            if n_images != n_labels:
+                raise GenlabError(
+                    f"{prefix}-images-idx3-ubyte holds {n_images} images but "
+                    f"{prefix}-labels-idx1-ubyte {n_labels} labels: they belong to different "
+                    "datasets. Replace them with the files of one dataset."
+                )
             ds = cls(self.data_dir, train=train, download=False)
+            if len(ds.targets) and int(ds.targets.max()) >= (self.num_classes or 10):
+                raise GenlabError(
+                    f"{prefix}-labels-idx1-ubyte holds label {int(ds.targets.max())}, but "
+                    f"{self.variant} has {self.num_classes or 10} classes (0-9): replace it."
+                )
             images = ds.data.unsqueeze(1)  # (N, 1, 28, 28) uint8
             images = match_channels(
                 resize_uint8(images, self.image_size), self.channels, self.name

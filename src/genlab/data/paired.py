@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,18 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
 
 from genlab.data.base import ImageDataModule, Indexed
-from genlab.data.cache import find_bad_images, read_image
+from genlab.data.cache import find_bad_images
 from genlab.data.pairing import FilePairs, Pairing
+from genlab.data.untrusted_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_link,
+    check_links_option,
+    check_max_pixels,
+    list_files,
+    open_image,
+    read_image,
+    reason,
+)
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -39,12 +50,22 @@ SPLITS = ("train", "val", "test")
 JITTER_SCALE = 286 / 256
 
 
-def image_files(folder: str | Path) -> list[str]:
-    """The image files directly inside `folder`, sorted by name."""
-    return sorted(
-        os.path.join(folder, f)
-        for f in os.listdir(folder)
-        if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")
+# modes of images with one colour channel (grey, with or without alpha, any bit depth)
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def image_files(
+    folder: str | Path,
+    *,
+    root: str | None = None,
+    outside_links: str = "error",
+    option: str = "data.outside_links",
+) -> list[str]:
+    """The image files directly inside `folder` (not hidden), sorted by name; a link out of
+    the real folder `root` (default: `folder`) is a GenlabError unless `outside_links=follow`."""
+    root = os.path.realpath(root if root is not None else folder)
+    return list_files(
+        str(folder), IMG_EXTENSIONS, root=root, outside_links=outside_links, option=option
     )
 
 
@@ -74,8 +95,10 @@ class PairFiles(Dataset):
         image_size: int,
         jitter: bool = False,
         hflip: bool = False,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.items, self.direction = list(items), direction
+        self.max_pixels = max_pixels
         self.channels, self.image_size, self.jitter, self.hflip = (
             channels,
             image_size,
@@ -91,14 +114,17 @@ class PairFiles(Dataset):
         a_path, b_path = self.items[i]
         try:
             if b_path is None:
-                ab = read_image(a_path)
+                ab = read_image(a_path, max_pixels=self.max_pixels)
                 w, h = ab.size
                 half = w // 2  # pix2pix: A = [0, w/2), B = [w/2, w)
                 return ab.crop((0, 0, half, h)), ab.crop((half, 0, w, h))
-            return read_image(a_path), read_image(b_path)
+            return (
+                read_image(a_path, max_pixels=self.max_pixels),
+                read_image(b_path, max_pixels=self.max_pixels),
+            )
         except OSError as exc:  # the file changed after the check in setup
             raise GenlabError(
-                f"image {(a_path, b_path)!r} could not be read ({type(exc).__name__}: {exc}): "
+                f"image {(a_path, b_path)!r} could not be read ({reason(exc)}): "
                 "it changed after the check before training; replace it."
             ) from None
 
@@ -134,6 +160,10 @@ class PairedImages(ImageDataModule):
 
     Every file is decoded before training: an unreadable file, or one without its partner, is
     an error naming it, or with `on_bad_file=skip` left out (with its pair) with a warning.
+    Files are untrusted (genlab.data.untrusted_files): an image above `max_image_pixels`
+    pixels is refused before decoding, a link out of `path` unless `outside_links=follow`.
+    When the files are smaller than `image_size` or grey while `channels=3` (the defaults are
+    pix2pix's 256-px RGB), a warning says what is done to them and which options fit them.
     """
 
     name = "paired"
@@ -149,6 +179,8 @@ class PairedImages(ImageDataModule):
         on_bad_file: str = "error",
         jitter: bool = False,
         test_fraction: float = 0.1,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        outside_links: str = "error",
         **kwargs: Any,
     ) -> None:
         if layout not in ("aligned", "folders"):
@@ -176,6 +208,8 @@ class PairedImages(ImageDataModule):
         self.path, self.layout, self.direction = str(path), layout, direction
         self.a_dir, self.b_dir, self.on_bad_file = a_dir, b_dir, on_bad_file
         self.jitter, self.test_fraction = jitter, test_fraction
+        self.max_image_pixels = check_max_pixels(max_image_pixels, "data.max_image_pixels")
+        self.outside_links = check_links_option(outside_links, "data.outside_links")
         self._scanned: dict[str, list[tuple[str, str | None]]] | None = None
 
     # --- finding the pairs ------------------------------------------------------------------
@@ -200,17 +234,28 @@ class PairedImages(ImageDataModule):
                     )
                 )
         if os.path.isdir(os.path.join(roots[0], "train")):
-            return {
+            groups = {
                 s: [os.path.join(r, s) for r in roots]
                 for s in SPLITS
                 if os.path.isdir(os.path.join(roots[0], s))
             }
-        return {"all": roots}
+        else:
+            groups = {"all": roots}
+        top = os.path.realpath(self.path)
+        for folder in {f for folders in groups.values() for f in [*folders, *roots]}:
+            if os.path.islink(folder):
+                check_link(
+                    folder, top, outside_links=self.outside_links, option="data.outside_links"
+                )
+        return groups
+
+    def _files(self, folder: str) -> list[str]:
+        return image_files(folder, root=self.path, outside_links=self.outside_links)
 
     def _pairs_in(self, folders: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
         """The pairs in one group of folders, and the files without a partner."""
         if self.layout == "aligned":
-            return [(p, None) for p in image_files(folders[0])], []
+            return [(p, None) for p in self._files(folders[0])], []
         by_stem: list[dict[str, str]] = []
         for folder in folders:
             if not os.path.isdir(folder):
@@ -219,7 +264,7 @@ class PairedImages(ImageDataModule):
                     "both image folders need the same split subfolders."
                 )
             stems: dict[str, str] = {}
-            for p in image_files(folder):
+            for p in self._files(folder):
                 stem = Path(p).stem
                 if stem in stems:
                     raise GenlabError(
@@ -257,15 +302,21 @@ class PairedImages(ImageDataModule):
                 lonely[:10],
             )
         files = [p for items in pairs.values() for item in items for p in item if p is not None]
-        bad = find_bad_images(files, what=self.name)
-        bad.update(self._too_narrow([f for f in files if f not in bad]))
+        bad = find_bad_images(files, what=self.name, max_pixels=self.max_image_pixels)
+        headers = self._headers([f for f in files if f not in bad])
+        bad.update(self._too_narrow(headers))
         if bad and self.on_bad_file == "error":
             shown = "\n  ".join(f"{p}  ({why})" for p, why in list(bad.items())[:10])
             more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
             raise GenlabError(
                 f"data.path={self.path!r}: {len(bad)} image file(s) cannot be read:\n  "
                 f"{shown}{more}\nRemove or replace them, or set data.on_bad_file=skip to leave "
-                "them (and their pairs) out."
+                "them (and their pairs) out"
+                + (
+                    " (or raise data.max_image_pixels for images that are genuinely that large)."
+                    if any("data.max_image_pixels" in why for why in bad.values())
+                    else "."
+                )
             )
         if bad:
             log.warning(
@@ -280,18 +331,65 @@ class PairedImages(ImageDataModule):
                 f"data.path={self.path!r} holds no readable image pairs for training "
                 f"(layout={self.layout}, extensions {', '.join(IMG_EXTENSIONS)})."
             )
+        self._say_what_is_done(
+            {f: headers[f] for items in pairs.values() for item in items for f in item if f}
+        )
         self._scanned = pairs
         return pairs
 
-    def _too_narrow(self, files: list[str]) -> dict[str, str]:
+    def _headers(self, files: list[str]) -> dict[str, tuple[int, int, str]]:
+        """{file: (width, height, mode)} from the headers (nothing decoded: the files were
+        checked just before)."""
+        out = {}
+        for f in files:
+            with open_image(
+                f, max_pixels=self.max_image_pixels, option="data.max_image_pixels"
+            ) as im:
+                out[f] = (*im.size, im.mode)
+        return out
+
+    def _too_narrow(self, headers: dict[str, tuple[int, int, str]]) -> dict[str, str]:
         if self.layout != "aligned":
             return {}
-        narrow = {}
-        for f in files:
-            with Image.open(f) as im:
-                if im.size[0] < 2:
-                    narrow[f] = f"{im.size[0]} px wide: an AB file holds two images side by side"
-        return narrow
+        return {
+            f: f"{w} px wide: an AB file holds two images side by side"
+            for f, (w, _, _) in headers.items()
+            if w < 2
+        }
+
+    def _say_what_is_done(self, headers: dict[str, tuple[int, int, str]]) -> None:
+        """Warn when the images are upscaled to `image_size` or grey ones copied to RGB (the
+        defaults are pix2pix's 256-px RGB, far from e.g. 32-px grey pairs), naming the options
+        that would keep them as they are."""
+        if not headers:
+            return
+        half = self.layout == "aligned"  # an AB file holds two images side by side
+        short = Counter(min(w // 2 if half else w, h) for w, h, _ in headers.values())
+        smaller = sum(n for side, n in short.items() if side < self.image_size)
+        grey = all(mode in GREY_MODES for _, _, mode in headers.values())
+        done = []
+        if smaller:
+            typical = short.most_common(1)[0][0]
+            done.append(
+                f"{smaller} of the {len(headers)} images are smaller than data.image_size="
+                f"{self.image_size} (short side {typical} px for most) and are upscaled to it"
+            )
+        if grey and self.channels == 3:
+            done.append("all of them are grey and are copied to 3 channels (data.channels=3)")
+        if not done:
+            return
+        fit = []
+        if smaller:
+            fit.append(f"data.image_size={short.most_common(1)[0][0]}")
+        if grey and self.channels == 3:
+            fit.append("data.channels=1")
+        log.warning(
+            "data.path=%r: %s. To train at the files' own size and channels, set %s (the "
+            "model's nets follow them).",
+            self.path,
+            "; ".join(done),
+            " ".join(fit),
+        )
 
     # --- splits -----------------------------------------------------------------------------
     def _dataset(self, items: list[tuple[str, str | None]], *, train: bool) -> PairFiles:
@@ -302,6 +400,7 @@ class PairedImages(ImageDataModule):
             image_size=self.image_size,
             jitter=self.jitter and train,
             hflip=self.hflip and train,
+            max_pixels=self.max_image_pixels,
         )
 
     def prepare_data(self) -> None:
