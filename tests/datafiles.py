@@ -136,3 +136,56 @@ def write_pair_folders(
             pair.append(pixels)
         out[name] = (pair[0], pair[1])
     return out
+
+
+# --- hostile files (tests/test_untrusted_data.py) ------------------------------------------------
+def write_flat_png(path: Path, width: int, height: int, value: int = 0) -> int:
+    """A real 8-bit grey PNG of one value, compressed row by row (a 12,500 x 12,500 one is
+    about 150 KB on disk and never held in memory here); returns its size in bytes."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" + bytes([value]) * width  # filter type 0, then the pixels
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)))
+        f.write(chunk(b"IDAT", idat))
+        f.write(chunk(b"IEND", b""))
+    return path.stat().st_size
+
+
+def write_eps(path: Path) -> None:
+    """A real (tiny) Encapsulated PostScript file, whatever `path`'s extension says: Pillow
+    renders EPS by running Ghostscript on it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n"
+        "newpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+    )
+
+
+class _MakesFolder:
+    """Pickles as a call of os.mkdir(marker): what a planted pickle could run instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def write_planted_cifar_batch(root: Path, marker: Path, name: str = "data_batch_1") -> Path:
+    """root/cifar-10-batches-py/<name>: a CIFAR-10 batch whose 'data' is a pickled call of
+    os.mkdir(marker) (harmless, and visible if it ever runs)."""
+    path = root / "cifar-10-batches-py" / name
+    with open(path, "wb") as f:
+        pickle.dump({"batch_label": name, "data": _MakesFolder(marker), "labels": [0] * 10}, f)
+    return path

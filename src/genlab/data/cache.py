@@ -333,7 +333,14 @@ def build_cache(
         _reserve(tmp / "images.npy")
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in _FULL:
+        if exc.errno == errno.EFBIG:  # the process's file size limit (ulimit -f)
+            raise GenlabError(
+                f"the decode-once cache of {source.root} needs a file of {need:,} bytes in "
+                f"{folder.parent}, above this process's file size limit (ulimit -f): nothing "
+                "was written. Raise the limit, or set data.cache=false to decode the files at "
+                "every epoch instead."
+            ) from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _no_room(source, folder, need, shutil.disk_usage(folder.parent).free) from None
         log.warning(
             "the decode-once cache cannot be written to %s (%s): decoding %d images into "
@@ -386,7 +393,6 @@ def build_cache(
 
 # room for the labels' and the manifest's headers and the manifest itself, beyond the arrays
 _SLACK = 1 << 20
-_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _no_room(source: Source, folder: Path, need: int, free: int) -> GenlabError:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import struct
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
@@ -120,7 +120,7 @@ def check_idx(path: str, ndim: int) -> tuple[int, ...]:
             f"{'images' if ndim == 3 else 'labels'} are uint8 (0x08) with {ndim}"
         )
     shape = struct.unpack(f">{ndim}I", head[4:])
-    declared = header + int(np.prod(shape, dtype=np.int64))
+    declared = header + math.prod(shape)  # exact: numpy's product would overflow
     if declared != size:
         raise refuse(
             f"its header declares {' x '.join(map(str, shape))} values ({declared:,} bytes "
