@@ -1,0 +1,126 @@
+"""Stopping a real training process with signals (docs/runs.md: "On Ctrl-C or SIGTERM the step in
+progress finishes, last.ckpt holds it, the process exits with 130 / 143 and summary.json says
+interrupted. A second Ctrl-C stops at once."). Each test runs `python -m genlab.train` in a
+subprocess whose steps sleep (tests/slow_steps.py) so the signal provably lands while a step is
+in progress; the Ctrl-C that finishes its step is tested in test_trust.
+
+Seen failing (in a scratch copy of src/): LastCheckpoint's handler no longer chaining the second
+SIGINT to the previous handler (the run then sleeps out the step and ends 130), and
+LastCheckpoint.on_train_batch_end not checking for a signal (the SIGTERM run trains on)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import FAST, load, run_dirs
+
+from genlab.utils.run import read_summary
+
+TESTS = Path(__file__).resolve().parent
+COMMON = [
+    *FAST,
+    "model=ae",
+    "model.encoder.hidden_dims=[16]",
+    "model.decoder.hidden_dims=[16]",
+    "test=false",
+    "trainer.max_epochs=50",
+    "trainer.limit_train_batches=8",
+    "+callbacks.slow._target_=slow_steps.SlowSteps",
+]
+
+
+def start(cwd: Path, probe: Path, seconds: float, from_step: int) -> subprocess.Popen:
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "genlab.train",
+            *COMMON,
+            f"+callbacks.slow.out={probe}",
+            f"+callbacks.slow.seconds={seconds}",
+            f"+callbacks.slow.from_step={from_step}",
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_step(proc: subprocess.Popen, probe: Path, step: int, timeout: float = 180) -> None:
+    """Until the run has started step `step` (its batch is in the slow callback)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if probe.is_file() and int(probe.read_text() or -1) >= step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early ({proc.returncode}): {proc.stdout.read()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"the run did not reach step {step} in {timeout} s")
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> str:
+    """The process's output once it has ended; killed (and the test failed) after `timeout`."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the run did not stop within {timeout} s of the signal") from None
+
+
+def test_sigterm_finishes_the_step_writes_last_ckpt_and_exits_143(tmp_path):
+    """SIGTERM (a scheduler's preemption) while step 2 is in progress (mid-epoch, before any
+    checkpoint): the step finishes, last.ckpt holds step 3, exit status 143, summary.json
+    says interrupted at step 3."""
+    probe = tmp_path / "step.txt"
+    proc = start(tmp_path / "cwd", probe, seconds=1.5, from_step=2)
+    wait_for_step(proc, probe, 2)
+    proc.send_signal(signal.SIGTERM)
+    err = finish(proc, 120)
+    assert proc.returncode == 143, err[-3000:]
+    in_progress = int(probe.read_text())
+    assert in_progress == 2  # no later step started
+    assert f"interrupted by SIGTERM after step {in_progress + 1}" in err
+    (run,) = run_dirs(tmp_path / "cwd")
+    summary = read_summary(run)
+    assert summary["status"] == "interrupted"
+    assert summary["global_step"] == summary["last_ckpt_step"] == in_progress + 1
+    assert load(run / "checkpoints" / "last.ckpt")["global_step"] == in_progress + 1
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    """Two SIGINTs 0.5 s apart while step 2 sleeps for 60 s: the first says it will stop after
+    the step, the second stops in the middle of it. The run ends within seconds, step 2 never
+    finishes (summary.json: interrupted at step 2), and the clean stop after the step
+    ('interrupted by SIGINT after step 3') does not happen. (It exits 1, Lightning's exit on a
+    KeyboardInterrupt, with summary.json's error 'SystemExit: 1'.)"""
+    probe = tmp_path / "step.txt"
+    proc = start(tmp_path / "cwd", probe, seconds=60, from_step=2)
+    wait_for_step(proc, probe, 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    second = time.time()
+    err = finish(proc, 40)
+    assert time.time() - second < 30
+    assert "press Ctrl-C again to stop at once" in err
+    assert "interrupted by SIGINT after step" not in err
+    assert proc.returncode != 0, err[-3000:]
+    assert int(probe.read_text()) == 2
+    (run,) = run_dirs(tmp_path / "cwd")
+    summary = read_summary(run)
+    assert summary["status"] == "interrupted" and summary["global_step"] == 2, summary
