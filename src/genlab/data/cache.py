@@ -56,8 +56,9 @@ from genlab.utils.untrusted import read_json_object
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-# the pixels depend on these: a change of any of them gives another cache folder
-TRANSFORM = "rgb|resize-short-side-antialias|center-crop"
+# the pixels depend on these: a change of any of them gives another cache folder (16-bit and
+# float images were clipped before "by-depth", genlab.data.untrusted_files.eight_bit)
+TRANSFORM = "rgb-by-depth|resize-short-side-antialias|center-crop"
 # at most this fraction of the free device (or host) memory is taken by resident images
 RESIDENT_FRACTION = 0.5
 BAD_FILE = ("error", "skip")
