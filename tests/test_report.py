@@ -141,13 +141,13 @@ def test_compare_runs_table(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == [f"{n}/run" for n in sorted(scores, key=scores.get)]
     by_run = {r["run"].split("/")[0]: r for r in rows}
-    # the config value that differs is a column; ones that are equal are not
-    assert (
-        by_run["a"]["cfg/model.latent_dim"] == "2" and by_run["b"]["cfg/model.latent_dim"] == "16"
-    )
-    assert "cfg/data.batch_size" not in rows[0]
-    assert float(by_run["a"]["best_score"]) == pytest.approx(scores["a"])
-    assert (tmp_path / "cmp.md").read_text().startswith("| run | status |")
+    # the config value that differs is a column (named by the shallowest of the keys that take
+    # its values: these runs have no command-line overrides); ones that are equal are not
+    assert by_run["a"]["model.latent_dim"] == "2" and by_run["b"]["model.latent_dim"] == "16"
+    assert "data.batch_size" not in rows[0] and "model.encoder.out_dim" not in rows[0]
+    assert float(by_run["a"]["best val/loss"]) == pytest.approx(scores["a"])
+    markdown = (tmp_path / "cmp.md").read_text()
+    assert markdown.startswith("## AutoEncoder: 2 runs\n\n| run | status |")
     assert "val/loss" in proc.stdout
     bad = run_cli(str(tmp_path / "notes"), cwd=tmp_path, module="genlab.compare", check=False)
     assert bad.returncode == 2 and "no run directories" in bad.stderr

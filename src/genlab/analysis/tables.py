@@ -4,20 +4,26 @@ tasks, the comparison of runs, sweep summaries)."""
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+# control characters (a terminal escape in a run's name) never reach a table
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def cell(value: Any, *, digits: int = 5, max_len: int | None = None) -> str:
-    """A table cell: empty for None, floats to `digits` significant digits, `|` escaped and
-    line breaks flattened (so any text keeps the table intact), cut at `max_len`."""
+def cell(value: Any, *, digits: int = 5, max_len: int | None = None, markdown: bool = True) -> str:
+    """A table cell: empty for None, floats to `digits` significant digits, line breaks and
+    other control characters flattened to spaces (so any text keeps the table intact and the
+    terminal unchanged), `|` escaped for Markdown (`markdown`), cut at `max_len`."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    text = str(value).replace("|", "\\|").replace("\n", " ")
-    return text[:max_len] if max_len is not None else text
+    text = _CONTROL.sub(" ", str(value))
+    text = text[:max_len] if max_len is not None else text
+    return text.replace("|", "\\|") if markdown else text
 
 
 def markdown_table(
@@ -31,7 +37,7 @@ def markdown_table(
     `align` is 'l' or 'r' for every column, or one letter per column ('lrr')."""
     aligns = list(align) if len(align) == len(columns) else [align] * len(columns)
     lines = [
-        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join(cell(c) for c in columns) + " |",
         "|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|",
     ]
     for row in rows:
@@ -50,11 +56,19 @@ def records_table(
 
 
 def write_csv(
-    path: str | Path, records: Iterable[Mapping[str, Any]], columns: Sequence[str]
+    path: str | Path | TextIO, records: Iterable[Mapping[str, Any]], columns: Sequence[str]
 ) -> None:
-    """Records as CSV with a header of `columns` (missing values empty)."""
+    """Records as CSV with a header of `columns` (missing values empty), to a file path or an
+    open text file (opened with newline="")."""
+    if not isinstance(path, str | Path):
+        _write_csv(path, records, columns)
+        return
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for record in records:
-            writer.writerow({c: record.get(c) for c in columns})
+        _write_csv(f, records, columns)
+
+
+def _write_csv(f: TextIO, records: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({c: record.get(c) for c in columns})
