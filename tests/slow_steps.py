@@ -25,3 +25,18 @@ class SlowSteps(L.Callback):
         os.replace(tmp, self.out)
         if trainer.global_step >= self.from_step:
             time.sleep(self.seconds)
+
+
+class SelfSignal(L.Callback):
+    """Sends this very process `signals` (signal numbers, in order, 0.1 s apart) at the start of
+    training step `step`, so an in-process run is interrupted at a known point."""
+
+    def __init__(self, step: int, signals: list[int]) -> None:
+        self.step, self.signals, self.sent = int(step), [int(s) for s in signals], False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
+                time.sleep(0.1)  # Python runs the handler before the next signal

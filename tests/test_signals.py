@@ -2,7 +2,9 @@
 progress finishes, last.ckpt holds it, the process exits with 130 / 143 and summary.json says
 interrupted. A second Ctrl-C stops at once."). Each test runs `python -m genlab.train` in a
 subprocess whose steps sleep (tests/slow_steps.py) so the signal provably lands while a step is
-in progress; the Ctrl-C that finishes its step is tested in test_trust.
+in progress; the Ctrl-C that finishes its step is tested in test_trust. The same two cases run
+in-process too (the process signals itself at a known step; cheap, and visible to `make
+mutate`, which cannot follow a subprocess).
 
 Seen failing (in a scratch copy of src/): LastCheckpoint's handler no longer chaining the second
 SIGINT to the previous handler (the run then sleeps out the step and ends 130), and
@@ -17,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import FAST, load, run_dirs
+import pytest
+from conftest import FAST, load, make_cfg, run_dirs
 
+from genlab.callbacks.checkpoint import RunInterrupted
+from genlab.train import train
 from genlab.utils.run import read_summary
 
 TESTS = Path(__file__).resolve().parent
@@ -123,4 +128,58 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     assert int(probe.read_text()) == 2
     (run,) = run_dirs(tmp_path / "cwd")
     summary = read_summary(run)
+    assert summary["status"] == "interrupted" and summary["global_step"] == 2, summary
+
+
+# --- the same, in-process ---------------------------------------------------------------------
+@pytest.fixture
+def keep_handlers():
+    """The test process's SIGINT and SIGTERM handlers, put back after the test."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def self_signal(tmp_path: Path, *signals: int):
+    cfg = [o for o in COMMON if "slow" not in o]
+    return make_cfg(
+        tmp_path,
+        *cfg,
+        "+callbacks.sig._target_=slow_steps.SelfSignal",
+        "+callbacks.sig.step=2",
+        f"+callbacks.sig.signals=[{','.join(str(int(s)) for s in signals)}]",
+    )
+
+
+def test_sigterm_in_process(tmp_path, keep_handlers):
+    """SIGTERM at the start of step 2: the step finishes, then RunInterrupted names SIGTERM and
+    step 3; last.ckpt and summary.json hold step 3 (status interrupted); the handlers that were
+    there before training are back."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunInterrupted) as err:
+        train(self_signal(tmp_path, signal.SIGTERM))
+    assert err.value.signum == signal.SIGTERM and err.value.step == 3
+    assert str(err.value).startswith("interrupted by SIGTERM after step 3; ")
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "interrupted"
+    assert summary["global_step"] == summary["last_ckpt_step"] == 3
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_one_ctrl_c_in_process_finishes_the_step(tmp_path, keep_handlers):
+    with pytest.raises(RunInterrupted) as err:
+        train(self_signal(tmp_path, signal.SIGINT))
+    assert err.value.signum == signal.SIGINT and err.value.step == 3
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+
+def test_a_second_ctrl_c_in_process_stops_at_once(tmp_path, keep_handlers):
+    """Two SIGINTs at the start of step 2: the second raises KeyboardInterrupt right there
+    (Lightning turns it into SystemExit), so step 2 never runs: summary.json says interrupted at
+    step 2."""
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(self_signal(tmp_path, signal.SIGINT, signal.SIGINT))
+    summary = read_summary(tmp_path / "run")
     assert summary["status"] == "interrupted" and summary["global_step"] == 2, summary
