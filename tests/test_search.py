@@ -125,6 +125,76 @@ def test_stale_trial_is_failed_and_leaves_the_budget(tmp_path):
     assert [counts_towards_budget(t) for t in trials] == [False, True]
 
 
+# --- a study file that is not genlab's ---------------------------------------------------
+
+
+def broken_journal_line(sweep: Path) -> str:
+    """A study whose journal has a line that is not JSON between two good ones."""
+    study = create(sweep)
+    study.set_user_attr("note", "before")
+    path = sweep / "optuna.journal"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([*lines[:1], '{"op_code": 5, "study_id": 0, "va\n', *lines[1:]]))
+    return "a line Optuna cannot replay (JSONDecodeError"
+
+
+def heartbeat_not_a_number(sweep: Path) -> str:
+    """A study whose running trial has a heartbeat that is text."""
+    trial = create(sweep).ask()
+    trial.set_user_attr("heartbeat", "soon")
+    return "trial 0: its heartbeat is 'soon', not a time in seconds"
+
+
+@pytest.mark.parametrize("damage", [broken_journal_line, heartbeat_not_a_number])
+def test_a_broken_study_file_is_one_paragraph_naming_it(tmp_path, damage):
+    """A journal line that is not JSON, or a heartbeat that is not a number: genlab's paragraph
+    naming the journal and how to move it aside (exit 2, no traceback), before any trial
+    runs. Broken variants checked: without `reading_journal` in open_storage the first is
+    Optuna's JSONDecodeError traceback (exit 1); without `check_trials` the second is a
+    ValueError from float('soon')."""
+    sweep = tmp_path / "search"
+    why = damage(sweep)
+    journal = sweep / "optuna.journal"
+    proc = run_cli(
+        *search_args(sweep, "trainer.max_epochs=1", "hydra.sweeper.n_trials=2"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr[proc.stderr.index("genlab: error:") :]
+    assert f"the Optuna study in {journal} cannot be read: {why}" in message
+    assert f"mv {journal} {journal}.broken" in message
+    assert not (sweep / "0").exists()  # no trial ran
+    if damage is heartbeat_not_a_number:  # nothing was asked for, told or failed
+        (trial,) = load(sweep).trials
+        assert trial.state == TrialState.RUNNING and trial.user_attrs["heartbeat"] == "soon"
+
+
+def test_a_command_whose_overrides_differ_is_refused(tmp_path):
+    """A study remembers the overrides of the command that started it: the same command
+    continues it (in any order of its overrides), another one (other epochs) is refused with
+    the two lists and what to do, before any trial is asked for. `n_trials=0` starts the
+    study without training. Broken variant checked: `_check_same_study` without its
+    overrides comparison lets the second command through (exit 0)."""
+    sweep = tmp_path / "search"
+    first = search_args(sweep, "trainer.max_epochs=1", "hydra.sweeper.n_trials=0")
+    run_cli(*first, cwd=tmp_path)
+    recorded = load(sweep).user_attrs["overrides"]
+    assert "trainer.max_epochs=1" in recorded and "trainer=cpu" in recorded
+    other = search_args(sweep, "trainer.max_epochs=2", "hydra.sweeper.n_trials=1")
+    proc = run_cli(*other, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "study 'ae' in" in proc.stderr and "was started with overrides" in proc.stderr
+    assert "'trainer.max_epochs=1'" in proc.stderr and "'trainer.max_epochs=2'" in proc.stderr
+    assert "hydra.sweeper.study_name=<another name>" in proc.stderr
+    assert load(sweep).trials == []  # nothing was asked for
+    # the same overrides in another order continue the study
+    same = [*first[:2], *reversed(first[2:])]
+    run_cli(*same, cwd=tmp_path)
+    assert load(sweep).trials == []
+
+
 # --- end to end --------------------------------------------------------------------------
 
 
@@ -241,6 +311,9 @@ def test_failed_and_diverged_trials_are_fail_and_the_search_goes_on(tmp_path):
         "trainer.max_epochs=1",
         "hydra.sweeper.n_trials=3",
         "model.latent_dim=choice(-4,8,16)",  # a dimension of the command line
+        # the search's trial states are checked here, not the exit status of a multirun
+        # whose jobs failed (1 where genlab's multirun_fail_exit is on); ++ adds or overrides
+        "++multirun_fail_exit=false",
     )
     run_cli(*args, cwd=tmp_path)
     diverged, bad_option, good = load(sweep).trials
@@ -333,3 +406,55 @@ def test_search_runs_from_the_built_wheel(tmp_path):
         check=True,
     )
     assert where.stdout.strip().startswith(str(site))  # the built package, not src/
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_replaces_it(tmp_path):
+    """Ctrl-C in the middle of a trial: the run stops after its step, with last.ckpt and a
+    summary.json that say interrupted; its trial is FAIL ("interrupted"), does not count
+    towards n_trials, and the worker ends with one paragraph and exit 130 (128 + SIGINT)
+    instead of a traceback. The same command again replaces the trial. Broken variant
+    checked: the sweeper re-raising the job's RunInterrupted (as it did) exits 1 with a
+    traceback."""
+    sweep = tmp_path / "search"
+    study = create(sweep)
+    for epochs in (40, 2):  # the first trial is long, so that it is surely stopped midway
+        study.enqueue_trial(
+            {"model.optimizer.lr": 1e-3, "model.latent_dim": 16, "trainer.max_epochs": epochs}
+        )
+    args = search_args(
+        sweep,
+        "trainer.max_epochs=choice(2,40)",
+        "hydra.sweeper.n_trials=1",
+        "~hydra/sweeper/pruner",
+    )
+    log = tmp_path / "stopped.log"
+    worker = start_worker(args, tmp_path, log)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # stop it once its first trial has reported an epoch
+        trials = load(sweep).trials
+        if trials and trials[0].intermediate_values:
+            break
+        assert worker.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.3)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    output = log.read_text()
+    assert "Traceback" not in output
+    assert "genlab: the search stopped (interrupted by SIGINT after step" in output
+    trial, queued = load(sweep).trials
+    assert (trial.state, status_of(trial)) == (TrialState.FAIL, "interrupted")
+    assert queued.state == TrialState.WAITING  # the next trial was never started
+    assert "RunInterrupted" in trial.user_attrs["error"] and not counts_towards_budget(trial)
+    summary = run_summary(trial)
+    assert summary["status"] == "interrupted"
+    assert (Path(trial.user_attrs["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
+    assert summary_rows(sweep)[0]["status"] == "interrupted"
+
+    run_cli(*args, cwd=tmp_path)  # the same command again
+    trials = load(sweep).trials
+    assert [(t.number, t.state, status_of(t)) for t in trials] == [
+        (0, TrialState.FAIL, "interrupted"),
+        (1, TrialState.COMPLETE, "completed"),
+    ]
+    assert trials[1].params["trainer.max_epochs"] == 2

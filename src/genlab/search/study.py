@@ -78,7 +78,95 @@ def open_storage(spec: Any) -> optuna.storages.BaseStorage:
 
     path = Path(spec).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    with reading_journal(spec):  # the storage replays the whole file here
+        return JournalStorage(JournalFileBackend(str(path)))
+
+
+# --- a study file from elsewhere -----------------------------------------------------------
+# A journal is a file anyone could have edited or cut short; Optuna reads it with json.loads
+# and replays it op by op, so what it holds (a line that is not JSON, an op of the wrong shape,
+# a heartbeat that is not a number) would surface as a traceback deep in Optuna or here.
+# These turn it into genlab's one paragraph naming the file.
+
+JOURNAL_MODULE = "optuna/storages/journal/"
+
+
+def _what_to_do(spec: Any) -> str:
+    path = storage_file(spec)
+    if path is None:
+        return (
+            f"Repair or drop the study in {spec}, or start a new one with "
+            "hydra.sweeper.study_name=<another name>."
+        )
+    return (
+        f"Move it aside (mv {path} {path}.broken) and run the command again to start the study "
+        "afresh, restore it from a copy, or start another study with "
+        "hydra.sweeper.storage=<another file>; the trials' run directories are kept either way."
+    )
+
+
+def unreadable_study(spec: Any, why: str) -> GenlabError:
+    """genlab's error for a study file it cannot use: which file, why, what to do."""
+    return GenlabError(
+        f"the Optuna study in {spec} cannot be read: {why}. It was cut short, altered or "
+        f"written by another program. {_what_to_do(spec)}"
+    )
+
+
+def from_journal(exc: BaseException) -> bool:
+    """Whether `exc` was raised while Optuna read or replayed a journal file."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if JOURNAL_MODULE in tb.tb_frame.f_code.co_filename.replace(os.sep, "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+@contextlib.contextmanager
+def reading_journal(spec: Any) -> Iterator[None]:
+    """Turn an error of Optuna's journal reader (a line that is not JSON, an op it cannot
+    replay, a file it cannot open) into genlab's paragraph naming the file; errors raised
+    elsewhere pass through."""
+    try:
+        yield
+    except GenlabError:
+        raise
+    except Exception as exc:
+        if not from_journal(exc):
+            raise
+        if isinstance(exc, OSError):
+            why = str(exc.strerror or exc)
+        else:
+            first = (str(exc).splitlines() or [""])[0][:200]
+            why = f"a line Optuna cannot replay ({type(exc).__name__}: {first})"
+        raise unreadable_study(spec, why) from exc
+
+
+# the user attributes genlab writes on a trial and reads back
+TEXT_ATTRS = ("worker", "run_dir", "error")
+
+
+def check_trials(trials: Sequence[FrozenTrial], spec: Any) -> None:
+    """Refuse a study whose trials carry user attributes genlab never writes (a heartbeat that
+    is not a finite number, an unknown status, a worker or run directory that is not text):
+    the sweeper reads them to count the budget, find stale trials and write the summary."""
+    for trial in trials:
+        attrs = trial.user_attrs
+        beat = attrs.get("heartbeat")
+        problem = None
+        if beat is not None and (
+            not isinstance(beat, int | float) or isinstance(beat, bool) or not math.isfinite(beat)
+        ):
+            problem = f"its heartbeat is {str(beat)[:60]!r}, not a time in seconds"
+        elif "status" in attrs and attrs["status"] not in STATES:
+            problem = f"its status is {str(attrs['status'])[:60]!r}, not one of {sorted(STATES)}"
+        else:
+            bad = [k for k in TEXT_ATTRS if k in attrs and not isinstance(attrs[k], str)]
+            if bad:
+                problem = f"its {bad[0]} is {str(attrs[bad[0]])[:60]!r}, not text"
+        if problem:
+            raise unreadable_study(spec, f"trial {trial.number}: {problem}")
 
 
 def directions_of(direction: Any) -> list[str]:
@@ -149,19 +237,26 @@ def counts_towards_budget(trial: FrozenTrial) -> bool:
 
 
 def last_sign_of_life(trial: FrozenTrial) -> float:
+    """The trial's last heartbeat (its start when it has none); `check_trials` refuses a
+    heartbeat that is not a number before this is asked."""
     beat = trial.user_attrs.get("heartbeat")
-    if beat is not None:
+    if isinstance(beat, int | float) and not isinstance(beat, bool):
         return float(beat)
     start = trial.datetime_start
     return start.timestamp() if start is not None else 0.0
 
 
-def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
+def fail_stale_trials(
+    study: optuna.Study, stale_after_s: float, storage: Any = "the study's storage"
+) -> list[int]:
     """Fail the RUNNING trials whose worker has been silent for `stale_after_s` seconds
-    (they become "interrupted"); return their numbers."""
+    (they become "interrupted"); return their numbers. A trial whose heartbeat is not a
+    number is genlab's error naming `storage`."""
     now = time.time()
     failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    check_trials(running, storage)
+    for trial in running:
         silent = now - last_sign_of_life(trial)
         if silent <= stale_after_s:
             continue

@@ -8,6 +8,7 @@ module costs nothing to a run that does not search.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,11 +77,22 @@ class OptunaSweeper(Sweeper):
 
     @exit_on_user_error  # a bad search config: one paragraph, exit status 2, no traceback
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        from genlab.callbacks.checkpoint import RunInterrupted
+        from genlab.search.study import reading_journal
+
+        try:
+            # a study file that is cut short or altered: one paragraph naming it
+            with reading_journal(self.storage):
+                return self._sweep(arguments)
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            self._stop(exc)
+            raise  # not reached: _stop exits
+
+    def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         import optuna
 
         from genlab.search import study as st
         from genlab.search.space import as_override, search_space
-        from genlab.search.summary import write_summary
 
         assert self.config is not None and self.launcher is not None
         space, fixed = search_space(self.params, arguments)
@@ -99,6 +111,7 @@ class OptunaSweeper(Sweeper):
                 directions=directions,
                 load_if_exists=True,
             )
+            st.check_trials(study.get_trials(deepcopy=False), self.storage)  # before any write
             self._check_same_study(study, directions, fixed)
         log.info(
             "study %r in %s: %d trials of %d so far; %s",
@@ -115,8 +128,9 @@ class OptunaSweeper(Sweeper):
         try:
             while True:
                 with st.ask_lock(self.storage):
-                    st.fail_stale_trials(study, self.stale_after_s)
+                    st.fail_stale_trials(study, self.stale_after_s, self.storage)
                     trials = study.get_trials(deepcopy=False)
+                    st.check_trials(trials, self.storage)
                     used = sum(st.counts_towards_budget(t) for t in trials)
                     running = [t.number for t in trials if t.state.name == "RUNNING"]
                     n_new = min(self.n_jobs, self.n_trials - used)
@@ -143,11 +157,43 @@ class OptunaSweeper(Sweeper):
                 ]
                 returns.append(self._launch(study, batch, overrides, job_idx))
                 job_idx += len(batch)
-                write_summary(study, sweep_dir, metrics, storage=self.storage)
+                self._write_summary(study, sweep_dir, metrics)
         finally:  # also when stopped: the table shows where the study got to
-            write_summary(study, sweep_dir, metrics, storage=self.storage)
+            self._write_summary(study, sweep_dir, metrics, quiet=True)
         self._log_result(study, metrics, sweep_dir)
         return returns
+
+    def _write_summary(
+        self, study: Any, sweep_dir: Path, metrics: list[str], quiet: bool = False
+    ) -> None:
+        """sweep_summary.csv/.md from the study; `quiet` (while stopping on an error): a study
+        that cannot be read any more is logged, so the error that stopped the search is the
+        one reported."""
+        from genlab.search.summary import write_summary
+
+        if not quiet:
+            write_summary(study, sweep_dir, metrics, storage=self.storage)
+            return
+        try:
+            write_summary(study, sweep_dir, metrics, storage=self.storage)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("the sweep summary could not be written: %s", exc)
+
+    def _stop(self, exc: BaseException) -> None:
+        """Ctrl-C or SIGTERM during the search: the running trials were recorded as
+        interrupted (by their jobs or by `_launch`); say so and exit 128 + signal, as a single
+        run does."""
+        import signal
+
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        reason = str(exc) or "interrupted"
+        print(
+            f"\ngenlab: the search stopped ({reason}). Its running trials are recorded as "
+            f"interrupted in {self.storage} and do not count towards n_trials: run the same "
+            "command again to continue the study and replace them.\n",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signum)
 
     def _launch(
         self, study: Any, batch: list[Any], overrides: list[list[str]], job_idx: int
@@ -224,10 +270,17 @@ class OptunaSweeper(Sweeper):
 
     def _check_same_study(self, study: Any, directions: list[str], fixed: list[str]) -> None:
         """A study continued by a restart or shared by workers must be the same search."""
+        from genlab.search.study import unreadable_study
         from genlab.utils.errors import GenlabError
 
         have = [d.name.lower() for d in study.directions]
         previous = study.user_attrs.get("overrides")
+        if previous is not None and not (
+            isinstance(previous, list) and all(isinstance(o, str) for o in previous)
+        ):
+            raise unreadable_study(
+                self.storage, f"its overrides are {str(previous)[:60]!r}, not a list of text"
+            )
         problem = None
         if have != directions:
             problem = f"directions {have}, this command {directions}"
