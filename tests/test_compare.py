@@ -286,3 +286,21 @@ def test_a_hostile_run_is_skipped_with_its_file_named(runs, tmp_path, capsys, da
             compare([bad])
     assert code == 2 and "Traceback" not in err
     assert "genlab: error:" in err and str(file) in err and why in err
+
+
+def test_outputs_replace_a_planted_link_instead_of_writing_through_it(runs, tmp_path, capsys):
+    """A sent sweep folder with comparison.md linking to a file elsewhere: compare replaces
+    the link with its own file and the target is untouched. Broken variant checked: writing
+    with open(path, "w") (as compare did) overwrote the target."""
+    folder = tmp_path / "runs"
+    copy_run(job_dirs(runs["sweep"])[0], folder / "0")
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    for suffix in (".md", ".csv", ".html"):
+        (folder / f"comparison{suffix}").symlink_to(target)
+    assert genlab.compare.main([str(folder)]) == 0
+    capsys.readouterr()
+    assert target.read_text() == "keep me"
+    for suffix in (".md", ".csv", ".html"):
+        written = folder / f"comparison{suffix}"
+        assert not written.is_symlink() and "completed" in written.read_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from genlab.analysis.comparison import compare, to_markdown, write_tables
@@ -30,7 +31,7 @@ docs: docs/evaluation.md#comparing-runs
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m genlab.compare",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=textwrap.fill(" ".join(__doc__.split("\n\n")[1].split()), width=79),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

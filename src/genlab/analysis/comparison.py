@@ -350,7 +350,9 @@ def base_row(run: Run) -> dict[str, Any]:
     """The results of a run: name, family, status, steps, wall time, the best value of its
     declared metric, every final metric and the latest evaluation's numbers."""
     s = run.summary
-    row: dict[str, Any] = {
+    # the run's metrics first: a metric named like a field of the row does not replace it
+    row: dict[str, Any] = {**(s.get("metrics") or {}), **run.evals}
+    row |= {
         "run": run.name,
         "family": run.family,
         "status": effective_status(s),  # a killed "running" run: interrupted
@@ -362,8 +364,6 @@ def base_row(run: Run) -> dict[str, Any]:
     }
     if s.get("monitor"):
         row[best_column(s["monitor"])] = s.get("best_score")
-    row.update(s.get("metrics") or {})
-    row.update(run.evals)
     return row
 
 
@@ -417,11 +417,10 @@ def differing_options(
             group = not any(key in r.config for r in runs)
             # a value: as the config holds it (typed, also where the default was kept); a
             # group choice (model=vae): as typed, "—" where the run kept the default
-            values = (
-                [(r.overrides or {}).get(key, MISSING) for r in runs]
-                if group
-                else (values_of(key))
-            )
+            if group:
+                values = [(r.overrides or {}).get(key, MISSING) for r in runs]
+            else:
+                values = values_of(key)
             if not differs(values):
                 continue
             if group and any(k.startswith(key + ".") for k in keys):
