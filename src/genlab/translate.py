@@ -13,7 +13,6 @@ model satisfying `CanTranslate` (genlab.analysis.translation).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import torch
@@ -25,6 +24,7 @@ from genlab.analysis.translation import translate_folder
 from genlab.data.paired import translation_pairing
 from genlab.utils.checkpoint import data_config, load_model, pick_device
 from genlab.utils.errors import exit_on_user_error
+from genlab.utils.run import output_folder
 
 log = logging.getLogger("genlab.translate")
 
@@ -32,25 +32,27 @@ log = logging.getLogger("genlab.translate")
 @hydra.main(version_base="1.3", config_path="conf", config_name="translate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    torch.manual_seed(0)
-    model, run_cfg = load_model(cfg.ckpt_path)
-    model = model.to(pick_device(cfg.device))
-    # the run's data, for its pairing and image shape (nothing is read from it)
-    datamodule = instantiate(data_config(run_cfg))
-    out_dir = Path(cfg.paths.output_dir)
-    summary = translate_folder(
-        model,
-        translation_pairing(datamodule),
-        str(cfg.input_dir),
-        out_dir,
-        image_shape=datamodule.image_shape,
-        mode=cfg.mode,
-        mask_dir=cfg.mask_dir,
-        resize=cfg.resize,
-        batch_size=cfg.batch_size,
-        n_grid=cfg.n_grid,
-        n_per_row=cfg.n_per_row,
-    )
+    with output_folder(cfg, "translate folder") as out_dir:
+        torch.manual_seed(0)
+        model, run_cfg = load_model(cfg.ckpt_path)
+        model = model.to(pick_device(cfg.device))
+        # the run's data, for its pairing and image shape (nothing is read from it)
+        datamodule = instantiate(data_config(run_cfg))
+        summary = translate_folder(
+            model,
+            translation_pairing(datamodule),
+            str(cfg.input_dir),
+            out_dir,
+            image_shape=datamodule.image_shape,
+            mode=cfg.mode,
+            mask_dir=cfg.mask_dir,
+            resize=cfg.resize,
+            batch_size=cfg.batch_size,
+            n_grid=cfg.n_grid,
+            n_per_row=cfg.n_per_row,
+            max_image_pixels=cfg.max_image_pixels,
+            max_unresized_pixels=cfg.max_unresized_pixels,
+        )
     log.info("%d images translated into %s", summary["n_images"], summary["outputs_dir"])
     print(summary["grid"])
 

@@ -10,6 +10,7 @@ module) apart.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -22,8 +23,10 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from genlab.utils.errors import GenlabError
+from genlab.utils.errors import GenlabError, lost_peer
+from genlab.utils.resolvers import unwritable
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,8 @@ class LastCheckpoint(Checkpoint):
         self._restore_handlers()
         if isinstance(exception, (RunInterrupted, GenlabError)) or trainer.state.fn != "fit":
             return
+        if lost_peer(exception):  # writing needs every rank; the last checkpoint stands
+            return
         if self.saved_step == trainer.global_step or not finite_weights(pl_module):
             return
         try:
@@ -199,6 +204,61 @@ class LastCheckpoint(Checkpoint):
         if trainer.world_size > 1:
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
         return bool(received)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint of a run (last and best) is written to a temp file beside it, synced,
+    then renamed: a reader, a resume or summary.json's `last_ckpt` only ever sees a complete
+    file. A write that fails (a full disk, a read-only folder) removes the partial temp file
+    and stops the run with genlab's message naming the folder and its free space. Never
+    writes through a symbolic link (the temp file is created anew; the rename replaces a
+    link instead of following it)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("genlab's checkpoint writer takes no storage_options")
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            # serialised in memory first (as Lightning does): torch's zip writer reports a
+            # failed write as a RuntimeError without the OS's reason
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            with os.fdopen(os.open(tmp, flags, 0o644), "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise GenlabError(write_failure(path, exc)) from exc
+
+
+def write_failure(path: Path, exc: OSError) -> str:
+    """What a failed checkpoint write tells the user: the folder, why, and its free space."""
+    import errno
+    import shutil
+
+    folder = path.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:,.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        kept = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        return (
+            f"the checkpoint {path} could not be written ({exc.strerror}; {free} on "
+            f"{folder}). Nothing partial was kept"
+            + (f"; the complete checkpoints stay ({', '.join(kept)})" if kept else "")
+            + ". Free disk space, then continue with "
+            f"resume={folder.parent if folder.name == 'checkpoints' else folder}."
+        )
+    return unwritable(folder, f"{exc.strerror or exc} while writing {path.name}; {free}")
 
 
 def check_written(path: Path, since: float) -> None:
@@ -273,3 +333,55 @@ class RandomState(L.Callback):
         random.setstate((py_state["version"], tuple(py_state["state"]), py_state["gauss"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _optimizers(configured: Any) -> list[torch.optim.Optimizer]:
+    """The optimizers of whatever `configure_optimizers` returned (one, a list, a tuple of
+    (optimizers, schedulers), a dict or a list of dicts)."""
+    if isinstance(configured, torch.optim.Optimizer):
+        return [configured]
+    if isinstance(configured, dict):
+        return [configured["optimizer"]]
+    if isinstance(configured, (list, tuple)):
+        if len(configured) == 2 and all(isinstance(c, (list, tuple)) for c in configured):
+            return [o for o in configured[0] if isinstance(o, torch.optim.Optimizer)]
+        return [o for c in configured for o in _optimizers(c)]
+    return []
+
+
+class ConfiguredLearningRates(L.Callback):
+    """`ckpt_path=` (a new run from a checkpoint) with other optimizer or scheduler options
+    than the checkpoint's: Lightning restores the checkpoint's optimizer state, learning rate
+    included, over the freshly configured one. This puts the configured learning rates back
+    (the optimizer's moments are kept; a scheduler continues from where it was, on the new
+    base), so the run trains with the lr its config.yaml states, and says so in the log."""
+
+    def __init__(self, changed: list[str]) -> None:
+        self.changed = changed
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fresh = _optimizers(pl_module.configure_optimizers())
+        schedulers = {id(c.scheduler.optimizer): c.scheduler for c in trainer.lr_scheduler_configs}
+        for i, (loaded, new) in enumerate(zip(trainer.optimizers, fresh, strict=False)):
+            scheduler = schedulers.get(id(loaded))
+            before = [g["lr"] for g in loaded.param_groups]
+            for group, new_group in zip(loaded.param_groups, new.param_groups, strict=False):
+                base = new_group.get("initial_lr", new_group["lr"])
+                old_base = group.get("initial_lr", group["lr"])
+                # with a scheduler, the schedule's progress (lr / base) carries over
+                factor = group["lr"] / old_base if scheduler is not None and old_base else 1.0
+                group["lr"] = base * factor
+                if "initial_lr" in group:
+                    group["initial_lr"] = base
+            if scheduler is not None and hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in loaded.param_groups]
+            after = [g["lr"] for g in loaded.param_groups]
+            if before != after:
+                log.info(
+                    "ckpt_path: %s changed, so optimizer %d trains with lr %s as configured "
+                    "(the checkpoint's optimizer state had %s)",
+                    ", ".join(self.changed),
+                    i,
+                    ", ".join(f"{v:.3g}" for v in after),
+                    ", ".join(f"{v:.3g}" for v in before),
+                )

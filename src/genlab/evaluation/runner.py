@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from genlab.evaluation.context import EvalContext
 from genlab.utils.checkpoint import data_config, load_model
 from genlab.utils.errors import GenlabError
-from genlab.utils.run import write_json
+from genlab.utils.run import output_folder, write_json
 
 log = logging.getLogger("genlab.eval")
 
@@ -23,8 +23,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run every task of `cfg.tasks` on the model of `cfg.ckpt_path`, on the run's own data or
     `cfg.data`; write RUN/eval/<time>/metrics.json (after each task, so partial results
     survive) and return its content."""
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with output_folder(cfg, "eval folder") as out_dir:
+        return evaluate_into(cfg, out_dir)
+
+
+def evaluate_into(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     model, run_cfg = load_model(cfg.ckpt_path)
     data_cfg = data_config(run_cfg, cfg.get("data") or None)

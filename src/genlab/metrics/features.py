@@ -209,22 +209,12 @@ class DomainFeatures(FeatureExtractor):
                 "`python -m genlab.train model=classifier data=<your data>` and pass "
                 "classifier_ckpt=RUN/checkpoints/best-....ckpt (or use extractor=inception)."
             )
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
+        from genlab.utils.checkpoint import load_model
 
-        from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
-
-        ckpt = load_checkpoint(ckpt_path)
-        cfg = OmegaConf.create(ckpt.get(CONFIG_KEY) or {})
-        if not str(cfg.get("model", {}).get("_target_", "")).endswith("Classifier"):
-            raise GenlabError(
-                f"classifier_ckpt={ckpt_path!r} is not a genlab classifier checkpoint (its model "
-                "is not model=classifier): train one with `python -m genlab.train "
-                "model=classifier`."
-            )
-        model = instantiate(cfg.model)
-        check_state_dict(model, ckpt["state_dict"], ckpt_path)
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model, cfg = load_model(ckpt_path, expect="Classifier")
+        except GenlabError as exc:
+            raise GenlabError(f"classifier_ckpt={ckpt_path!r}: {exc}") from exc
         self.net = model.net.eval().requires_grad_(False)
         self.ckpt_path = str(ckpt_path)
         self.weights_sha256 = sha256_state_dict(self.net.state_dict())

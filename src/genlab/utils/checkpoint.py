@@ -1,10 +1,13 @@
-"""Checkpoints: loaded safely (`weights_only`), checked against a model, and turned back into
-the model that wrote them (`load_model`, used by every entry point that reads one); and the
-device those entry points run on (`pick_device`)."""
+"""Checkpoints: loaded safely (`weights_only`, bounded in memory), checked against a model,
+and turned back into the model that wrote them (`load_model`, used by every entry point that
+reads one) only when every class its config names is one genlab trusts; and the device those
+entry points run on (`pick_device`)."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,36 @@ from torch import nn
 
 from genlab.utils.errors import GenlabError
 from genlab.utils.resolvers import run_dir_of
+from genlab.utils.untrusted import check_targets, literal_data, read_yaml
 
 CONFIG_KEY = "genlab_config"
+# torch.save stores a checkpoint's records uncompressed: what it expands to in memory is about
+# its size on disk. Records deflated by hand can expand a thousandfold (a 10 MB file to
+# gigabytes) before torch.load could say anything, so the zip directory is read first.
+MAX_EXPANSION = 1.5
+EXPANSION_SLACK_BYTES = 1 << 20
+
+
+def check_expansion(path: Path) -> None:
+    """Refuse a zip checkpoint whose records expand to much more than its size on disk."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format: read as it is, bounded by its own size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise GenlabError(
+            f"ckpt_path={str(path)!r} is a damaged zip archive ({exc}): not a checkpoint "
+            "torch.save wrote. Use last.ckpt or a best-*.ckpt of a finished run."
+        ) from exc
+    size = os.path.getsize(path)
+    if expanded > MAX_EXPANSION * size + EXPANSION_SLACK_BYTES:
+        raise GenlabError(
+            f"ckpt_path={str(path)!r} would expand from {size:,} bytes on disk to "
+            f"{expanded:,} bytes in memory: its records were compressed after torch.save "
+            "wrote them (torch.save stores them as they are). genlab does not read such a "
+            "file; use the checkpoint as genlab or Lightning wrote it."
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -28,9 +59,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"ckpt_path={str(path)!r} does not exist. Pass the path of a .ckpt file, e.g. "
             "logs/train/runs/<run>/checkpoints/last.ckpt."
         )
+    check_expansion(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise GenlabError(
             f"ckpt_path={str(path)!r} could not be read as a checkpoint ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}). It may be truncated or not a "
@@ -81,23 +113,45 @@ def check_state_dict(
 
 
 def run_config(ckpt: dict[str, Any], ckpt_path: str | Path) -> DictConfig:
-    """The training config of a checkpoint: stored inside it, else RUN/config.yaml."""
+    """The training config of a checkpoint: stored inside it, else RUN/config.yaml; read as
+    data (no interpolation is ever resolved) and checked: every `_target_` in it must be a
+    class genlab trusts (genlab.utils.untrusted.check_targets) before anything is built."""
     if CONFIG_KEY in ckpt:
-        return OmegaConf.create(ckpt[CONFIG_KEY])
-    config_file = Path(run_dir_of(str(ckpt_path))) / "config.yaml"
-    if config_file.is_file():
-        return OmegaConf.load(config_file)  # type: ignore[return-value]
-    raise GenlabError(
-        f"checkpoint {str(ckpt_path)!r} holds no genlab config and there is no {config_file}: "
-        "it was not written by genlab.train. Use a checkpoint from a genlab run directory."
-    )
+        data, source = ckpt[CONFIG_KEY], f"the config stored in checkpoint {str(ckpt_path)!r}"
+    else:
+        config_file = Path(run_dir_of(str(ckpt_path))) / "config.yaml"
+        if not config_file.is_file():
+            raise GenlabError(
+                f"checkpoint {str(ckpt_path)!r} holds no genlab config and there is no "
+                f"{config_file}: it was not written by genlab.train. Use a checkpoint from a "
+                "genlab run directory."
+            )
+        data, source = read_yaml(config_file, what="run config"), str(config_file)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise GenlabError(
+            f"{source} is not a genlab run config (no model section): use a checkpoint "
+            "written by genlab.train."
+        )
+    check_targets(literal_data(data, source=source), source=source)
+    return OmegaConf.create(data)
 
 
-def load_model(ckpt_path: str | Path) -> tuple[L.LightningModule, DictConfig]:
+def load_model(
+    ckpt_path: str | Path, *, expect: str | None = None
+) -> tuple[L.LightningModule, DictConfig]:
     """Rebuild the model of a checkpoint with its weights, in eval mode, on the CPU; returns
-    (model, training config)."""
+    (model, training config). The config is checked before anything is built (`run_config`);
+    `expect`: the model class name the caller needs (e.g. "Classifier"), refused otherwise
+    before the model is built."""
     ckpt = load_checkpoint(ckpt_path)
     cfg = run_config(ckpt, ckpt_path)
+    target = str(cfg.model.get("_target_", ""))
+    if expect is not None and target.rsplit(".", 1)[-1] != expect:
+        raise GenlabError(
+            f"{str(ckpt_path)!r} is a checkpoint of {target or 'no model'}, not of a genlab "
+            f"{expect}: train one with `python -m genlab.train model={expect.lower()}` and pass "
+            "its checkpoint."
+        )
     model: L.LightningModule = instantiate(cfg.model)
     check_state_dict(model, ckpt["state_dict"], ckpt_path)
     model.load_state_dict(ckpt["state_dict"])

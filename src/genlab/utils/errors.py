@@ -31,9 +31,43 @@ def find_user_error(exc: BaseException) -> GenlabError | None:
     return None
 
 
+# what torch.distributed's backends say when another process of the job is gone
+PEER_LOST = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Socket Timeout",
+    "NCCL communicator was aborted",
+    "NCCL error",
+)
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a distributed backend's report that another rank
+    of the job went away."""
+    seen = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        backend = type(err).__name__.startswith("Dist") or isinstance(err, RuntimeError)
+        if backend and any(text in str(err) for text in PEER_LOST):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def print_user_error(err: GenlabError) -> None:
     """The user's view of a GenlabError: its paragraph on stderr, no traceback."""
     print(f"\ngenlab: error: {err}\n", file=sys.stderr)
+
+
+def refuse_now(err: GenlabError) -> None:
+    """Stop the process with `err`'s paragraph and exit status 2, from code that runs before
+    genlab's own wrapper can catch it: the resolvers Hydra calls while it works out the run
+    directory, before it creates anything. (Hydra reports an ordinary exception raised there
+    as a long traceback; a SystemExit passes through it.)"""
+    print_user_error(err)
+    sys.exit(2)
 
 
 OnError = Callable[..., Any]

@@ -73,9 +73,37 @@ def wandb_logger(*, mode: str = "auto", save_dir: str, **kwargs: Any) -> WandbLo
         log.info("W&B: no credentials or no network; logging offline under %s/wandb", save_dir)
     # `mode` goes straight to wandb.init; Lightning's own `offline=True` would set WANDB_MODE
     # for the whole process, leaking into later runs in the same interpreter.
-    logger = WandbLogger(save_dir=save_dir, mode=mode, **kwargs)
+    logger = StepWandbLogger(save_dir=save_dir, mode=mode, **kwargs)
     logger.genlab_offline = mode == "offline"  # type: ignore[attr-defined]
     return logger
+
+
+class StepWandbLogger(WandbLogger):
+    """A WandbLogger whose rows carry the trainer's step as W&B's own step (`_step`).
+
+    Lightning's logs the trainer's step only as the `trainer/global_step` column and leaves
+    `_step` to W&B's counter, which restarts at 0 in every offline segment: a resumed run's
+    rows would then come before the earlier rows, and W&B's server drops rows whose step goes
+    back. With `_step` = the trainer's step, a resumed run (same W&B id) continues from the
+    checkpoint's step. Steps never go back within a process (a row logged at an earlier step
+    than the last joins the last row).
+    """
+
+    _last_step = -1
+
+    def continue_after(self, step: int) -> None:
+        """A resumed run: the W&B run logged up to `step` (the checkpoint's step, where the
+        earlier segment also wrote its last rows), so this segment's rows start after it."""
+        self._last_step = max(self._last_step, step + 1)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is None or self._prefix or self._wandb_init.get("sync_tensorboard"):
+            super().log_metrics(metrics, step)
+            return
+        step = max(int(step), self._last_step)
+        self._last_step = step
+        self.experiment.log(dict(metrics, **{"trainer/global_step": step}), step=step)
 
 
 def wandb_offline_dirs(trainer: Trainer) -> list[str]:

@@ -7,6 +7,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +48,9 @@ def to_plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Write the composed, resolved config as `run_dir/config.yaml`."""
+    """Write the composed, resolved config as `run_dir/config.yaml` (atomically)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(to_plain(cfg)), run_dir / "config.yaml")
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
 
 
 def print_config(cfg: DictConfig, run_dir: Path | None = None) -> None:
@@ -66,8 +68,11 @@ def print_config(cfg: DictConfig, run_dir: Path | None = None) -> None:
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if run_dir is not None:
-        with open(run_dir / "config_tree.log", "w") as f:
-            rich.print(tree, file=f)
+        import io
+
+        text = io.StringIO()
+        rich.print(tree, file=text)
+        write_text_atomic(run_dir / "config_tree.log", text.getvalue())
 
 
 class StoreConfig(L.Callback):
@@ -95,16 +100,52 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `path` atomically (a temp file beside it, then rename): a reader never sees half a
+    file, a failed write (a full disk) leaves the previous file and no temp file behind, and
+    nothing is written through a symbolic link (the temp file is created anew, never followed;
+    the rename replaces a link at `path` rather than writing where it points)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileExistsError:  # left by a killed process of the same pid, or planted
+        tmp.unlink()
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, then rename): a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    """Write JSON atomically (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 # --- summary.json -------------------------------------------------------------------------------
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")
 HEARTBEAT_S = 30.0
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process `pid` of this host still runs (a zombie, dead but not yet reaped by its
+    parent, counts as gone)."""
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, TypeError, OverflowError):
+        return True  # another user's process, or an unreadable pid: not known to be gone
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _host() -> str:
@@ -136,7 +177,15 @@ class RunRecord:
             attempts.append(
                 {
                     k: previous.get(k)
-                    for k in ("status", "error", "started", "ended", "global_step", "last_ckpt")
+                    for k in (
+                        "status",
+                        "error",
+                        "started",
+                        "ended",
+                        "global_step",
+                        "last_ckpt",
+                        "overrides",
+                    )
                     if previous.get(k) is not None
                 }
             )
@@ -174,16 +223,166 @@ class RunRecord:
         self.update(status=status, ended=time.time(), **fields)
 
     def write(self) -> None:
-        if self.enabled and self.path.parent.is_dir():
+        if not (self.enabled and self.path.parent.is_dir()):
+            return
+        try:
             write_json(self.path, self.data)
+        except OSError as exc:
+            # a full or read-only disk: the error that stops the run says so; the summary keeps
+            # its last complete state and no temp file, and a reader sees the process gone
+            # (`effective_status`)
+            log.error("could not write %s (%s)", self.path, exc.strerror or exc)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """A run directory's summary.json as a dict ({} when there is none or it is unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
+    """A run directory's summary.json as a dict ({} when there is none or it cannot be read:
+    too large, not JSON, not an object, nested too deep; a warning names the file)."""
+    from genlab.utils.errors import GenlabError
+    from genlab.utils.untrusted import read_json_object
+
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
         return {}
+    try:
+        return read_json_object(path, what="summary")
+    except GenlabError as exc:
+        log.warning("%s", exc)
+        return {}
+
+
+class RunLock:
+    """One writer per directory: `DIR/.genlab.lock` holds the pid, host and start time of the
+    process writing there, taken before it writes anything. A second live process is refused
+    with the first one's pid; the lock of a process that is gone (same host, dead pid; or,
+    from another host, a lock older than `stale_after_s` with no fresh heartbeat) is taken
+    over with a warning. Released when the process is done with the directory."""
+
+    NAME = ".genlab.lock"
+
+    def __init__(self, folder: Path, *, what: str = "run directory") -> None:
+        self.path = Path(folder) / self.NAME
+        self.what = what
+        self.held = False
+
+    def _holder(self) -> dict[str, Any]:
+        from genlab.utils.errors import GenlabError
+        from genlab.utils.untrusted import read_json_object
+
+        try:
+            return read_json_object(self.path, what="lock file", max_bytes=4096)
+        except GenlabError:
+            return {}
+
+    def _alive(self, holder: dict[str, Any], stale_after_s: float) -> bool:
+        if holder.get("host") == _host():
+            return pid_alive(holder.get("pid", -1))
+        try:  # another host: alive while the lock or the run's heartbeat is fresh
+            fresh = time.time() - self.path.stat().st_mtime < stale_after_s
+        except OSError:
+            return False
+        summary = read_summary(self.path.parent)
+        beat = summary.get("heartbeat")
+        beat = float(beat) if isinstance(beat, (int, float)) else None
+        return fresh or (beat is not None and time.time() - beat < stale_after_s)
+
+    def acquire(self, stale_after_s: float = 20 * HEARTBEAT_S) -> None:
+        from genlab.utils.errors import GenlabError
+        from genlab.utils.resolvers import unwritable
+
+        me = {"pid": os.getpid(), "host": _host(), "started": time.time()}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if self._alive(holder, stale_after_s) and holder.get("pid") != os.getpid():
+                    since = holder.get("started")
+                    when = (
+                        time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since))
+                        if isinstance(since, (int, float))
+                        else ""
+                    )
+                    raise GenlabError(
+                        f"the {self.what} {self.path.parent} is in use by genlab process "
+                        f"{holder.get('pid', '?')} on {holder.get('host', '?')}{when} "
+                        f"({self.path}). Two runs writing one directory would mix their "
+                        "records: wait for it to end, or choose another directory. If that "
+                        "process is gone, remove the lock file."
+                    ) from None
+                log.warning(
+                    "%s %s: taking over the lock of process %s on %s, which is gone",
+                    self.what,
+                    self.path.parent,
+                    holder.get("pid", "?"),
+                    holder.get("host", "?"),
+                )
+                self.path.unlink(missing_ok=True)
+                continue
+            except OSError as exc:
+                raise GenlabError(unwritable(self.path.parent, exc.strerror or str(exc))) from exc
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise GenlabError(f"could not take the lock {self.path}: another process keeps taking it.")
+
+    def touch(self) -> None:
+        """Refresh the lock's time (a live holder on another host stays live)."""
+        if self.held:
+            with suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held and self._holder().get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+@contextmanager
+def output_folder(cfg: DictConfig, what: str) -> Iterator[Path]:
+    """The output folder of an entry point that reads a run (eval, sample, latent,
+    translate): the user's `trusted_targets` applied, one writer (`RunLock`), and on failure
+    nothing left behind but what holds results (a folder with only Hydra's own record and
+    log is removed)."""
+    from genlab.utils.untrusted import trust
+
+    trust(cfg.get("trusted_targets"))
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out, what=what)
+    try:
+        lock.acquire()
+        yield out
+    except BaseException:
+        lock.release()
+        remove_if_unused(out)
+        raise
+    lock.release()
+
+
+def remove_if_unused(folder: Path) -> None:
+    """Remove `folder` (and its parent, when that is left empty) if it holds nothing but
+    Hydra's record (.hydra/) and log files: a refused command leaves no output folder."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    if any(e.name != ".hydra" and e.suffix != ".log" for e in entries):
+        return
+    logging.shutdown()  # close the command's log file before removing it
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    with suppress(OSError):
+        folder.parent.rmdir()  # e.g. RUN/eval/ made for this command alone
 
 
 def effective_status(summary: dict[str, Any], *, stale_after_s: float = 20 * HEARTBEAT_S) -> str:
@@ -192,13 +391,8 @@ def effective_status(summary: dict[str, Any], *, stale_after_s: float = 20 * HEA
     status = summary.get("status", "missing")
     if status != "running":
         return status
-    if summary.get("host") == _host() and summary.get("pid"):
-        try:
-            os.kill(int(summary["pid"]), 0)
-        except ProcessLookupError:
-            return "interrupted"
-        except (PermissionError, OSError, ValueError):
-            pass
+    if summary.get("host") == _host() and summary.get("pid") and not pid_alive(summary["pid"]):
+        return "interrupted"
     beat = summary.get("heartbeat") or summary.get("started")
     if beat is not None and time.time() - float(beat) > stale_after_s:
         return "interrupted"

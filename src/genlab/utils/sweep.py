@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from genlab.analysis.tables import cell, records_table, write_csv
+from genlab.utils.errors import GenlabError
+from genlab.utils.run import read_summary
+from genlab.utils.untrusted import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         summary_file = job / "summary.json"
         if not overrides_file.is_file() and not summary_file.is_file():
             continue
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        overrides = read_overrides(overrides_file) if overrides_file.is_file() else []
+        summary = read_summary(job)
         row: dict[str, Any] = {
             "job": job.name,
             "overrides": " ".join(overrides),
@@ -37,6 +38,16 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row.update(summary.get("metrics", {}))
         rows.append(row)
     return rows
+
+
+def read_overrides(path: Path) -> list[str]:
+    """A job's .hydra/overrides.yaml as a list of strings ([] with a warning when unreadable)."""
+    try:
+        data = read_yaml(path, what="overrides")
+    except GenlabError as exc:
+        log.warning("%s", exc)
+        return []
+    return [str(o) for o in data] if isinstance(data, list) else []
 
 
 def write_table(
@@ -56,16 +67,22 @@ def write_table(
     tmp_md.replace(md_path)
 
 
+FAILED_STATUSES = ("failed", "diverged", "missing")
+
+
 class SweepSummary(Callback):
     """Hydra callback: after a multirun, write sweep_summary.csv and sweep_summary.md in the
-    sweep directory (one row per job: overrides, status, error, final metrics)."""
+    sweep directory (one row per job: overrides, status, error, final metrics), and end the
+    process with exit status 1 when a job failed or diverged (`multirun_fail_exit`), so that
+    scripts and schedulers notice."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir() or is_optuna_search(config):
-            return  # an Optuna search writes its summary from the study (genlab.search)
+        if not sweep_dir.is_dir():
+            return
         rows = sweep_rows(sweep_dir)
-        if rows:
+        # an Optuna search writes its summary from the study (genlab.search)
+        if rows and not is_optuna_search(config):
             write_table(rows, sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md")
             failed = sum(r["status"] != "completed" for r in rows)
             log.info(
@@ -74,6 +91,15 @@ class SweepSummary(Callback):
                 len(rows),
                 failed,
             )
+        bad = [r for r in rows if r["status"] in FAILED_STATUSES]
+        if bad and config.get("multirun_fail_exit", True):
+            jobs = ", ".join(f"{r['job']} ({r['status']})" for r in bad[:10])
+            print(
+                f"\ngenlab: {len(bad)} of {len(rows)} jobs of the multirun in {sweep_dir} did "
+                f"not complete: {jobs}. Exit status 1 (multirun_fail_exit=false keeps 0).\n",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
 
 
 def is_optuna_search(config: DictConfig) -> bool:

@@ -241,7 +241,7 @@ def check_targets(value: Any, *, source: str, trusted: Iterable[str] = ()) -> No
     a pattern of `trusted` (the user's explicit opt-in, `trusted_targets`). Nothing is
     called before the whole tree passed."""
     data = literal_data(plain(value), source=source)
-    trusted = list(trusted)
+    trusted = [*trusted, *_TRUSTED_PATTERNS]
     bad = []
     for where, item in walk(data):
         if isinstance(item, dict) and "_target_" in item:
@@ -257,3 +257,25 @@ def check_targets(value: Any, *, source: str, trusted: Iterable[str] = ()) -> No
             "class is your own code, allow it explicitly with "
             "trusted_targets=['your_package.*'] (docs/runs.md#trust)."
         )
+
+
+# The user's explicit opt-in for their own classes in configs read from files: patterns from
+# the `trusted_targets` option, set once by the entry point (as torch's add_safe_globals is
+# set once per process for its weights-only unpickler).
+_TRUSTED_PATTERNS: list[str] = []
+
+
+def trust(patterns: Iterable[str] | None) -> None:
+    """Set the user's `trusted_targets` patterns (fnmatch, e.g. `my_package.*`) for this
+    process; every later `check_targets` accepts them."""
+    bad = [p for p in (patterns or []) if not isinstance(p, str) or not p.strip(". *")]
+    if bad:
+        raise GenlabError(
+            f"trusted_targets={list(patterns or [])!r}: each entry is a dotted name or a pattern "
+            "of your own code such as 'my_package.*' (a bare '*' would trust any code)."
+        )
+    _TRUSTED_PATTERNS[:] = [str(p) for p in patterns or []]
+
+
+def trusted_patterns() -> list[str]:
+    return list(_TRUSTED_PATTERNS)

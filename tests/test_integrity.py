@@ -1,0 +1,672 @@
+"""A checkpoint is data, never code; a run directory has one writer; resume never rewrites
+history; failures leave nothing half-written (issue: integrity). Every hostile file here is a
+real one (a checkpoint torch.save wrote, a run directory genlab wrote, then altered), and the
+marker a payload would create must never appear.
+
+Shown failing on the code before these changes (6795781): the payload checkpoints ran their
+code (the marker appeared) through load_model and every entry point; resume without
+repeating the options was refused; a second run into a live run's directory exited 0; a
+missing ckpt_path left an eval folder behind; a full disk left a 0-byte last.ckpt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, TINY_GAN, load, make_cfg, run_cli, run_dirs
+
+from genlab.metrics.features import DomainFeatures
+from genlab.train import train
+from genlab.utils.checkpoint import CONFIG_KEY, load_checkpoint, load_model
+from genlab.utils.errors import GenlabError
+from genlab.utils.resolvers import latest_run
+from genlab.utils.run import RunLock, read_summary
+from genlab.utils.untrusted import check_targets, trust
+
+TINY_AE = [
+    "model.encoder.hidden_dims=[16]",
+    "model.decoder.hidden_dims=[16]",
+    "model.latent_dim=4",
+]
+QUIET = [*FAST, "test=false", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A finished tiny AE run (its last.ckpt is the base of the hostile checkpoints)."""
+    root = tmp_path_factory.mktemp("base")
+    train(make_cfg(root, *QUIET, *TINY_AE))
+    return root / "run"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+        for p in sorted(root.rglob("*"))
+        if not p.is_symlink()
+    }
+
+
+def hostile(base: Path, out: Path, change) -> Path:
+    """A copy of `base` (a checkpoint) whose stored config `change(config)` altered."""
+    ckpt = load(base)
+    change(ckpt[CONFIG_KEY])
+    torch.save(ckpt, out)
+    return out
+
+
+def opener(marker: Path) -> dict:
+    """A config node that creates `marker` when instantiated."""
+    return {"_target_": "builtins.open", "_args_": [str(marker), "w"]}
+
+
+def payloads(marker: Path) -> dict:
+    """Each way a stored config could run code, as a change of the config."""
+
+    def direct(c):
+        c["model"] = opener(marker)
+
+    def nested(c):
+        c["model"] = {
+            "_target_": "genlab.models.Classifier",
+            "net": opener(marker),
+            "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True},
+        }
+
+    def chained(c):  # one node writes a pickle, the next loads it with weights_only=False
+        c["model"]["encoder"] = {"_target_": "torch.save", "obj": 1, "f": str(marker)}
+        c["model"]["decoder"] = {"_target_": "torch.load", "f": str(marker), "weights_only": False}
+
+    def in_args(c):
+        c["model"]["optimizer"] = {
+            "_target_": "torch.optim.Adam",
+            "_partial_": True,
+            "_args_": [opener(marker)],
+        }
+
+    def interpolation(c):
+        c["model"]["latent_dim"] = (
+            "${oc.create:{_target_: builtins.open, _args_: [" + f"{marker}, w]}}}}"
+        )
+
+    def genlab_function(c):  # a genlab function that writes files is not a class: refused
+        c["model"]["encoder"] = {
+            "_target_": "genlab.utils.run.write_json",
+            "path": str(marker),
+            "data": {},
+        }
+
+    return {
+        "direct": direct,
+        "nested": nested,
+        "chained": chained,
+        "in_args": in_args,
+        "interpolation": interpolation,
+        "genlab_function": genlab_function,
+    }
+
+
+@pytest.mark.parametrize("kind", list(payloads(Path("x"))))
+def test_a_checkpoint_config_never_runs_code(base_run, tmp_path, kind):
+    marker = tmp_path / "marker"
+    ckpt = hostile(
+        base_run / "checkpoints" / "last.ckpt", tmp_path / "h.ckpt", payloads(marker)[kind]
+    )
+    with pytest.raises(GenlabError) as err:
+        load_model(ckpt)
+    text = str(err.value)
+    assert "h.ckpt" in text and ("does not trust" in text or "interpolations" in text), text
+    assert "model" in text  # the key path is named
+    with pytest.raises(GenlabError):
+        DomainFeatures(ckpt_path=str(ckpt))
+    assert not marker.exists()
+
+
+def test_run_config_yaml_fallback_is_checked_too(base_run, tmp_path):
+    """A checkpoint without a stored config is rebuilt from RUN/config.yaml: the same checks."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = load(base_run / "checkpoints" / "last.ckpt")
+    config = ckpt.pop(CONFIG_KEY)
+    marker = tmp_path / "marker"
+    config["model"]["encoder"] = opener(marker)
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    import yaml
+
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(GenlabError, match=r"config\.yaml asks genlab to build .*builtins\.open"):
+        load_model(run / "checkpoints" / "last.ckpt")
+    # a YAML alias bomb in the same file is refused before it expands
+    (run / "config.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: [*b, *b, *b, *b, *b, *b, *b, *b]\nmodel: {c: *b}\n"
+    )
+    with pytest.raises(GenlabError, match="anchors"):
+        load_model(run / "checkpoints" / "last.ckpt")
+    assert not marker.exists()
+
+
+def test_shipped_configs_pass_and_users_classes_need_an_opt_in(base_run, tmp_path):
+    for experiment in ("gan_mnist", "pix2pix_edges_mnist", "pggan_mnist", "vae_mnist_full"):
+        cfg = make_cfg(tmp_path, f"experiment={experiment}")
+        from omegaconf import OmegaConf
+
+        check_targets(OmegaConf.to_container(cfg, resolve=True), source=experiment)
+    # a user's own module (tests/probes.py): refused, then allowed by trusted_targets
+    ckpt = hostile(
+        base_run / "checkpoints" / "last.ckpt",
+        tmp_path / "user.ckpt",
+        lambda c: c["model"].update(extra={"_target_": "probes.LayerProbe", "out": "x"}),
+    )
+    with pytest.raises(GenlabError, match=r"trusted_targets=\['your_package\.\*'\]"):
+        check_targets(load(ckpt)[CONFIG_KEY], source="user.ckpt")
+    try:
+        trust(["probes.*"])
+        check_targets(load(ckpt)[CONFIG_KEY], source="user.ckpt")
+        with pytest.raises(GenlabError, match="would trust any code"):
+            trust(["*"])
+    finally:
+        trust([])
+
+
+ENTRY_POINTS = {
+    "genlab.eval": [],
+    "genlab.sample": ["n=4"],
+    "genlab.latent": ["op=interpolate", "source=prior"],
+    "genlab.translate": ["input_dir=."],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", sorted(ENTRY_POINTS))
+def test_every_entry_point_refuses_a_hostile_checkpoint(base_run, tmp_path, module):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    marker = tmp_path / "marker"
+    ckpt = hostile(
+        base_run / "checkpoints" / "last.ckpt",
+        run / "checkpoints" / "last.ckpt",
+        payloads(marker)["nested"],
+    )
+    proc = run_cli(
+        f"ckpt_path={ckpt}", *ENTRY_POINTS[module], cwd=tmp_path, module=module, check=False
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "model.net._target_='builtins.open'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+    task = module.split(".")[1]
+    folder = {"eval": "eval", "sample": "samples", "latent": "latent", "translate": "translate"}
+    assert not (run / folder[task]).exists()  # no output folder is left behind
+
+
+@pytest.mark.slow
+def test_the_classifier_options_refuse_a_hostile_checkpoint(base_run, tmp_path):
+    """tasks.generation.classifier_ckpt (eval) and callbacks.generation_metrics.
+    classifier_ckpt (train) read a checkpoint too."""
+    marker = tmp_path / "marker"
+    clf = hostile(
+        base_run / "checkpoints" / "last.ckpt", tmp_path / "clf.ckpt", payloads(marker)["nested"]
+    )
+    proc = run_cli(
+        f"ckpt_path={base_run / 'checkpoints' / 'last.ckpt'}",
+        "tasks=[generation]",
+        f"tasks.generation.classifier_ckpt={clf}",
+        cwd=tmp_path,
+        module="genlab.eval",
+        check=False,
+    )
+    assert proc.returncode == 2 and "builtins.open" in proc.stderr, proc.stderr[-3000:]
+    cfg = make_cfg(
+        tmp_path / "t",
+        *QUIET,
+        *TINY_GAN,
+        "callbacks=[default,generation_metrics]",
+        f"callbacks.generation_metrics.classifier_ckpt={clf}",
+        "callbacks.generation_metrics.n_samples=8",
+    )
+    with pytest.raises(GenlabError, match="builtins.open"):
+        train(cfg)
+    assert not marker.exists()
+
+
+def test_a_recompressed_checkpoint_is_refused_before_it_expands(base_run, tmp_path):
+    bomb = tmp_path / "bomb.ckpt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", b"\0" * (64 << 20))  # 64 MiB in ~64 KB
+    assert bomb.stat().st_size < 1 << 20
+    started = time.time()
+    with pytest.raises(GenlabError, match="would expand from"):
+        load_checkpoint(bomb)
+    assert time.time() - started < 5
+    load_checkpoint(base_run / "checkpoints" / "last.ckpt")  # torch.save's own: fine
+
+
+# --- resume continues the run's own config ----------------------------------------------------
+@pytest.mark.slow
+def test_resume_continues_with_the_stored_config_and_never_rewrites_it(tmp_path):
+    """The README's `resume=auto trainer.max_epochs=N`: no need to repeat model=vae; the run
+    continues from its last step with its own config, config.yaml stays byte for byte, and
+    each attempt's overrides are recorded."""
+    first = [*FAST, "model=vae", "model.latent_dim=3", "test=false", "trainer.max_epochs=1"]
+    run_cli(*first, cwd=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    config = (run / "config.yaml").read_bytes()
+    proc = run_cli("resume=auto", "trainer.max_epochs=2", "test=false", cwd=tmp_path)
+    assert "resume=auto: continuing" in proc.stderr + proc.stdout
+    summary = read_summary(run)
+    assert summary["status"] == "completed" and summary["global_step"] == 8
+    assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+    assert (run / "config.yaml").read_bytes() == config
+    assert summary["attempts"][0]["overrides"] == first
+    assert summary["overrides"] == ["resume=auto", "trainer.max_epochs=2", "test=false"]
+    (attempt,) = (run / ".hydra").glob("resume_*")
+    assert (attempt / "overrides.yaml").is_file()
+    # the resumed segment logged steps 4..7 only (it started at the checkpoint's step)
+    import csv
+
+    with open(run / "csv" / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps == sorted(steps) and steps[-1] == 7
+
+    # asking for another objective is refused with a table; nothing in the run changes
+    before = tree_digest(run)
+    proc = run_cli(
+        f"resume={run}", "model.optimizer.lr=0.5", "data.batch_size=8", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "model.optimizer.lr" in proc.stderr and "stored: 0.001" in proc.stderr
+    assert "now: 0.5" in proc.stderr and "data.batch_size" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert tree_digest(run) == before
+
+
+def test_a_planted_run_is_not_what_resume_auto_picks(tmp_path):
+    runs = tmp_path / "runs"
+    for name, started in (("a", 100.0), ("b", 200.0), ("planted", time.time() + 10**6)):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        (runs / name / "summary.json").write_text(json.dumps({"started": started}))
+    (runs / "no_summary" / "checkpoints").mkdir(parents=True)
+    (runs / "no_summary" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    os.utime(runs / "a" / "checkpoints" / "last.ckpt", (2e9, 2e9))  # newest file time
+    run, why = latest_run(runs)
+    assert run == runs / "b"
+    assert "planted (started in the future)" in why and "no_summary" in why
+
+
+def test_summary_and_config_of_a_run_are_data(base_run, tmp_path):
+    """summary.json's wandb_id and config.yaml enter the config as literal data: an
+    interpolation there is refused, never resolved."""
+    marker = tmp_path / "marker"
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run, symlinks=True)
+    shutil.rmtree(run / "wandb", ignore_errors=True)
+    summary = read_summary(run)
+    bomb = "${oc.create:{_target_: builtins.open, _args_: [" + f"{marker}, w]}}}}"
+    (run / "summary.json").write_text(json.dumps({**summary, "wandb_id": bomb}))
+    cfg = make_cfg(
+        tmp_path, *QUIET, *TINY_AE, "logger=wandb", f"resume={run}", "trainer.max_epochs=2"
+    )
+    with pytest.raises(GenlabError, match="not a W&B run id"):
+        train(cfg)
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = (run / "config.yaml").read_text().replace("latent_dim: 4", f"latent_dim: '{bomb}'")
+    (run / "config.yaml").write_text(text)
+    cfg = make_cfg(tmp_path, *QUIET, *TINY_AE, f"resume={run}", "trainer.max_epochs=2")
+    with pytest.raises(GenlabError, match="interpolations"):
+        train(cfg)
+    assert not marker.exists()
+    for garbage in ("[1, 2]", "[" * 100_000 + "]" * 100_000, "{"):
+        (run / "summary.json").write_text(garbage)
+        assert read_summary(run) == {}
+
+
+@pytest.mark.slow
+def test_a_run_directory_with_links_is_not_continued(base_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run, symlinks=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for name in ("config_tree.log", ".summary.json.tmp", "csv/.metrics.csv.tmp"):
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(victim)
+        proc = run_cli(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "symbolic link" in proc.stderr and name in proc.stderr
+        assert "Traceback" not in proc.stderr
+        (run / name).unlink()
+    assert victim.read_text() == "mine"
+
+
+# --- fine-tuning from a checkpoint applies the configured learning rate ----------------------
+def test_ckpt_path_with_a_new_lr_trains_with_it(base_run, tmp_path, caplog):
+    ckpt = base_run / "checkpoints" / "last.ckpt"
+    assert load(ckpt)["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-3
+    cfg = make_cfg(
+        tmp_path,
+        *QUIET,
+        *TINY_AE,
+        f"ckpt_path={ckpt}",
+        "trainer.max_epochs=2",
+        "model.optimizer.lr=1e-5",
+    )
+    with caplog.at_level("INFO"):
+        summary = train(cfg)
+    assert load(summary["last_ckpt"])["optimizer_states"][0]["param_groups"][0]["lr"] == 1e-5
+    assert "model.optimizer changed, so optimizer 0 trains with lr 1e-05" in caplog.text
+    # the same lr as the checkpoint's: the loaded state is left exactly as it was
+    assert not ConfiguredLR_seen(make_cfg(tmp_path / "b", *QUIET, *TINY_AE, f"ckpt_path={ckpt}"))
+
+
+def ConfiguredLR_seen(cfg) -> bool:  # noqa: N802
+    from genlab.training import optimizer_changes
+
+    return bool(optimizer_changes(cfg))
+
+
+# --- one writer per run directory -------------------------------------------------------------
+def test_the_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        lock = tmp_path / RunLock.NAME
+        lock.write_text(
+            json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "started": 1})
+        )
+        with pytest.raises(GenlabError, match=f"in use by genlab process {sleeper.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with caplog.at_level("WARNING"):
+        held = RunLock(tmp_path)
+        held.acquire()
+    assert f"taking over the lock of process {sleeper.pid}" in caplog.text
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    held.release()
+    assert not lock.exists()
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_directory(tmp_path):
+    """A second run into a live run's directory is refused with the first one's pid; a new run
+    into a finished run's directory is refused too (continue it with resume=)."""
+    shared = tmp_path / "shared"
+    common = [*FAST, "test=false", f"hydra.run.dir={shared}"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "genlab.train", *common, "trainer.max_epochs=1000"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and read_summary(shared).get("status") != "running":
+            time.sleep(0.2)
+        proc = run_cli(*common, "trainer.max_epochs=1", cwd=tmp_path, check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"in use by genlab process {first.pid}" in proc.stderr
+        assert read_summary(shared)["pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    assert read_summary(shared)["status"] == "interrupted"
+    assert not (shared / RunLock.NAME).exists()
+    proc = run_cli(*common, "trainer.max_epochs=1", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert read_summary(shared)["pid"] == first.pid
+
+
+# --- refusals leave nothing behind ------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["genlab.eval", "genlab.sample", "genlab.latent"])
+def test_a_missing_checkpoint_creates_no_folder(tmp_path, module):
+    missing = tmp_path / "logs" / "train" / "runs" / "typo" / "checkpoints" / "last.ckpt"
+    proc = run_cli(f"ckpt_path={missing}", cwd=tmp_path, module=module, check=False)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Nothing was written" in proc.stderr
+    assert "Traceback" not in proc.stderr and "exception formatting" not in proc.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_resume_of_a_typo_is_one_paragraph(tmp_path):
+    proc = run_cli("resume=logs/train/runs/typo", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "resume='logs/train/runs/typo'" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and "exception formatting" not in proc.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+# --- a full disk, a read-only folder ----------------------------------------------------------
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fit_fails_cleanly(tmp_path):
+    """Every file is limited to 64 KB (RLIMIT_FSIZE: what a full disk does to a write, without
+    privileges): the first checkpoint cannot be written. genlab's paragraph names the folder
+    and its free space; no partial file is left; summary.json says failed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "genlab.train", *FAST, "test=false", "trainer.max_epochs=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(64 << 10),
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "could not be written (File too large" in proc.stderr and "MiB free on" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (run,) = run_dirs(tmp_path)
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name]
+    assert not list(run.rglob("*.ckpt"))
+    summary = read_summary(run)
+    assert summary["status"] == "failed" and summary["last_ckpt"] is None
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            "mount -t tmpfs none /mnt",
+        ],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespace to mount a small tmpfs")
+def test_a_full_disk_mid_run_keeps_the_last_complete_checkpoint(tmp_path):
+    """On a 1.1 MB file system a tiny AE's epoch-0 checkpoints fit and epoch 1's do not: the run
+    stops with genlab's message; last.ckpt is epoch 0's complete file, summary.json points at
+    it, and no partial or empty file is left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    inspect = (
+        "import json,sys,torch,pathlib;"
+        "run=next(pathlib.Path(sys.argv[1]).glob('logs/train/runs/*'));"
+        "s=json.loads((run/'summary.json').read_text());"
+        "print(json.dumps({'status':s['status'],'last':s.get('last_ckpt'),"
+        "'step':s.get('last_ckpt_step'),'files':[str(p) for p in run.rglob('*') if p.is_file()"
+        " and (p.stat().st_size==0 or '.tmp' in p.name)],"
+        "'loaded':torch.load(run/'checkpoints'/'last.ckpt',weights_only=True)['global_step']}))"
+    )
+    args = " ".join([*FAST, *TINY_AE, "test=false", "trainer.max_epochs=3", "logger=csv"])
+    script = (
+        f"mount -t tmpfs -o size=1100k none {disk} && cd {disk} && "
+        f"{sys.executable} -m genlab.train {args}; echo rc=$?; "
+        f'{sys.executable} -c "{inspect}" {disk}'
+    )
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert "rc=2" in proc.stdout, proc.stderr[-3000:]
+    assert "No space left on device" in proc.stderr and "MiB free on" in proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "failed" and result["files"] == []
+    assert result["last"].endswith("last.ckpt") and result["loaded"] == result["step"] == 4
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    if os.geteuid() != 0:
+        path.chmod(0o555 if on else 0o755)
+        return True
+    return (
+        subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True).returncode
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_a_read_only_run_directory_is_one_paragraph_before_training(base_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run, symlinks=True)
+    before = tree_digest(run)
+    for folder in (run / "checkpoints", run):
+        if not _immutable(folder, True):
+            pytest.skip("cannot make a folder read-only here (chattr)")
+        try:
+            proc = run_cli(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path, check=False)
+        finally:
+            _immutable(folder, False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"cannot write to {folder}" in proc.stderr and "Traceback" not in proc.stderr
+        assert tree_digest(run) == before
+
+
+def test_a_checkpoint_write_that_fails_later_says_the_same(tmp_path):
+    from genlab.callbacks.checkpoint import AtomicCheckpointIO
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    if not _immutable(folder, True):
+        pytest.skip("cannot make a folder read-only here (chattr)")
+    try:
+        with pytest.raises(GenlabError, match=f"cannot write to {folder}"):
+            AtomicCheckpointIO().save_checkpoint({"a": 1}, folder / "last.ckpt")
+    finally:
+        _immutable(folder, False)
+    assert list(folder.iterdir()) == []
+
+
+# --- W&B: a resumed run continues the same W&B run at the checkpoint's step ------------------
+@pytest.mark.slow
+def test_a_resumed_wandb_run_continues_its_steps(tmp_path):
+    from wandb_records import history_rows
+
+    common = [o for o in FAST if not o.startswith("logger")] + ["logger=wandb", "test=false"]
+    run_cli(*common, "trainer.max_epochs=1", cwd=tmp_path)
+    (run,) = run_dirs(tmp_path)
+    run_cli("resume=auto", "trainer.max_epochs=2", cwd=tmp_path)
+    segments = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and len({s.name.rsplit("-", 1)[1] for s in segments}) == 1
+    steps = []
+    for segment in segments:
+        (file,) = segment.glob("run-*.wandb")
+        steps.append([r["_step"] for r in history_rows(file) if "_step" in r])
+    assert steps[0] and steps[1]
+    assert max(steps[0]) < min(steps[1]) and min(steps[1]) >= 4
+    assert steps[1] == sorted(steps[1])
+
+
+# --- multiruns say when a job failed ------------------------------------------------------------
+@pytest.mark.slow
+def test_a_multirun_with_a_failed_job_exits_non_zero(tmp_path):
+    proc = run_cli("-m", *FAST, "data.batch_size=16,0", "test=false", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "1 of 2 jobs of the multirun" in proc.stderr
+    proc = run_cli(
+        "-m", *FAST, "data.batch_size=0", "test=false", "multirun_fail_exit=false", cwd=tmp_path
+    )
+    assert proc.returncode == 0
+
+
+# --- DDP: whichever rank dies, the run says which and ends failed ------------------------------
+def _wait_for_step(root: Path, step: int, timeout: float = 180) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = run_dirs(root)
+        if runs and read_summary(runs[0]).get("global_step", 0) >= step:
+            return runs[0]
+        time.sleep(0.3)
+    raise AssertionError("the DDP run never got going")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["rank0", "rank1"])
+def test_ddp_rank_death_is_named_and_recorded(tmp_path, victim):
+    import genlab.utils.run as run_module
+
+    args = [
+        *[o for o in FAST if "max_epochs" not in o],
+        "trainer=ddp_sim",
+        "trainer.max_epochs=10000",
+        *TINY_GAN,
+        "trainer.check_val_every_n_epoch=1000",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    main = subprocess.Popen(
+        [sys.executable, "-m", "genlab.train", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    old = run_module.HEARTBEAT_S
+    try:
+        run = _wait_for_step(tmp_path, 1)
+        children = subprocess.run(
+            ["pgrep", "-P", str(main.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert children, "rank 1 was not started as a child of rank 0"
+        killed = main.pid if victim == "rank0" else int(children[0])
+        os.kill(killed, signal.SIGKILL)
+        _, err = main.communicate(timeout=120)
+    finally:
+        run_module.HEARTBEAT_S = old
+        if main.poll() is None:
+            main.kill()
+    deadline = time.time() + 60
+    while time.time() < deadline and read_summary(run).get("status") == "running":
+        time.sleep(0.3)
+    summary = read_summary(run)
+    assert summary["status"] == "failed", summary
+    if victim == "rank1":
+        assert main.returncode == 2
+        assert "rank 1 died (killed by SIGKILL), so rank 0 stopped" in summary["error"]
+        assert "rank 1 died (killed by SIGKILL)" in err and "Traceback" not in err
+    else:
+        assert (
+            f"rank 0 died (its process {main.pid} is gone), so rank 1 stopped" in summary["error"]
+        )
