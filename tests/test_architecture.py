@@ -184,7 +184,7 @@ def test_a_new_model_family_needs_no_edit_outside_its_own_files(tmp_path):
     (conf / "model" / "tiny.yaml").write_text(TINY_CONFIG)
     summary = train(make_cfg(tmp_path, *FAST, "model=tiny", f"hydra.searchpath=[file://{conf}]"))
     assert summary["status"] == "completed"
-    model, _ = load_model(summary["last_ckpt"])
+    model, _ = load_model(summary["last_ckpt"], trusted=["test_architecture.*"])
     assert isinstance(model, TinyModel) and isinstance(model, CanSample)
     with torch.no_grad():
         want = expected_png(model.sample(64, generator=torch.Generator().manual_seed(0)), 8)
@@ -197,6 +197,8 @@ def test_a_new_model_family_needs_no_edit_outside_its_own_files(tmp_path):
         make_cfg(
             tmp_path,
             f"ckpt_path={summary['last_ckpt']}",
+            # the family's classes are this test module's: the documented opt-in
+            "trusted_targets=[test_architecture.*]",
             "tasks=[report]",
             "tasks.report.scatter_n=100",
             "tasks.report.metric_images=50",
@@ -212,6 +214,7 @@ def test_a_new_model_family_needs_no_edit_outside_its_own_files(tmp_path):
 
     run_cli(
         f"ckpt_path={summary['last_ckpt']}",
+        "trusted_targets=[test_architecture.*]",
         "n=12",
         "n_per_row=4",
         "device=cpu",

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from genlab.data.modality import Condition, Modality, image
 from genlab.utils.errors import GenlabError
 
 BINARIZE = (None, "static", "dynamic")
@@ -263,86 +264,61 @@ def match_channels(images: torch.Tensor, channels: int, name: str) -> torch.Tens
     raise GenlabError(f"data.channels={channels} is not possible for {name}: use 1 or 3.")
 
 
-class ImageDataModule(L.LightningDataModule):
-    """Base class: subclasses load the splits; this class batches, binarizes and describes them.
+class SampleDataModule(L.LightningDataModule):
+    """Base class of every genlab datamodule: subclasses load the splits and say what a sample
+    is (`modality`) and what it is conditioned on (`condition`, genlab.data.modality); this
+    class splits, batches and hands them out resumably (an interrupted epoch continues where
+    it stopped). Every batch is `(x, y)`: x as the modality says, y as the condition says
+    (labels, captions, context frames...)."""
 
-    Every batch is `(x, y)`: x float (B, channels, image_size, image_size) in [0, 1], y the
-    labels (class index, or an attribute vector for CelebA). `image_shape`, `channels` and
-    `num_classes` let models size their nets from the data.
-    """
-
-    name = "images"
+    name = "samples"
 
     def __init__(
         self,
         *,
         data_dir: str = "data",
-        image_size: int,
-        channels: int,
-        num_classes: int | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
-        binarize: str | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         shuffle_seed: int = 0,
         download: bool = True,
-        device_resident: bool = False,
-        hflip: bool = False,
-        channels_last: bool = False,
-        pairing: Any = None,
     ) -> None:
         super().__init__()
-        if binarize not in BINARIZE:
-            raise GenlabError(
-                f"data.binarize={binarize!r} is not an option: use null, static or dynamic."
-            )
-        if image_size < 4 or channels not in (1, 3):
-            raise GenlabError(
-                f"data.image_size={image_size} / data.channels={channels}: the image size must "
-                "be at least 4 pixels and channels 1 (grey) or 3 (RGB)."
-            )
         if not 0.0 <= val_fraction < 1.0:
             raise GenlabError(f"data.val_fraction={val_fraction} must be in [0, 1).")
         self.data_dir = str(data_dir)
-        self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         # batches handed over at once for training (the fast path, perf.steps_per_batch: the
         # model splits them and takes one optimizer step on each); set by genlab.training
         self.steps_per_batch = 1
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.binarize, self.val_fraction = binarize, val_fraction
+        self.val_fraction = val_fraction
         self.split_seed, self.shuffle_seed, self.download = split_seed, shuffle_seed, download
-        self.device_resident, self.hflip, self.channels_last = (
-            device_resident,
-            hflip,
-            channels_last,
-        )
         self.splits: dict[str, Dataset] = {}
-        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor, str | None]] = {}
-        # data/pairing=...: batches become (target, source) pairs for translation models, the
-        # source derived from each image on its device (genlab.data.pairing)
-        self.pairing = pairing
-        if pairing is not None:
-            pairing.check(self.image_shape)
+
+    @property
+    def modality(self) -> Modality:
+        """What `x` of a batch is (kind, shape per sample, value range)."""
+        raise NotImplementedError
+
+    @property
+    def condition(self) -> Condition | None:
+        """What `y` of a batch is, or None when the data are unconditional."""
+        return None
 
     @property
     def train_batch_size(self) -> int:
-        """Images per training batch: `batch_size` times the batches handed over at once."""
+        """Samples per training batch: `batch_size` times the batches handed over at once."""
         return self.batch_size * self.steps_per_batch
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of every image in every batch."""
-        return (self.channels, self.image_size, self.image_size)
 
     # --- what subclasses provide -----------------------------------------------------------
     def load_splits(self) -> dict[str, Dataset]:
-        """Return {'train', 'val', 'test'} datasets of (x in [0, 1], label)."""
+        """Return {'train', 'val', 'test'} datasets of (x, y)."""
         raise NotImplementedError
 
     # --- shared machinery ------------------------------------------------------------------
@@ -354,6 +330,109 @@ class ImageDataModule(L.LightningDataModule):
         return Indexed(data, perm[n_part:].sort().values), Indexed(
             data, perm[:n_part].sort().values
         )
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.load_splits()
+
+    def dataset(self, split: str) -> Dataset:
+        if not self.splits:
+            self.setup()
+        return self.splits[split]
+
+    def _loader(self, split: str, *, train: bool) -> DataLoader | TensorBatches:
+        data = self.dataset(split)
+        return ResumableLoader(
+            data,
+            batch_size=self.train_batch_size if train else self.eval_batch_size,
+            sampler=EpochShuffle(data, self.shuffle_seed) if train else None,
+            drop_last=train and len(data) > self.train_batch_size,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            generator=torch.Generator(),
+        )
+
+    def train_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("test", train=False)
+
+
+class ImageDataModule(SampleDataModule):
+    """Images: subclasses load the splits; this class batches, binarizes and describes them.
+
+    Every batch is `(x, y)`: x float (B, channels, image_size, image_size) in [0, 1], y the
+    labels (class index, or an attribute vector for CelebA). `image_shape`, `channels` and
+    `num_classes` let models size their nets from the data.
+    """
+
+    name = "images"
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        channels: int,
+        num_classes: int | None = None,
+        binarize: str | None = None,
+        device_resident: bool = False,
+        hflip: bool = False,
+        channels_last: bool = False,
+        pairing: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if binarize not in BINARIZE:
+            raise GenlabError(
+                f"data.binarize={binarize!r} is not an option: use null, static or dynamic."
+            )
+        if image_size < 4 or channels not in (1, 3):
+            raise GenlabError(
+                f"data.image_size={image_size} / data.channels={channels}: the image size must "
+                "be at least 4 pixels and channels 1 (grey) or 3 (RGB)."
+            )
+        self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
+        self.binarize = binarize
+        self.device_resident, self.hflip, self.channels_last = (
+            device_resident,
+            hflip,
+            channels_last,
+        )
+        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor, str | None]] = {}
+        # data/pairing=...: batches become (target, source) pairs for translation models, the
+        # source derived from each image on its device (genlab.data.pairing)
+        self.pairing = pairing
+        if pairing is not None:
+            pairing.check(self.image_shape)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every image in every batch."""
+        return (self.channels, self.image_size, self.image_size)
+
+    @property
+    def modality(self) -> Modality:
+        return image(self.channels, self.image_size)
+
+    @property
+    def condition(self) -> Condition | None:
+        if self.pairing is not None:
+            return Condition("image", tuple(self.pairing.source_shape(self.image_shape)))
+        if not self.num_classes:
+            return None
+        names = tuple(getattr(self, "attr_names", None) or ())
+        if names:  # an attribute vector per image (CelebA)
+            return Condition("attributes", (self.num_classes,), self.num_classes, names=names)
+        classes = tuple(getattr(self, "classes", None) or ())
+        return Condition("class", (), self.num_classes, names=classes)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -368,11 +447,6 @@ class ImageDataModule(L.LightningDataModule):
                 for i, (name, ds) in enumerate(splits.items())
             }
         self.splits = splits
-
-    def dataset(self, split: str) -> Dataset:
-        if not self.splits:
-            self.setup()
-        return self.splits[split]
 
     def _resident_batches(self, split: str, *, train: bool) -> TensorBatches:
         trainer = self.trainer
@@ -398,17 +472,7 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, train: bool) -> DataLoader | TensorBatches:
         if self.device_resident:
             return self._resident_batches(split, train=train)
-        data = self.dataset(split)
-        return ResumableLoader(
-            data,
-            batch_size=self.train_batch_size if train else self.eval_batch_size,
-            sampler=EpochShuffle(data, self.shuffle_seed) if train else None,
-            drop_last=train and len(data) > self.train_batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            generator=torch.Generator(),
-        )
+        return super()._loader(split, train=train)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # random horizontal flips for the DataLoader path (TensorBatches flips by itself)
@@ -421,18 +485,6 @@ class ImageDataModule(L.LightningDataModule):
             step = trainer.global_step if trainer is not None and trainer.training else None
             batch = (batch[0], self.pairing(batch[0], step=step))
         return batch
-
-    def train_dataloader(self) -> DataLoader | TensorBatches:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader | TensorBatches:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader | TensorBatches:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader | TensorBatches:
-        return self._loader("test", train=False)
 
 
 def check_files(paths: list[str], *, what: str, how: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,9 @@ def check_state_dict(
     )
 
 
-def run_config(ckpt: dict[str, Any], ckpt_path: str | Path) -> DictConfig:
+def run_config(
+    ckpt: dict[str, Any], ckpt_path: str | Path, trusted: Iterable[str] = ()
+) -> DictConfig:
     """The training config of a checkpoint: stored inside it, else RUN/config.yaml; read as
     data (no interpolation is ever resolved) and checked: every `_target_` in it must be a
     class genlab trusts (genlab.utils.untrusted.check_targets) before anything is built."""
@@ -132,19 +135,20 @@ def run_config(ckpt: dict[str, Any], ckpt_path: str | Path) -> DictConfig:
             f"{source} is not a genlab run config (no model section): use a checkpoint "
             "written by genlab.train."
         )
-    check_targets(literal_data(data, source=source), source=source)
+    check_targets(literal_data(data, source=source), source=source, trusted=trusted)
     return OmegaConf.create(data)
 
 
 def load_model(
-    ckpt_path: str | Path, *, expect: str | None = None
+    ckpt_path: str | Path, *, expect: str | None = None, trusted: Iterable[str] = ()
 ) -> tuple[L.LightningModule, DictConfig]:
     """Rebuild the model of a checkpoint with its weights, in eval mode, on the CPU; returns
-    (model, training config). The config is checked before anything is built (`run_config`);
+    (model, training config). The config is checked before anything is built (`run_config`):
+    `trusted` adds patterns of your own classes (e.g. `my_package.*`) to what genlab builds.
     `expect`: the model class name the caller needs (e.g. "Classifier"), refused otherwise
     before the model is built."""
     ckpt = load_checkpoint(ckpt_path)
-    cfg = run_config(ckpt, ckpt_path)
+    cfg = run_config(ckpt, ckpt_path, trusted)
     target = str(cfg.model.get("_target_", ""))
     if expect is not None and target.rsplit(".", 1)[-1] != expect:
         raise GenlabError(

@@ -1,0 +1,30 @@
+"""One writer per modality: samples -> files in the run directory, a preview image for any
+logger, and media for W&B. Callbacks, eval tasks, genlab.sample and the report call
+`writer_for(modality)` and never assume images (genlab.data.modality says what a sample is).
+
+A writer module (`genlab.writers.<kind>_writer`) defines three functions:
+
+- `save(x, stem, *, modality, n_per_row=8, captions=None) -> list[Path]`: write the batch
+  `x` (B, *modality.shape) as files named from `stem` (a path without suffix, e.g.
+  RUN/images/samples_e0003): `stem.png` always (the preview), plus the modality's own
+  formats (`stem.gif` for clips, `stem_<i>.wav` for sounds, ...); returns the files written.
+- `preview(x, *, modality, n_per_row=8) -> Tensor`: one (3, H, W) float image in [0, 1]
+  showing the batch (a grid of images, strips of frames, spectrograms, voxel renders), which
+  every logger can show and every PNG on disk holds.
+- `media(x, *, modality, captions=None) -> list`: W&B objects (wandb.Image, wandb.Video,
+  wandb.Audio, wandb.Object3D) for the batch, imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from genlab.data.modality import KINDS, Modality
+
+MODULES = {kind: f"genlab.writers.{kind}_writer" for kind in KINDS}
+
+
+def writer_for(modality: Modality) -> ModuleType:
+    """The writer module of a modality."""
+    return importlib.import_module(MODULES[modality.kind])
