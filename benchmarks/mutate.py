@@ -94,6 +94,64 @@ GROUPS: dict[str, dict] = {
             "tests/test_resumable_data.py",
         ],
     },
+    "progressive": {
+        "mutate": ["src/genlab/nets/progressive.py"],
+        # pixel norm, the equalized-lr gains, minibatch stddev, fade-ins, padding
+        "tests": [
+            "tests/test_progressive_closed_forms.py",
+            "tests/test_pggan.py",
+            "-k",
+            "not sample_and_eval",
+        ],
+    },
+    "paired": {
+        "mutate": ["src/genlab/data/paired.py"],
+        # pairs read from files: the resize and crop, the same jitter and flip on both images,
+        # the split fallbacks, the pairing of two folders by name
+        "tests": [
+            "tests/test_paired_alignment.py",
+            "tests/test_translation.py::test_aligned_ab_files_split_by_pixels_in_both_directions",
+            "tests/test_translation.py::"
+            "test_aligned_flat_folder_is_split_by_fractions_and_jitter_keeps_pairs_aligned",
+            "tests/test_translation.py::test_two_folders_match_by_name_and_name_a_missing_partner",
+            "tests/test_translation.py::test_unreadable_file_is_named_or_skipped_with_its_pair",
+            "tests/test_translation.py::test_paired_data_refuses_a_pairing_and_a_missing_folder",
+            "tests/test_translation.py::test_pix2pix_trains_on_file_pairs",
+        ],
+    },
+    "health": {
+        "mutate": ["src/genlab/models/gan.py"],
+        # the collapse signs, their thresholds and warnings, and the gradient norms they read
+        "functions": [
+            "xǁGANǁ_count_collapse_signs",
+            "xǁGANǁ_report_collapse_signs",
+            "xǁGANǁhealth",
+            "xǁGANǁon_before_optimizer_step",
+        ],
+        "tests": [
+            "tests/test_health.py",
+            "tests/test_trust.py::test_gan_collapse_signs_are_recorded_and_warned",
+            "tests/test_gan_steps.py::test_one_iteration_equals_a_hand_written_step",
+        ],
+    },
+    "resume": {
+        "mutate": ["src/genlab/callbacks/checkpoint.py"],
+        # last.ckpt at every point a run can stop, the random state, stops on signals
+        "tests": [
+            "tests/test_signals.py::test_sigterm_in_process",
+            "tests/test_signals.py::test_one_ctrl_c_in_process_finishes_the_step",
+            "tests/test_signals.py::test_a_second_ctrl_c_in_process_stops_at_once",
+            "tests/test_trust.py::test_last_ckpt_holds_the_final_state",
+            "tests/test_trust.py::test_resume_is_exact_mid_epoch_for_every_family",
+            "tests/test_trust.py::test_resume_is_exact_across_epoch_boundaries_in_a_chain",
+            "tests/test_trust.py::test_divergence_after_a_checkpoint_names_it_and_writes_no_bad_one",
+            "tests/test_trust.py::test_a_checkpoint_that_cannot_be_written_fails_the_run",
+            "tests/test_gan.py::test_resume_is_exact",
+            "tests/test_fast_path.py::test_resume_with_k_steps_per_batch_is_exact",
+            "tests/test_translation.py::test_resume_is_exact_in_the_middle_of_an_epoch",
+            "tests/test_pggan.py::test_resume_inside_a_fade_in_is_exact",
+        ],
+    },
 }
 
 
@@ -177,6 +235,8 @@ def run_group(group: str, max_children: int) -> dict:
     other = sorted(k for k, v in statuses.items() if v not in ("killed", "survived", "timeout"))
     return {
         "group": group,
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
         "files": spec["mutate"],
         "functions": prefixes,
         "tests": spec["tests"],
@@ -190,18 +250,27 @@ def run_group(group: str, max_children: int) -> dict:
     }
 
 
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
+
+
 def write_report(runs: list[dict]) -> None:
+    """Merge `runs` into mutation.json (each group keeps the date and machine it was run on;
+    the top-level date and machine are those of the latest run)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "mutation.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     groups = previous.get("groups", {})
+    for g in groups.values():  # groups run before dates were kept per group
+        g.setdefault("date", previous.get("date"))
+        g.setdefault("machine", previous.get("machine"))
     for r in runs:
         groups[r["group"]] = r
     import mutmut
 
     meta = {
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": machine(),
         "python": platform.python_version(),
         "tool": f"mutmut {mutmut.__version__}" if hasattr(mutmut, "__version__") else "mutmut",
     }
