@@ -11,17 +11,28 @@ a square instead of resizing the short side, the test split not falling back to 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from genlab.analysis.translation import translate_folder
 from genlab.data import PairedImages
-from genlab.data.paired import JITTER_SCALE, to_tensor
-from genlab.data.pairing import FilePairs
+from genlab.data.mnist import MNIST5k
+from genlab.data.paired import (
+    JITTER_SCALE,
+    load_pairs,
+    pair_dataset,
+    source_shape,
+    to_tensor,
+)
+from genlab.data.pairing import Downsample, Edges, FilePairs
 from genlab.models.translation import Translation
 from genlab.nets import PatchGAN
+from genlab.utils.errors import GenlabError
 
 
 def pattern(h: int, w: int, shift: int = 0) -> np.ndarray:
@@ -240,3 +251,184 @@ def test_translate_folder_keeps_each_files_size_with_resize_false(tmp_path):
                 assert result.size == (w, h), name
                 diff = np.abs(np.asarray(result, int) - np.asarray(want, int))
                 assert diff.max() <= 1, name  # PNG rounding of the [0, 1] output
+
+
+# --- every refusal names the file or option, verbatim -------------------------------------
+def refusal(build) -> str:
+    with pytest.raises(GenlabError) as err:
+        build()
+    return str(err.value)
+
+
+def test_option_refusals(tmp_path):
+    kw = dict(path=str(tmp_path), image_size=8, channels=3)
+    assert refusal(lambda: PairedImages(**kw, layout="side")) == (
+        "data.layout='side': use aligned (AB files) or folders."
+    )
+    assert refusal(lambda: PairedImages(**kw, direction="AB")) == (
+        "data.direction='AB': use AtoB or BtoA."
+    )
+    assert refusal(lambda: PairedImages(**kw, on_bad_file="ignore")) == (
+        "data.on_bad_file='ignore': use error or skip."
+    )
+    assert refusal(lambda: PairedImages(**kw, pairing=Edges())) == (
+        "data=paired reads both images of a pair from files, so it takes no pairing; the "
+        "translation models bring one for single-image datasets (model=pix2pix: edges): drop it "
+        "with ~data/pairing on the command line (an experiment file: `- override "
+        "/data/pairing@data.pairing: null` in its defaults)."
+    )
+    both = (
+        "data=paired supports neither data.binarize nor data.device_resident: set them to null "
+        "/ false."
+    )
+    assert refusal(lambda: PairedImages(**kw, binarize=0.5)) == both
+    assert refusal(lambda: PairedImages(**kw, device_resident=True)) == both
+    # the defaults: aligned files, A -> B, errors; a pairing of None is no pairing
+    dm = PairedImages(**kw, pairing=None)
+    assert (dm.layout, dm.direction, dm.on_bad_file, dm.a_dir, dm.b_dir) == (
+        "aligned",
+        "AtoB",
+        "error",
+        "A",
+        "B",
+    )
+    assert (dm.jitter, dm.test_fraction, dm.name) == (False, 0.1, "paired")
+    assert isinstance(dm.pairing, FilePairs) and dm.num_classes is None
+
+
+def test_folder_refusals(tmp_path):
+    missing = tmp_path / "none"
+    assert refusal(lambda: PairedImages(path=str(missing), image_size=8, channels=3).setup()) == (
+        f"data.path={str(missing)!r}: {str(missing)!r} is not a directory. data.layout=aligned "
+        "expects a folder of AB images (or train/ val/ test/ folders of them)."
+    )
+    folders = dict(path=str(tmp_path), layout="folders", image_size=8, channels=3)
+    (tmp_path / "A").mkdir()
+    assert refusal(lambda: PairedImages(**folders).setup()) == (
+        f"data.path={str(tmp_path)!r}: {str(tmp_path / 'B')!r} is not a directory. "
+        "data.layout=folders expects the folders A/ and B/ (data.a_dir, data.b_dir) holding "
+        "images with matching names."
+    )
+    for side in ("A", "B"):
+        (tmp_path / side / "train").mkdir(parents=True)
+        Image.fromarray(pattern(8, 8)).save(tmp_path / side / "train" / "x.png")
+    (tmp_path / "A" / "val").mkdir()
+    assert refusal(lambda: PairedImages(**folders).setup()) == (
+        f"data.path={str(tmp_path)!r}: {str(tmp_path / 'A' / 'val')!r} has no counterpart "
+        f"{str(tmp_path / 'B' / 'val')!r}: both image folders need the same split subfolders."
+    )
+    (tmp_path / "A" / "val").rmdir()
+    Image.fromarray(pattern(8, 8)).save(tmp_path / "A" / "train" / "x.jpg")
+    a_png, a_jpg = (str(tmp_path / "A" / "train" / f"x.{e}") for e in ("jpg", "png"))
+    assert refusal(lambda: PairedImages(**folders).setup()) == (
+        f"data.path={str(tmp_path)!r}: {a_png!r} and {a_jpg!r} have the same name; pairs are "
+        "matched by file name without extension, so rename one."
+    )
+
+
+def test_partner_and_file_refusals_and_skips(tmp_path, caplog):
+    """A file without a partner, an unreadable file and an AB file too narrow to hold two
+    images: named in the error; left out (with their pairs) and named in a warning with
+    on_bad_file=skip; hidden files and other extensions are not images."""
+    for side in ("A", "B"):
+        (tmp_path / side).mkdir()
+        for name in ("p0", "p1", "p2", "p3"):
+            Image.fromarray(pattern(8, 8)).save(tmp_path / side / f"{name}.png")
+        (tmp_path / side / ".hidden.png").write_bytes(b"")
+        (tmp_path / side / "notes.txt").write_text("not an image")
+    Image.fromarray(pattern(8, 8)).save(tmp_path / "A" / "lonely.png")
+    folders = dict(path=str(tmp_path), layout="folders", image_size=8, channels=3)
+    lonely = f"{tmp_path / 'A' / 'lonely.png'} (no B file named lonely.*)"
+    assert refusal(lambda: PairedImages(**folders).setup()) == (
+        f"data.path={str(tmp_path)!r}: 1 image(s) have no partner:\n  {lonely}\nAdd the "
+        "partners or remove these files, or set data.on_bad_file=skip to leave them out."
+    )
+    bad = tmp_path / "B" / "p3.png"
+    bad.write_bytes(b"not a png")
+    caplog.set_level("WARNING", logger="genlab.data.paired")
+    dm = PairedImages(**folders, on_bad_file="skip", val_fraction=0.0, test_fraction=0.0)
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 3
+    assert f"{tmp_path}: leaving out 1 image(s) without a partner: {[lonely]}" in caplog.text
+    assert f"{tmp_path}: skipping 1 unreadable image(s) and their pairs: {[str(bad)]}" in (
+        caplog.text
+    )
+    (tmp_path / "A" / "lonely.png").unlink()
+    text = refusal(lambda: PairedImages(**folders).setup())
+    assert text.startswith(
+        f"data.path={str(tmp_path)!r}: 1 image file(s) cannot be read:\n  {bad}  ("
+    )
+    assert text.endswith(
+        ")\nRemove or replace them, or set data.on_bad_file=skip to leave them (and their pairs) "
+        "out."
+    )
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    Image.fromarray(pattern(8, 1)).save(narrow / "thin.png")
+    Image.fromarray(pattern(8, 16)).save(narrow / "ok.png")
+    text = refusal(lambda: PairedImages(path=str(narrow), image_size=8, channels=3).setup())
+    assert f"{narrow / 'thin.png'}  (1 px wide: an AB file holds two images side by side)" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    assert refusal(lambda: PairedImages(path=str(empty), image_size=8, channels=3).setup()) == (
+        f"data.path={str(empty)!r} holds no readable image pairs for training (layout=aligned, "
+        f"extensions {', '.join(IMG_EXTENSIONS)})."
+    )
+
+
+def test_a_split_left_empty_and_a_file_changed_after_the_check(tmp_path):
+    write_aligned(tmp_path, 3, 8, 8)
+    text = refusal(
+        lambda: PairedImages(
+            path=str(tmp_path), image_size=8, channels=3, val_fraction=0.1, test_fraction=0.1
+        ).setup()
+    )
+    assert text == (
+        f"data.path={str(tmp_path)!r}: the val and test split(s) got no pairs (3 train, 0 val, "
+        "0 test): add pairs or change data.val_fraction / data.test_fraction."
+    )
+    dm = PairedImages(
+        path=str(tmp_path), image_size=8, channels=3, val_fraction=0.0, test_fraction=0.0
+    )
+    dm.setup("fit")
+    assert {s: len(dm.dataset(s)) for s in ("train", "val", "test")} == {
+        "train": 3,
+        "val": 0,
+        "test": 0,
+    }
+    gone = file_of(dm.dataset("train"), 0)
+    os.remove(gone)
+    text = refusal(lambda: dm.dataset("train")[0])
+    assert text.startswith(f"image {(gone, None)!r} could not be read (")
+    assert text.endswith("): it changed after the check before training; replace it.")
+
+
+def test_pairs_of_files_and_of_a_pairing_through_the_same_helpers(tmp_path):
+    """pair_dataset / load_pairs / source_shape give (target, source) for file pairs as read,
+    and for derived pairs the pairing's evaluation sources; data without pairs is refused."""
+    write_aligned(tmp_path, 4, 8, 8)
+    dm = PairedImages(
+        path=str(tmp_path), image_size=8, channels=3, val_fraction=0.0, test_fraction=0.5
+    )
+    dm.setup("fit")
+    target, source = load_pairs(dm, "test", [1, 0])
+    assert torch.equal(target[0], dm.dataset("test")[1][0])
+    assert torch.equal(source[1], dm.dataset("test")[0][1])
+    assert pair_dataset(dm, "test") is dm.dataset("test")
+    assert source_shape(dm) == (3, 8, 8)
+    mnist = MNIST5k(image_size=28, channels=1, pairing=Downsample(factor=4))
+    mnist.setup("fit")
+    assert source_shape(mnist) == (1, 7, 7)
+    target, source = load_pairs(mnist, "val", [3, 5])
+    assert torch.equal(source, Downsample(factor=4)(target))
+    derived = pair_dataset(mnist, "val")
+    assert len(derived) == len(mnist.dataset("val"))
+    assert torch.equal(derived[5][1], source[1])
+    plain = MNIST5k(image_size=28, channels=1)
+    assert refusal(lambda: source_shape(plain)) == (
+        "the data (mnist_5k) gives single images, but image-to-image translation needs pairs: "
+        "derive the sources with a pairing (data/pairing=edges, sr_x4, sr_x2, center_mask, "
+        "rectangles, strokes or greyscale; with `+` for models other than pix2pix, srgan and "
+        "inpaint) or read pairs from files with data=paired."
+    )
