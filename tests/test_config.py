@@ -8,12 +8,13 @@ import torch
 from conftest import make_cfg, options
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
 from genlab.models.protocols import CanReconstruct, CanSample
 from genlab.utils.loggers import CSVLogger
+from genlab.utils.loggers import StepWandbLogger as WandbLogger  # steps continue on resume
 from genlab.utils.run import instantiate_group
 
 

@@ -334,6 +334,28 @@ def test_summary_and_config_of_a_run_are_data(base_run, tmp_path):
         assert read_summary(run) == {}
 
 
+def test_what_to_trust_comes_from_the_command_never_from_the_run(base_run, tmp_path):
+    """A sent run directory whose stored config says model.trust_feature_code=true or
+    trusted_targets=[builtins.*]: the resumed config takes neither."""
+    from genlab.training import CONF_DIR
+    from genlab.utils.resume import resumed_config
+
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run, symlinks=True)
+    text = (
+        (run / "config.yaml")
+        .read_text()
+        .replace("trusted_targets: []", "trusted_targets:\n- builtins.*")
+    )
+    text = text.replace("  latent_dim: 4\n", "  latent_dim: 4\n  trust_feature_code: true\n")
+    assert "- builtins.*" in text and "trust_feature_code: true" in text
+    (run / "config.yaml").write_text(text)
+    cfg = make_cfg(tmp_path, *QUIET, *TINY_AE, f"resume={run}")
+    resumed = resumed_config(cfg, run, [f"resume={run}"], CONF_DIR, {})
+    assert resumed.trusted_targets == [] and "trust_feature_code" not in resumed.model
+    assert resumed.model.latent_dim == 4 and resumed.ckpt_path.endswith("last.ckpt")
+
+
 @pytest.mark.slow
 def test_a_run_directory_with_links_is_not_continued(base_run, tmp_path):
     run = tmp_path / "run"

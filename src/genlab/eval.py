@@ -11,13 +11,14 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
-from genlab.evaluation.runner import evaluate
 from genlab.utils.errors import exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from genlab.evaluation.runner import evaluate  # torch loads when the command runs
+
     evaluate(cfg)
 
 

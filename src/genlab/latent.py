@@ -12,17 +12,9 @@ from __future__ import annotations
 import logging
 
 import hydra
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
-from genlab.analysis.latent_space import (
-    interpolation_source,
-    write_attribute_edit,
-    write_interpolations,
-)
-from genlab.utils.checkpoint import data_config, load_model, pick_device
 from genlab.utils.errors import GenlabError, exit_on_user_error
 from genlab.utils.run import output_folder, write_json
 
@@ -32,6 +24,17 @@ log = logging.getLogger("genlab.latent")
 @hydra.main(version_base="1.3", config_path="conf", config_name="latent")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    # torch and the models load when the command runs, not for --help or a refusal
+    import torch
+    from hydra.utils import instantiate
+
+    from genlab.analysis.latent_space import (
+        interpolation_source,
+        write_attribute_edit,
+        write_interpolations,
+    )
+    from genlab.utils.checkpoint import data_config, load_model, pick_device
+
     with output_folder(cfg, "latent folder") as out_dir:
         if cfg.op not in ("interpolate", "attribute"):
             raise GenlabError(f"op={cfg.op!r}: use interpolate or attribute.")

@@ -11,12 +11,9 @@ from __future__ import annotations
 import logging
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
-from genlab.analysis.samples import write_samples
-from genlab.utils.checkpoint import load_model, pick_device
 from genlab.utils.errors import exit_on_user_error
 from genlab.utils.run import output_folder
 
@@ -26,6 +23,12 @@ log = logging.getLogger("genlab.sample")
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    # torch and the models load when the command runs, not for --help or a refusal
+    import torch
+
+    from genlab.analysis.samples import write_samples
+    from genlab.utils.checkpoint import load_model, pick_device
+
     with output_folder(cfg, "samples folder") as out_dir:
         torch.manual_seed(cfg.seed)
         model, _ = load_model(cfg.ckpt_path)

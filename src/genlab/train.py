@@ -20,15 +20,23 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
-from genlab.callbacks.checkpoint import RunInterrupted
-from genlab.training import describe, run_end_status, train
 from genlab.utils.errors import NOT_HANDLED, GenlabError, exit_on_user_error
 from genlab.utils.resolvers import in_multirun as _multirun
 from genlab.utils.run import launch_rank, read_summary, write_json
 
-__all__ = ["main", "train"]
+__all__ = ["main", "train"]  # noqa: F822 (train is loaded lazily: __getattr__)
 
 log = logging.getLogger("genlab.train")
+
+
+def __getattr__(name: str) -> Any:
+    # torch and Lightning load only when a run starts: `--help` and refusals made while
+    # Hydra works out the run directory need neither
+    if name == "train":
+        from genlab.training import train
+
+        return train
+    raise AttributeError(name)
 
 
 def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | list[float | None] | None:
@@ -98,6 +106,9 @@ def job_failed(exc: Exception, user_error: GenlabError | None, cfg: DictConfig) 
     one paragraph and exit 2). A job of a multirun: the failure is recorded (summary.json,
     the sweep summary, the Optuna trial) and the sweep goes on, unless
     multirun_on_error=raise or the job was interrupted."""
+    from genlab.callbacks.checkpoint import RunInterrupted
+    from genlab.training import describe, run_end_status
+
     pruned = getattr(exc, "run_status", None) == "pruned"
     if not _multirun():
         if pruned:
@@ -135,6 +146,8 @@ def job_failed(exc: Exception, user_error: GenlabError | None, cfg: DictConfig) 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error(on_error=job_failed)
 def main(cfg: DictConfig) -> float | list[float | None] | dict[str, Any] | None:
+    from genlab.training import train
+
     env = dict(os.environ)
     try:
         summary = train(cfg)

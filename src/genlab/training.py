@@ -31,7 +31,7 @@ from genlab.callbacks.checkpoint import (
     RunInterrupted,
     check_written,
 )
-from genlab.callbacks.record import Heartbeat
+from genlab.callbacks.record import Heartbeat, StoreConfig
 from genlab.models.base import Diverged
 from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
 from genlab.utils.errors import GenlabError, find_user_error, lost_peer
@@ -50,7 +50,6 @@ from genlab.utils.resume import resumed_config
 from genlab.utils.run import (
     RunLock,
     RunRecord,
-    StoreConfig,
     instantiate_group,
     launch_rank,
     pid_alive,

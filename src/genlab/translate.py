@@ -15,14 +15,9 @@ from __future__ import annotations
 import logging
 
 import hydra
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
-from genlab.analysis.translation import translate_folder
-from genlab.data.paired import translation_pairing
-from genlab.utils.checkpoint import data_config, load_model, pick_device
 from genlab.utils.errors import exit_on_user_error
 from genlab.utils.run import output_folder
 
@@ -32,6 +27,14 @@ log = logging.getLogger("genlab.translate")
 @hydra.main(version_base="1.3", config_path="conf", config_name="translate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    # torch and the models load when the command runs, not for --help or a refusal
+    import torch
+    from hydra.utils import instantiate
+
+    from genlab.analysis.translation import translate_folder
+    from genlab.data.paired import translation_pairing
+    from genlab.utils.checkpoint import data_config, load_model, pick_device
+
     with output_folder(cfg, "translate folder") as out_dir:
         torch.manual_seed(0)
         model, run_cfg = load_model(cfg.ckpt_path)

@@ -10,7 +10,22 @@ from typing import Any
 import lightning as L
 import torch
 
+from genlab.utils.checkpoint import CONFIG_KEY
 from genlab.utils.run import RunLock, RunRecord
+
+
+class StoreConfig(L.Callback):
+    """Puts the resolved run config into every checkpoint, so a checkpoint alone rebuilds its
+    model and data (`python -m genlab.eval ckpt_path=...`). Plain dicts keep the checkpoint
+    loadable with `weights_only=True`."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[CONFIG_KEY] = self.config
 
 
 class Heartbeat(L.Callback):

@@ -82,6 +82,8 @@ NOT_SAFE = (
     "callbacks.model_checkpoint.dirpath",
     "callbacks.last_checkpoint.dirpath",
 )
+# what genlab may trust comes from this command only, never from the run directory
+TRUST_OPTIONS = ("trusted_targets", "model.trust_feature_code")
 W_AND_B_ID = re.compile(r"[a-z0-9]{8}")
 
 
@@ -305,6 +307,8 @@ def resumed_config(
         )
     for key, value in current.items():  # options newer than the run: their defaults
         result.setdefault(key, value)
+    for key in TRUST_OPTIONS:
+        assign(result, key, select(current, key))
     result["resume"] = current.get("resume")
     result["ckpt_path"] = str(run_dir / "checkpoints" / "last.ckpt")
     wid = wandb_id(summary, run_dir)

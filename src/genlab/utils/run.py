@@ -1,4 +1,6 @@
-"""Run-directory bookkeeping shared by the entry points: instantiation, config files, summary."""
+"""Run-directory bookkeeping shared by the entry points: instantiation, config files, summary,
+locks. Light to import (no torch, no Lightning at module level): genlab.compare and every
+tool's --help start without them."""
 
 from __future__ import annotations
 
@@ -12,12 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-
-from genlab.utils.checkpoint import CONFIG_KEY
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +32,8 @@ def launch_rank() -> int:
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every `_target_` entry of a config group such as `callbacks` or `logger`."""
+    from hydra.utils import instantiate
+
     if not group:
         return []
     return [
@@ -75,22 +74,10 @@ def print_config(cfg: DictConfig, run_dir: Path | None = None) -> None:
         write_text_atomic(run_dir / "config_tree.log", text.getvalue())
 
 
-class StoreConfig(L.Callback):
-    """Puts the resolved run config into every checkpoint, so a checkpoint alone rebuilds its
-    model and data (`python -m genlab.eval ckpt_path=...`). Plain dicts keep the checkpoint
-    loadable with `weights_only=True`."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
-    ) -> None:
-        checkpoint[CONFIG_KEY] = self.config
-
-
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """Tensors and numbers -> floats (NaN kept as None for JSON)."""
+    import torch
+
     out = {}
     for k, v in metrics.items():
         if isinstance(v, torch.Tensor) and v.numel() == 1:
@@ -394,6 +381,6 @@ def effective_status(summary: dict[str, Any], *, stale_after_s: float = 20 * HEA
     if summary.get("host") == _host() and summary.get("pid") and not pid_alive(summary["pid"]):
         return "interrupted"
     beat = summary.get("heartbeat") or summary.get("started")
-    if beat is not None and time.time() - float(beat) > stale_after_s:
+    if isinstance(beat, (int, float)) and time.time() - float(beat) > stale_after_s:
         return "interrupted"
     return "running"
