@@ -1,0 +1,214 @@
+"""When last.ckpt is written, and what the pieces of the resume path do on their own
+(src/genlab/callbacks/checkpoint.py): every N steps (also when a batch takes several steps),
+again after a validation in the middle of an epoch, at an epoch's end, after an error; the
+random state stored and put back; the checks of a written file; the interruption's message.
+A probe reads `LastCheckpoint.saved_at` (the step and the point of the loop of its last write)
+at every batch start of a real run.
+
+Seen failing (each in a scratch copy of src/): `crossed` computed from the step alone (no
+write when a 4-step batch passes a multiple of 3), no write after a mid-epoch validation, the
+epoch-end write skipped, a write after an error with non-finite weights, RandomState's numpy
+position not restored, check_written accepting an empty file."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, load, make_cfg
+
+from genlab.callbacks.checkpoint import (
+    LastCheckpoint,
+    RandomState,
+    RunInterrupted,
+    check_written,
+    finite_weights,
+)
+from genlab.train import train
+from genlab.utils.errors import GenlabError
+
+TINY_AE = [
+    *FAST,
+    "test=false",
+    "model.encoder.hidden_dims=[16]",
+    "model.decoder.hidden_dims=[16]",
+    "model.latent_dim=4",
+]
+SEEN: list = []
+
+
+class SavedAt(L.Callback):
+    """Appends (step, LastCheckpoint.saved_at) to SEEN at every batch start and at the end."""
+
+    def _last(self, trainer) -> LastCheckpoint:
+        return next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        SEEN.append((trainer.global_step, self._last(trainer).saved_at))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        SEEN.append(("end", self._last(trainer).saved_at))
+
+
+class FailAt(L.Callback):
+    """Raises RuntimeError at the start of step `step`, after poisoning the weights if told."""
+
+    def __init__(self, step: int, poison: bool = False) -> None:
+        self.step, self.poison = step, poison
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            if self.poison:
+                with torch.no_grad():
+                    next(pl_module.parameters()).fill_(float("nan"))
+            raise RuntimeError("a failure in the middle of training")
+
+
+PROBE = ["+callbacks.probe._target_=test_last_checkpoint.SavedAt"]
+
+
+def run_and_see(tmp_path, *overrides: str) -> list:
+    SEEN.clear()
+    summary = train(make_cfg(tmp_path, *TINY_AE, *PROBE, *overrides))
+    assert summary["status"] == "completed"
+    return list(SEEN)
+
+
+def test_every_n_steps_and_at_each_epoch_end(tmp_path):
+    """8 batches an epoch, 2 epochs, every 3 steps: writes at 3, 6, the epoch end at 8, 9, 12,
+    15, and at 16, the last step (max_steps is not set: the run ends with its epoch)."""
+    seen = run_and_see(
+        tmp_path,
+        "trainer.limit_train_batches=8",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    )
+    want = [None, None, None, (3, "step"), (3, "step"), (3, "step"), (6, "step"), (6, "step")]
+    want += [(8, "epoch"), (9, "step"), (9, "step"), (9, "step"), (12, "step"), (12, "step")]
+    want += [(12, "step"), (15, "step")]
+    assert [s for _, s in seen[:-1]] == want
+    assert seen[-1] == ("end", (16, "epoch"))
+
+
+def test_a_batch_of_several_steps_writes_when_it_passes_a_multiple(tmp_path):
+    """perf.steps_per_batch=4, every 3 steps: the batches end at steps 4, 8, 12, 16; each of
+    them passes a multiple of 3 (3, 6, 9 and 12, 15) and is written."""
+    seen = run_and_see(
+        tmp_path,
+        "model=vae",
+        "trainer.limit_train_batches=4",
+        "trainer.max_epochs=1",
+        "perf.steps_per_batch=4",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    )
+    assert [s for _, s in seen] == [None, (4, "step"), (8, "step"), (12, "step"), (16, "epoch")]
+
+
+def test_a_validation_in_the_middle_of_an_epoch_is_written_after(tmp_path):
+    """Validation every 4 batches of an 8-batch epoch, a write every 4 steps: at step 4 the
+    step's checkpoint is written again after the validation (so it holds the state after it);
+    at step 8 the epoch's end writes it."""
+    seen = run_and_see(
+        tmp_path,
+        "trainer.limit_train_batches=8",
+        "trainer.max_epochs=1",
+        "+trainer.val_check_interval=4",
+        "callbacks.last_checkpoint.every_n_train_steps=4",
+    )
+    assert [s for _, s in seen] == [None] * 4 + [(4, "validation")] * 4 + [(8, "epoch")]
+
+
+def test_an_error_writes_the_state_at_its_step_unless_the_weights_are_not_finite(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="genlab.callbacks.checkpoint")
+    fail = ["+callbacks.fail._target_=test_last_checkpoint.FailAt", "+callbacks.fail.step=3"]
+    with pytest.raises(RuntimeError, match="a failure in the middle of training"):
+        train(make_cfg(tmp_path / "a", *TINY_AE, *fail))
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    assert load(last)["global_step"] == 3
+    assert f"RuntimeError: the state at step 3 was written to {last} after the error" in (
+        caplog.text
+    )
+    caplog.clear()
+    with pytest.raises(RuntimeError):
+        train(make_cfg(tmp_path / "b", *TINY_AE, *fail, "+callbacks.fail.poison=true"))
+    # not even tried (the model would refuse to save non-finite weights, an error in the log)
+    assert not (tmp_path / "b" / "run" / "checkpoints" / "last.ckpt").exists()
+    assert "could not write" not in caplog.text and "was written" not in caplog.text
+
+
+def test_every_n_train_steps_must_not_be_negative(tmp_path):
+    with pytest.raises(GenlabError) as err:
+        LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=-1)
+    assert str(err.value) == (
+        "callbacks.last_checkpoint.every_n_train_steps=-1 must be >= 0 (0: only at epoch ends "
+        "and at the end of the run)."
+    )
+    cb = LastCheckpoint(dirpath=str(tmp_path))
+    assert cb.every_n_train_steps == 0 and cb.path == tmp_path / "last.ckpt"
+    assert cb.saved_step is None and cb.saved_at is None
+
+
+def test_random_state_is_stored_and_put_back_at_the_start_of_training():
+    """torch, numpy (including a cached Gaussian) and Python's generators after a restore draw
+    what they drew after the state was taken; nothing is restored twice."""
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.standard_normal()  # numpy keeps the second of a pair of Gaussians
+    saved = RandomState().state_dict()
+    want = (torch.rand(3), np.random.standard_normal(2), np.random.rand(2), random.random())
+    torch.manual_seed(9)
+    np.random.seed(9)
+    random.seed(9)
+    state = RandomState()
+    state.load_state_dict(saved)
+    state.on_train_start(None, None)
+    got = (torch.rand(3), np.random.standard_normal(2), np.random.rand(2), random.random())
+    assert torch.equal(got[0], want[0])
+    assert np.array_equal(got[1], want[1]) and np.array_equal(got[2], want[2])
+    assert got[3] == want[3]
+    after = torch.get_rng_state()
+    state.on_train_start(None, None)  # the pending state was used up: nothing happens
+    assert torch.equal(torch.get_rng_state(), after)
+    fresh = RandomState()
+    before = torch.get_rng_state()
+    fresh.on_train_start(None, None)  # nothing stored: nothing restored
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_written_file_checks_and_finite_weights(tmp_path):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    message = (
+        f"the checkpoint {empty} could not be written. Training stopped so that no later state "
+        "is lost unnoticed: make the folder writable or free disk space, then continue with "
+        "resume=<the run directory>."
+    )
+    for path in (empty, tmp_path / "missing.ckpt"):
+        with pytest.raises(GenlabError) as err:
+            check_written(path, 0.0)
+        assert str(err.value) == message.replace(str(empty), str(path))
+    full = tmp_path / "full.ckpt"
+    full.write_bytes(b"x")
+    check_written(full, full.stat().st_mtime)  # written now: fine
+    with pytest.raises(GenlabError):
+        check_written(full, full.stat().st_mtime + 10)  # older than the write it checks
+    net = torch.nn.BatchNorm1d(3)
+    assert finite_weights(net)
+    net.running_mean[1] = float("inf")
+    assert not finite_weights(net)
+    net.running_mean[1] = 0.0
+    net.weight.data[0] = float("nan")
+    assert not finite_weights(net)
+
+
+def test_the_interruption_names_the_signal_step_and_file():
+    assert str(RunInterrupted(15, 7, "/r/last.ckpt")) == (
+        "interrupted by SIGTERM after step 7; /r/last.ckpt holds step 7"
+    )
+    err = RunInterrupted(2, 3, None)
+    assert str(err) == "interrupted by SIGINT after step 3"
+    assert (err.signum, err.step, err.path) == (2, 3, None)
