@@ -1,0 +1,239 @@
+"""The non-adversarial 3D models: the voxel VAE (a shape prior) and ShapeHD's completion step
+(a 2.5D sketch -> a voxel grid), trained with voxel cross-entropy.
+
+Voxel grids are (B, 1, N, N, N), occupancy in [0, 1] (genlab.data.modality, `voxels`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.distributions import DiagonalGaussian, std_normal_log_prob
+from genlab.losses.likelihood import bits_per_dim
+from genlab.metrics.shape_metrics import chamfer_batch, iou
+from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.protocols import SampleFromPrior
+from genlab.nets.voxel_nets import DepthEstimator
+from genlab.utils.errors import GenlabError
+
+
+def voxel_bce(logits: torch.Tensor, x: torch.Tensor, filled_weight: float = 1.0) -> torch.Tensor:
+    """Per-voxel cross-entropy -(w x log p + (1 - x) log(1 - p)), p = sigmoid(logits), with
+    w = `filled_weight` on filled voxels: (B, 1, N, N, N) -> same shape. w = 1 is the
+    Bernoulli negative log-likelihood; w > 1 counts missed filled voxels more (shapes fill a
+    few percent of the grid, and an unweighted loss favours empty predictions)."""
+    weight = None if filled_weight == 1.0 else torch.as_tensor(filled_weight, device=x.device)
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none", pos_weight=weight)
+
+
+def _check_weight(filled_weight: float) -> float:
+    if not filled_weight > 0:
+        raise GenlabError(f"model.filled_weight={filled_weight} must be > 0 (1 = plain BCE).")
+    return float(filled_weight)
+
+
+class VoxelVAE(SampleFromPrior, StepModule):
+    """A VAE over voxel grids: `encoder` (B, 1, N, N, N) -> 2 * latent_dim numbers (mean and
+    log-variance of q(z|x)), `decoder` z -> logits (B, 1, N, N, N), p(x|z) Bernoulli per voxel.
+
+    Loss per shape: the voxel cross-entropy summed over voxels (filled voxels weighted by
+    `filled_weight`) + beta * KL(q(z|x) || N(0, I)), averaged over the batch (`*/loss`). The
+    true negative ELBO (`*/nelbo_nats`, unweighted, beta 1) is logged beside it and is the
+    default metric; val/test also log the IoU of the reconstructions at 0.5 (`*/iou`).
+
+    Capabilities (genlab.models.protocols): `encode_latent(x)`, `decode(z)` (occupancy in
+    [0, 1]), `reconstruct(x)`, `sample_latent(n)`, `sample(n)` (n grids (n, 1, N, N, N) in
+    [0, 1]), `elbo_terms(x)` and `log_importance_weights(x, k=...)` (nats). `y` is accepted and
+    ignored everywhere (the prior is unconditional).
+    """
+
+    likelihood = "bernoulli"
+
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        latent_dim: int,
+        filled_weight: float = 1.0,
+        beta: float = 1.0,
+        monitor: str = "val/nelbo_nats",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__()
+        out_dim = getattr(encoder, "out_dim", None)
+        if out_dim is not None and out_dim != 2 * latent_dim:
+            raise GenlabError(
+                f"the voxel encoder outputs {out_dim} numbers but the VAE needs 2 x "
+                f"model.latent_dim={latent_dim}: leave model.encoder.out_dim at its default."
+            )
+        if beta < 0:
+            raise GenlabError(f"model.beta={beta} must be >= 0.")
+        self.encoder, self.decoder = encoder, decoder
+        self.latent_dim, self.beta = latent_dim, beta
+        self.filled_weight = _check_weight(filled_weight)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+
+    # --- the model ------------------------------------------------------------------------
+    def posterior(self, x: torch.Tensor, y: Any = None) -> DiagonalGaussian:
+        return DiagonalGaussian.from_params(self.encoder(x))
+
+    def decoder_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """z (..., B, d) -> logits (..., B, 1, N, N, N)."""
+        out = self.decoder(z.reshape(-1, z.shape[-1]))
+        return out.reshape(*z.shape[:-1], *out.shape[1:])
+
+    def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) summed over voxels: logits (..., B, 1, N, N, N) -> (..., B)."""
+        return voxel_bce(logits, x.expand_as(logits)).flatten(-4).sum(-1)
+
+    # --- capabilities -----------------------------------------------------------------------
+    def encode_latent(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return self.posterior(x).mean
+
+    def decode(self, z: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return torch.sigmoid(self.decoder_logits(z))
+
+    def reconstruct(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return self.decode(self.encode_latent(x))
+
+    def forward(self, x: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return self.reconstruct(x)
+
+    def sample_latent(
+        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        return temperature * torch.randn(
+            n, self.latent_dim, generator=generator, device=self.device
+        )
+
+    def elbo_terms(self, x: torch.Tensor, y: Any = None) -> dict[str, torch.Tensor]:
+        """One-sample negative ELBO terms per shape (B,), nats: recon, kl, nelbo; and z."""
+        q = self.posterior(x)
+        z = q.rsample()
+        recon = self.nll(self.decoder_logits(z), x)
+        kl = q.kl()
+        return {"recon": recon, "kl": kl, "nelbo": recon + kl, "z": z}
+
+    def log_importance_weights(
+        self,
+        x: torch.Tensor,
+        y: Any = None,
+        *,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """log p(x, z_i) - log q(z_i | x) for k draws z_i ~ q(z | x): (k, B)."""
+        q = self.posterior(x)
+        z = q.rsample((k,), generator=generator)
+        return -self.nll(self.decoder_logits(z), x) + std_normal_log_prob(z) - q.log_prob(z)
+
+    # --- training -------------------------------------------------------------------------
+    def step(self, batch: tuple[torch.Tensor, Any], stage: str) -> torch.Tensor:
+        x, _ = batch  # (b, 1, n, n, n) in {0, 1}
+        q = self.posterior(x)
+        z = q.rsample()
+        logits = self.decoder_logits(z)
+        bce = voxel_bce(logits, x, self.filled_weight).flatten(1).sum(1)
+        kl = q.kl()
+        loss = (bce + self.beta * kl).mean()
+        if self.logs_now(stage):
+            with torch.no_grad():
+                recon = bce if self.filled_weight == 1.0 else self.nll(logits, x)
+                nelbo = (recon + kl).mean()
+                scalars = {
+                    "loss": loss.detach(),
+                    "nelbo_nats": nelbo,
+                    "bits_per_voxel": bits_per_dim(nelbo, x[0].numel()),
+                    "recon_nats": recon.mean(),
+                    "kl_nats": kl.mean(),
+                }
+                if stage != "train":
+                    recon_x = torch.sigmoid(self.decoder_logits(q.mean))
+                    scalars["iou"] = iou(recon_x, x).mean()
+            bar = ("loss",) if stage == "train" else ("loss", "nelbo_nats")
+            self.log_scalars(stage, scalars, batch_size=len(x), prog_bar=bar)
+        return loss
+
+
+class ShapeCompletion(StepModule):
+    """ShapeHD's completion step: a 2.5D sketch of one view (depth + silhouette,
+    (B, 2, H, W)) -> `net` -> voxel logits (B, 1, N, N, N), trained with the voxel
+    cross-entropy (filled voxels weighted by `filled_weight`), averaged over voxels and shapes
+    (`*/loss`). With an `estimator` (genlab.nets.voxel_nets.DepthEstimator) the input is an
+    RGB render (B, 3, H, W), turned into a sketch first and trained end to end through the
+    voxel loss (the full single-view pipeline; data.condition=rgb).
+
+    val/test log the IoU at thresholds 0.3, 0.4 and 0.5 (`*/iou` is 0.5, the default metric,
+    higher is better); test also the Chamfer distance at 0.5 (`test/chamfer`,
+    genlab.metrics.shape_metrics).
+
+    Capability: `reconstruct3d(sketch, y=None)` -> occupancy probabilities (B, 1, N, N, N) in
+    [0, 1] of the shapes seen in the sketches (or RGB renders, with an estimator); `y` is
+    ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        estimator: nn.Module | None = None,
+        filled_weight: float = 1.0,
+        monitor: str = "val/iou",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        if estimator is not None and not isinstance(estimator, DepthEstimator):
+            raise GenlabError("model.estimator must be a DepthEstimator (RGB -> 2.5D sketch).")
+        self.net, self.estimator = net, estimator
+        self.filled_weight = _check_weight(filled_weight)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.input_channels = 3 if estimator is not None else int(getattr(net, "in_channels", 2))
+
+    def logits(self, view: torch.Tensor) -> torch.Tensor:
+        """Voxel logits (B, 1, N, N, N) of sketches (or RGB renders, with an estimator)."""
+        if view.shape[1] != self.input_channels:
+            what = "RGB renders (data.condition=rgb)" if self.estimator else "2.5D sketches"
+            raise GenlabError(
+                f"this completion model takes {what} with {self.input_channels} channels, but "
+                f"was given {view.shape[1]}: use data.condition="
+                f"{'rgb' if self.estimator else 'sketch'}."
+            )
+        if self.estimator is not None:
+            view = DepthEstimator.to_sketch(self.estimator(view))
+        return self.net(view)
+
+    def reconstruct3d(self, sketch: torch.Tensor, y: Any = None) -> torch.Tensor:
+        """Sketches (B, 2, H, W) (or RGB (B, 3, H, W) with an estimator) -> occupancy
+        probabilities (B, 1, N, N, N)."""
+        return torch.sigmoid(self.logits(sketch))
+
+    def forward(self, sketch: torch.Tensor, y: Any = None) -> torch.Tensor:
+        return self.reconstruct3d(sketch)
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, view = batch  # (b, 1, n, n, n), (b, 2 or 3, h, w)
+        logits = self.logits(view)
+        loss = voxel_bce(logits, x, self.filled_weight).mean()
+        if self.logs_now(stage):
+            scalars: dict[str, torch.Tensor] = {"loss": loss.detach()}
+            if stage != "train":
+                with torch.no_grad():
+                    p = torch.sigmoid(logits)
+                    for t in (0.3, 0.4):
+                        scalars[f"iou@{t:g}"] = iou(p, x, t).mean()
+                    scalars["iou"] = iou(p, x, 0.5).mean()
+                    if stage == "test":
+                        scalars["chamfer"] = chamfer_batch(p.cpu(), x.cpu()).mean()
+            self.log_scalars(stage, scalars, batch_size=len(x), prog_bar=("loss",))
+        return loss
