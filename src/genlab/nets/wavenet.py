@@ -263,10 +263,24 @@ class WaveNet(nn.Module):
             return -F.cross_entropy(out.float(), q, reduction="none")
         return logistic_mixture_log_prob(out.float(), q, self.classes)
 
-    def sample_output(self, out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Classes (b,) drawn from one step's outputs (b, out_channels) with uniforms (b, 2)."""
+    def sample_output(
+        self, out: torch.Tensor, u: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Classes (b,) drawn from one step's outputs (b, out_channels) with uniforms (b, 2);
+        `temperature` divides the logits (softmax) or the mixture weights' logits and
+        multiplies the logistics' scales (mixture)."""
         if self.output == "softmax":
-            return inverse_cdf(torch.softmax(out, dim=1), u[:, 0])
+            return inverse_cdf(torch.softmax(out / temperature, dim=1), u[:, 0])
+        if temperature != 1.0:
+            k = self.mixture_components
+            out = torch.cat(
+                [
+                    out[:, :k] / temperature,
+                    out[:, k : 2 * k],
+                    out[:, 2 * k :] + math.log(temperature),
+                ],
+                dim=1,
+            )
         return logistic_mixture_sample(out, u, self.classes)
 
     # --- generation ---------------------------------------------------------------------------
@@ -280,9 +294,12 @@ class WaveNet(nn.Module):
         speaker: torch.Tensor | None = None,
         local: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        temperature: float = 1.0,
         fast: bool = True,
     ) -> torch.Tensor:
         """n clips of `length` μ-law classes (n, length), sample by sample."""
+        if not temperature > 0:
+            raise GenlabError(f"temperature={temperature} must be positive.")
         device = self.embed.weight.device
         gen_device = generator.device if generator is not None else device
         u = torch.rand(n, length, 2, generator=generator, device=gen_device).to(device)
@@ -290,8 +307,8 @@ class WaveNet(nn.Module):
         g = self.global_condition(n, y, speaker)
         c = self.local_condition(local, length)
         if fast:
-            return self._generate_fast(n, length, g, c, u)
-        return self._generate_naive(n, length, g, c, u)
+            return self._generate_fast(n, length, g, c, u, temperature)
+        return self._generate_naive(n, length, g, c, u, temperature)
 
     def _generate_naive(
         self,
@@ -300,6 +317,7 @@ class WaveNet(nn.Module):
         g: torch.Tensor | None,
         c: torch.Tensor | None,
         u: torch.Tensor,
+        temperature: float,
     ) -> torch.Tensor:
         rf = self.receptive_field
         inputs = torch.full((n, length + 1), GO_CLASS, dtype=torch.long, device=u.device)
@@ -307,7 +325,7 @@ class WaveNet(nn.Module):
             lo = max(0, t - rf + 1)  # the receptive field of output t, recomputed every step
             window_c = c[:, :, lo : t + 1] if c is not None else None
             out = self.run(inputs[:, lo : t + 1], g, window_c)[:, :, -1]
-            inputs[:, t + 1] = self.sample_output(out, u[:, t])
+            inputs[:, t + 1] = self.sample_output(out, u[:, t], temperature)
         return inputs[:, 1:]
 
     def _generate_fast(
@@ -317,6 +335,7 @@ class WaveNet(nn.Module):
         g: torch.Tensor | None,
         c: torch.Tensor | None,
         u: torch.Tensor,
+        temperature: float,
     ) -> torch.Tensor:
         dtype, device = self.embed.weight.dtype, u.device
         conds = [layer.conditioning(g, c) for layer in self.layers]  # each (n, 2G, 1 or L)
@@ -350,7 +369,7 @@ class WaveNet(nn.Module):
                 h, s = layer.gated(h, layer.conv.step(taps), cond)
                 skips = skips + s
             out = self.head(skips)[:, :, 0]
-            q = self.sample_output(out, u[:, t])
+            q = self.sample_output(out, u[:, t], temperature)
             samples[:, t] = q
         return samples
 
