@@ -163,6 +163,10 @@ class VoxelVAE(SampleFromPrior, StepModule):
         return loss
 
 
+# thresholds of the IoU logged in validation and test (`*/iou@0.3`, ...)
+SWEEP = (0.2, 0.3, 0.4, 0.5)
+
+
 class ShapeCompletion(StepModule):
     """ShapeHD's completion step: a 2.5D sketch of one view (depth + silhouette,
     (B, 2, H, W)) -> `net` -> voxel logits (B, 1, N, N, N), trained with the voxel
@@ -171,9 +175,10 @@ class ShapeCompletion(StepModule):
     RGB render (B, 3, H, W), turned into a sketch first and trained end to end through the
     voxel loss (the full single-view pipeline; data.condition=rgb).
 
-    val/test log the IoU at thresholds 0.3, 0.4 and 0.5 (`*/iou` is 0.5, the default metric,
-    higher is better); test also the Chamfer distance at 0.5 (`test/chamfer`,
-    genlab.metrics.shape_metrics).
+    val/test log the IoU at the thresholds of SWEEP (`*/iou@0.3`, ...; `*/iou` is 0.5) and test
+    also the Chamfer distance at 0.5 (`test/chamfer`, genlab.metrics.shape_metrics). The
+    default metric is `val/loss`: early in training the probabilities stay below 0.5 and the
+    IoU at 0.5 says little (choose the threshold on the validation split, docs/3d.md).
 
     Capability: `reconstruct3d(sketch, y=None)` -> occupancy probabilities (B, 1, N, N, N) in
     [0, 1] of the shapes seen in the sketches (or RGB renders, with an estimator); `y` is
@@ -188,8 +193,8 @@ class ShapeCompletion(StepModule):
         scheduler: SchedulerFactory | None = None,
         estimator: nn.Module | None = None,
         filled_weight: float = 1.0,
-        monitor: str = "val/iou",
-        monitor_mode: str = "max",
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
     ) -> None:
         super().__init__()
         if estimator is not None and not isinstance(estimator, DepthEstimator):
@@ -230,9 +235,9 @@ class ShapeCompletion(StepModule):
             if stage != "train":
                 with torch.no_grad():
                     p = torch.sigmoid(logits)
-                    for t in (0.3, 0.4):
+                    for t in SWEEP:
                         scalars[f"iou@{t:g}"] = iou(p, x, t).mean()
-                    scalars["iou"] = iou(p, x, 0.5).mean()
+                    scalars["iou"] = scalars["iou@0.5"]
                     if stage == "test":
                         scalars["chamfer"] = chamfer_batch(p.cpu(), x.cpu()).mean()
             self.log_scalars(stage, scalars, batch_size=len(x), prog_bar=("loss",))
