@@ -151,7 +151,23 @@ CASES = {
     ],
     # labels through the fresh fakes of each D step, the penalty's critic and G's fakes
     "cgan_wgan_gp_2_critic": ["model=cgan", "model.loss=wgan_gp", "model.n_critic=2"],
+    # each net's gradient clipped to norm 0.01 (after its norm is logged)
+    "gan_bce_clipped": ["model.gradient_clip_val=0.01"],
 }
+
+
+def grad_norm(params) -> torch.Tensor:
+    """The 2-norm of all the gradients together."""
+    return torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None))
+
+
+def clip_to(params, clip: float | None) -> None:
+    """Scale the gradients so their joint 2-norm is at most `clip` (the norm algorithm)."""
+    if clip:
+        scale = min(1.0, clip / (float(grad_norm(params)) + 1e-6))
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -160,7 +176,8 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
     plain optimizers and the papers' losses (above, not genlab's functions): n_critic D steps
     on the real batch and fakes from the iteration's seeded noise, then one G step through D,
     then the EMA update; bit-close weights of G, D and EMA, and the logged health scalars (D's
-    outputs as probabilities for bce, raw for wgan_gp)."""
+    outputs as probabilities for bce, raw for wgan_gp; each net's gradient norm before
+    clipping, G's and D's clipped separately)."""
     cfg = make_cfg(tmp_path, *TINY, *CASES[case], "data.batch_size=8", "seed=3")
     torch.manual_seed(0)
     model: GAN = instantiate(cfg.model)
@@ -206,6 +223,8 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
         loss_d = loss_d + ref.drift_weight * real_s.pow(2).mean()
         opt_d.zero_grad()
         loss_d.backward()
+        norm_d = grad_norm(D.parameters())  # the last D step's is logged
+        clip_to(list(D.parameters()), ref.gradient_clip_val)
         opt_d.step()
     D.requires_grad_(False)
     if fake is None:
@@ -213,6 +232,8 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
     opt_g.zero_grad()
     loss_g = paper_g_loss(D(fake, y), kind)
     loss_g.backward()
+    norm_g = grad_norm(G.parameters())
+    clip_to(list(G.parameters()), ref.gradient_clip_val)
     opt_g.step()
     D.requires_grad_(True)
     decay = min(0.999, (1 + 1) / (10 + 1))  # after one G update
@@ -226,6 +247,8 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
         "train/loss_g": float(loss_g),
         "train/d_real": float(prob(real_s).mean()),
         "train/d_fake": float(prob(fake_s).mean()),
+        "train/grad_norm_d": float(norm_d),
+        "train/grad_norm_g": float(norm_g),
     }
     if kind == "wgan_gp":
         want_logged["train/gp"] = float(gp)

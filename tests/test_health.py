@@ -72,12 +72,24 @@ NONE = dict.fromkeys(SIGNS, 0)
         ({"loss_g": 1.01e6}, "loss_exploded"),
         ({"loss_d": -2e6}, "loss_exploded"),  # the size of the loss, either sign
         ({"loss_g": 1e6, "loss_d": -1e6}, None),
+        ({"loss_g": 1000000.5}, "loss_exploded"),  # just above: float32 holds it
+        ({"loss_d": -1000000.5}, "loss_exploded"),
     ],
 )
 def test_each_sign_at_its_threshold(tmp_path, values, sign):
     model = gan(tmp_path)
     want = {**NONE, **({sign: 1} if sign else {})}
     assert signs_of(model, **values) == want
+
+
+def test_no_gradient_norm_recorded_is_no_sign(tmp_path):
+    """Before a net's first logged optimizer step there is no norm to judge: no sign."""
+    model = gan(tmp_path)
+    model._health, model._grad_norms = {}, {}
+    scalars = {k: torch.tensor(HEALTHY[k]) for k in ("d_real", "d_fake", "loss_g", "loss_d")}
+    model._count_collapse_signs(scalars)
+    model._report_collapse_signs()
+    assert model.health() == {"logged_steps": 1}
 
 
 @pytest.mark.parametrize("loss", ["wgan_gp", "hinge"])
@@ -90,23 +102,27 @@ def test_saturation_is_not_counted_for_raw_scores(tmp_path, loss):
 
 def test_a_warning_needs_half_of_at_least_three_logged_steps(tmp_path, caplog):
     """Per epoch: 2 of 4 steps saturated warns; 1 of 4 does not; 2 of 2 does not (too few
-    steps); 2 of 3 does. The counts add up over epochs in `health()`."""
+    steps); 2 of 3 does; 1 of 3 does not. The counts add up over epochs in `health()`."""
     caplog.set_level(logging.WARNING, logger="genlab.models.gan")
     model = gan(tmp_path)
     saturated = {"d_real": 0.999, "d_fake": 0.001}
-    epochs = [(4, 2), (4, 1), (2, 2), (3, 2)]
+    epochs = [(4, 2), (4, 1), (2, 2), (3, 2), (3, 1)]
     for logged, bad in epochs:
         for i in range(logged):
             logged_step(model, **(saturated if i < bad else {}))
         model._report_collapse_signs()
     health = model.health()
-    assert health["logged_steps"] == 13 and health["d_saturated"] == 7
-    assert [(w["steps"], w["of"], w["sign"]) for w in health["warnings"]] == [
-        (2, 4, "d_saturated"),
-        (2, 3, "d_saturated"),
+    assert health["logged_steps"] == 16 and health["d_saturated"] == 8
+    assert health["warnings"] == [
+        {"epoch": 0, "sign": "d_saturated", "steps": 2, "of": 4},
+        {"epoch": 0, "sign": "d_saturated", "steps": 2, "of": 3},
     ]
-    assert caplog.text.count("GAN health") == 2
-    assert "d_saturated on 2 of 4 logged steps. " + COLLAPSE_HINTS["d_saturated"] in caplog.text
+    messages = [r.getMessage() for r in caplog.records if r.name == "genlab.models.gan"]
+    hint = COLLAPSE_HINTS["d_saturated"]
+    assert messages == [
+        f"GAN health, epoch 0: d_saturated on 2 of 4 logged steps. {hint}",
+        f"GAN health, epoch 0: d_saturated on 2 of 3 logged steps. {hint}",
+    ]
 
 
 def test_every_sign_warns_with_its_hint(tmp_path, caplog):
