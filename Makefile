@@ -34,8 +34,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py $(ARGS)
 
-## mutation testing of the modules where a wrong sign or constant gives wrong science, one group
-## at a time on a scratch copy (benchmarks/results/mutation.md says how long; ARGS="losses gan")
+## mutation testing of the modules where a wrong sign or constant gives wrong science, or a
+## resume, a layer or a pair silently does nothing: one group at a time on a scratch copy
+## (groups: losses distributions distances generation gan data progressive paired health
+## resume; benchmarks/results/mutation.md says how long each takes; ARGS="progressive paired")
 mutate: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[mutate]"
 	OMP_NUM_THREADS=1 $(PY) benchmarks/mutate.py $(ARGS)
