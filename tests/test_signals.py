@@ -87,12 +87,27 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
         raise AssertionError(f"the run did not stop within {timeout} s of the signal") from None
 
 
-def test_sigterm_finishes_the_step_writes_last_ckpt_and_exits_143(tmp_path):
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory):
+    """Both training processes, started together (their start-up, ~7 s each, overlaps):
+    `sigterm` sleeps 1.5 s in each step from step 2, `ctrl_c` 60 s."""
+    root = tmp_path_factory.mktemp("signals")
+    runs = {}
+    for name, seconds in (("sigterm", 1.5), ("ctrl_c", 60)):
+        probe = root / f"{name}.txt"
+        runs[name] = (start(root / name, probe, seconds=seconds, from_step=2), probe, root / name)
+    yield runs
+    for proc, _, _ in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_sigterm_finishes_the_step_writes_last_ckpt_and_exits_143(processes):
     """SIGTERM (a scheduler's preemption) while step 2 is in progress (mid-epoch, before any
     checkpoint): the step finishes, last.ckpt holds step 3, exit status 143, summary.json
     says interrupted at step 3."""
-    probe = tmp_path / "step.txt"
-    proc = start(tmp_path / "cwd", probe, seconds=1.5, from_step=2)
+    proc, probe, cwd = processes["sigterm"]
     wait_for_step(proc, probe, 2)
     proc.send_signal(signal.SIGTERM)
     err = finish(proc, 120)
@@ -100,21 +115,20 @@ def test_sigterm_finishes_the_step_writes_last_ckpt_and_exits_143(tmp_path):
     in_progress = int(probe.read_text())
     assert in_progress == 2  # no later step started
     assert f"interrupted by SIGTERM after step {in_progress + 1}" in err
-    (run,) = run_dirs(tmp_path / "cwd")
+    (run,) = run_dirs(cwd)
     summary = read_summary(run)
     assert summary["status"] == "interrupted"
     assert summary["global_step"] == summary["last_ckpt_step"] == in_progress + 1
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == in_progress + 1
 
 
-def test_a_second_ctrl_c_stops_at_once(tmp_path):
+def test_a_second_ctrl_c_stops_at_once(processes):
     """Two SIGINTs 0.5 s apart while step 2 sleeps for 60 s: the first says it will stop after
     the step, the second stops in the middle of it. The run ends within seconds, step 2 never
     finishes (summary.json: interrupted at step 2), and the clean stop after the step
     ('interrupted by SIGINT after step 3') does not happen. (It exits 1, Lightning's exit on a
     KeyboardInterrupt, with summary.json's error 'SystemExit: 1'.)"""
-    probe = tmp_path / "step.txt"
-    proc = start(tmp_path / "cwd", probe, seconds=60, from_step=2)
+    proc, probe, cwd = processes["ctrl_c"]
     wait_for_step(proc, probe, 2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
@@ -126,7 +140,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
     assert "interrupted by SIGINT after step" not in err
     assert proc.returncode != 0, err[-3000:]
     assert int(probe.read_text()) == 2
-    (run,) = run_dirs(tmp_path / "cwd")
+    (run,) = run_dirs(cwd)
     summary = read_summary(run)
     assert summary["status"] == "interrupted" and summary["global_step"] == 2, summary
 
