@@ -25,10 +25,13 @@ targets in {0, 1}):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from genlab.data.voxel_render import visual_hull
 from genlab.nets.voxel_nets import ShapeClassifier3D
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -155,6 +158,57 @@ def memorisation(
         out["reference_nearest_iou_mean"] = ref.mean().item()
         out["reference_copy_fraction"] = (ref >= copy_iou).float().mean().item()
     return out
+
+
+@torch.no_grad()
+def completion_table(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    datamodule: Any,
+    *,
+    split: str = "test",
+    choose_on: str = "val",
+    thresholds: tuple[float, ...] = THRESHOLDS,
+    batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """Single-view completion against its baselines on the views of `split` of a voxel
+    datamodule with a view condition (genlab.data.voxel_shapes): `predict` (views (B, C, H, W)
+    -> occupancy (B, 1, N, N, N), e.g. a ShapeCompletion's `reconstruct3d`), the mean training
+    shape, and the visual hull of each view's silhouette seen with its camera. Each row:
+    `threshold` chosen on the `choose_on` split (the best IoU there), `iou` and `chamfer` on
+    `split` at that threshold, and `iou_best` (the best threshold of `split` itself, an
+    optimistic figure)."""
+    train = datamodule.arrays("train")["x"]
+    mean = mean_shape(train)
+
+    def hull(data: dict[str, torch.Tensor]) -> torch.Tensor:
+        sil = data["y"][:, -1] if data["y"].shape[1] == 2 else (data["y"] < 1).any(1)
+        size = data["x"].shape[-1]
+        return visual_hull(sil, data["cameras"], size=size, projection=datamodule.projection)[
+            :, None
+        ].float()
+
+    def model(data: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([predict(v).float().cpu() for v in data["y"].split(batch_size)])
+
+    predictors = {
+        "model": model,
+        "mean_shape": lambda data: mean.expand_as(data["x"]),
+        "visual_hull": hull,
+    }
+    chosen, evaluated = datamodule.arrays(choose_on), datamodule.arrays(split)
+    table = {}
+    for name, fn in predictors.items():
+        on_val = iou_sweep(fn(chosen), chosen["x"], thresholds)
+        t = on_val["iou_best_threshold"]
+        pred = fn(evaluated)
+        row = iou_sweep(pred, evaluated["x"], thresholds)
+        table[name] = {
+            "threshold": t,
+            "iou": iou(pred, evaluated["x"], t).mean().item(),
+            "chamfer": chamfer_batch(pred, evaluated["x"], t).mean().item(),
+            "iou_best": row["iou_best"],
+        }
+    return table
 
 
 def train_shape_classifier(
