@@ -221,9 +221,9 @@ def bad_file_folder(root) -> dict[str, str]:
 def test_bad_files_are_named_together_before_training(tmp_path):
     """Every bad file of the folder in ONE GenlabError, each with what is wrong (not WAV,
     empty, stereo, a chunk larger than the file, no samples, 0 Hz), the good ones not named;
-    downmix=true accepts the stereo file. Seen failing with the chunk-size check removed
-    (numpy read past the data: a ValueError traceback) and with the first bad file raising
-    alone."""
+    an oversized file refused before reading; misnamed files named. Seen failing with the
+    chunk-size check removed (the truncated file read as its 50 remaining samples, unnamed)
+    and with the first bad file raising alone."""
     reasons = bad_file_folder(tmp_path / "bad")
     dm = FreeSpokenDigits(data_dir=str(tmp_path), folder="bad", length=600, test_indices=1)
     with pytest.raises(GenlabError) as err:
@@ -273,8 +273,8 @@ def test_downmix_averages_channels(tmp_path):
 def test_synthesised_set_is_the_same_bytes_from_its_seed(tmp_path):
     """Two syntheses with one seed: the same files, byte for byte (each made by a fresh child
     process); another seed: other bytes; every file a 16-bit mono WAV of speech-like length
-    at the asked rate. Seen failing with the synthesis run in this process (libespeak-ng's
-    state carries over: the second set differed)."""
+    at the asked rate. Seen failing with the synthesis run in this process instead of a
+    child (libespeak-ng's state carries over: every file of the second set differed)."""
     pytest.importorskip("espeakng_loader")
     from genlab.data.espeak_synth import ensure_synthesized
 

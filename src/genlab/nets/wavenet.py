@@ -2,7 +2,8 @@
 distribution of each μ-law sample given all the samples before it.
 
 - Input: the μ-law classes of the clip shifted right by one (a "go" class, the class of 0.0,
-  comes first), embedded, then a causal convolution; so output t is p(q_t | q_<t, condition)
+  comes first), embedded (a learned vector per class plus its companded value times a
+  learned vector), then a causal convolution; so output t is p(q_t | q_<t, condition)
   and a clip's log-likelihood is the sum over all its samples, the first one included.
 - Residual layers with dilations 1, 2, ..., 2^(layers_per_stack - 1), repeated `stacks`
   times; each a gated unit tanh(W_f * h + V_f c) ⊙ σ(W_g * h + V_g c) with a residual 1×1
@@ -150,6 +151,10 @@ class WaveNet(nn.Module):
         self.kernel_size = kernel_size
         self.dilations = [2**i for i in range(layers_per_stack)] * stacks
         self.embed = nn.Embedding(classes, residual_channels)
+        # the class's companded value as a number too: "the next sample is near this one" is
+        # then linear in the input, learned in a few steps (an embedding alone learns it one
+        # class at a time)
+        self.value_in = nn.Linear(1, residual_channels, bias=False)
         self.start = CausalConv1d(residual_channels, residual_channels, 2)
         gdim = global_dim if (num_classes or num_speakers) else 0
         self.class_embed = nn.Embedding(num_classes, global_dim) if num_classes else None
@@ -233,11 +238,17 @@ class WaveNet(nn.Module):
         go = torch.full_like(q[:, :1], GO_CLASS)
         return torch.cat([go, q[:, :-1]], dim=1)
 
+    def input_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Classes (b, l) -> (b, R, l): the class's embedding plus its companded value
+        (2q/(classes-1) - 1) times a learned vector."""
+        value = inputs.to(self.value_in.weight.dtype)[..., None] * (2.0 / (self.classes - 1)) - 1
+        return (self.embed(inputs) + self.value_in(value)).transpose(1, 2)
+
     def run(
         self, inputs: torch.Tensor, g: torch.Tensor | None, c: torch.Tensor | None
     ) -> torch.Tensor:
         """Outputs (b, out_channels, l) for already shifted inputs (b, l) and conditioning."""
-        h = self.start(self.embed(inputs).transpose(1, 2))  # (b, R, l)
+        h = self.start(self.input_features(inputs))  # (b, R, l)
         skips = 0
         for layer in self.layers:
             h, s = layer(h, layer.conditioning(g, c))
@@ -259,9 +270,11 @@ class WaveNet(nn.Module):
     # --- the output distribution --------------------------------------------------------------
     def log_prob(self, out: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """log p(q_t | q_<t) in nats for outputs (b, out_channels, L) and classes (b, L)."""
+        if out.dtype not in (torch.float32, torch.float64):
+            out = out.float()  # half precision: the likelihood in float32
         if self.output == "softmax":
-            return -F.cross_entropy(out.float(), q, reduction="none")
-        return logistic_mixture_log_prob(out.float(), q, self.classes)
+            return -F.cross_entropy(out, q, reduction="none")
+        return logistic_mixture_log_prob(out, q, self.classes)
 
     def sample_output(
         self, out: torch.Tensor, u: torch.Tensor, temperature: float = 1.0
@@ -354,7 +367,7 @@ class WaveNet(nn.Module):
         q = torch.full((n,), GO_CLASS, dtype=torch.long, device=device)
         samples = torch.empty(n, length, dtype=torch.long, device=device)
         for t in range(length):
-            e = self.embed(q)[:, :, None]  # (n, R, 1)
+            e = self.input_features(q[:, None])  # (n, R, 1)
             h = self.start.step(torch.cat([prev, e], dim=2))
             prev = e
             skips = 0
@@ -393,7 +406,7 @@ def logistic_mixture_log_prob(out: torch.Tensor, q: torch.Tensor, classes: int) 
     k = out.shape[1] // 3
     logit_w, means, log_scales = _mixture_params(out, k)
     half = 1.0 / (classes - 1)
-    centre = (q.float() * (2.0 / (classes - 1)) - 1.0)[:, None]  # (b, 1, L)
+    centre = (q.to(out.dtype) * (2.0 / (classes - 1)) - 1.0)[:, None]  # (b, 1, L)
     inv_s = torch.exp(-log_scales)
     plus = inv_s * (centre - means + half)
     minus = inv_s * (centre - means - half)
