@@ -24,10 +24,12 @@ from genlab.data import PairedImages
 from genlab.data.mnist import MNIST5k
 from genlab.data.paired import (
     JITTER_SCALE,
+    PairFiles,
     load_pairs,
     pair_dataset,
     source_shape,
     to_tensor,
+    translation_pairing,
 )
 from genlab.data.pairing import Downsample, Edges, FilePairs
 from genlab.models.translation import Translation
@@ -431,4 +433,126 @@ def test_pairs_of_files_and_of_a_pairing_through_the_same_helpers(tmp_path):
         "derive the sources with a pairing (data/pairing=edges, sr_x4, sr_x2, center_mask, "
         "rectangles, strokes or greyscale; with `+` for models other than pix2pix, srgan and "
         "inpaint) or read pairs from files with data=paired."
+    )
+
+
+# --- what the first mutation run of paired.py found untested -------------------------------
+def test_grey_pairs_from_colour_files_are_the_luma(tmp_path):
+    """data.channels=1 on RGB files: each image is its ITU-R 601 luma (0.299 R + 0.587 G +
+    0.114 B), one channel, to 1/255."""
+    write_aligned(tmp_path, 2, 8, 8)
+    dm = PairedImages(
+        path=str(tmp_path), image_size=8, channels=1, val_fraction=0.0, test_fraction=0.5
+    )
+    dm.setup("fit")
+    target, source = dm.dataset("test")[0]
+    a = pattern(8, 8, shift=int(file_of(dm.dataset("test"), 0)[-6:-4]))
+    luma = (a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) / 255
+    assert source.shape == target.shape == (1, 8, 8)
+    assert np.abs(source[0].numpy() - luma).max() <= 1 / 255 + 1e-6
+    assert np.abs(target[0].numpy() - (1 - luma)).max() <= 1 / 255 + 1e-6
+
+
+def test_an_odd_width_ab_file_splits_at_half_the_width_rounded_down(tmp_path):
+    """A 19-pixel-wide AB file: A is columns 0-8 (19 // 2 = 9 columns), B columns 9-18."""
+    ab = np.zeros((10, 19, 3), np.uint8)
+    ab[:, :9] = 50
+    ab[:, 9:] = 200
+    Image.fromarray(ab).save(tmp_path / "odd.png")
+    Image.fromarray(ab).save(tmp_path / "odd2.png")
+    dm = PairedImages(
+        path=str(tmp_path), image_size=8, channels=3, val_fraction=0.0, test_fraction=0.5
+    )
+    dm.setup("fit")
+    a, b = dm.dataset("test").base.read(0)
+    assert a.size == (9, 10) and b.size == (10, 10)
+    assert set(np.asarray(a).flatten()) == {50} and set(np.asarray(b).flatten()) == {200}
+    # 2 pixels wide is one pixel each: accepted
+    Image.fromarray(ab[:, 8:10]).save(tmp_path / "odd2.png")
+    PairedImages(
+        path=str(tmp_path), image_size=8, channels=3, val_fraction=0.0, test_fraction=0.0
+    ).setup("fit")
+
+
+def test_pair_files_default_to_no_augmentation(tmp_path):
+    """PairFiles without jitter or hflip: every read of a pair is the plain resize and crop."""
+    write_aligned(tmp_path, 1, 16, 16)
+    files = PairFiles(
+        [(str(tmp_path / "ab_00.png"), None)], direction="AtoB", channels=3, image_size=12
+    )
+    ab = Image.open(tmp_path / "ab_00.png")
+    want = to_tensor(ab.crop((0, 0, 16, 16)), 3, 12)
+    for _ in range(6):
+        assert torch.equal(files[0][1], want)
+
+
+def test_a_file_swapped_for_a_bigger_one_after_the_check_is_refused(tmp_path):
+    """data.max_image_pixels holds when a pair is read, not only when the files are checked:
+    a file replaced after setup by one above the limit is refused when read."""
+    write_aligned(tmp_path, 2, 8, 8)  # 16 x 8 = 128 pixels per file
+    dm = PairedImages(
+        path=str(tmp_path),
+        image_size=8,
+        channels=3,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        max_image_pixels=200,
+    )
+    dm.setup("fit")
+    path = file_of(dm.dataset("train"), 0)
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(path)  # 512 pixels
+    text = refusal(lambda: dm.dataset("train")[0])
+    assert text.startswith(f"image {(path, None)!r} could not be read (") and "512" in text
+    os.remove(path)
+    assert "No such file or directory" in refusal(lambda: dm.dataset("train")[0])
+
+
+def test_many_files_without_a_partner_in_several_splits(tmp_path):
+    """12 lonely files over train/ and val/: all are counted, the first 10 shown, then '...'."""
+    for side in ("A", "B"):
+        for split in ("train", "val"):
+            (tmp_path / side / split).mkdir(parents=True, exist_ok=True)
+    for i in range(7):
+        Image.fromarray(pattern(8, 8)).save(tmp_path / "A" / "train" / f"t{i:02d}.png")
+    for i in range(5):
+        Image.fromarray(pattern(8, 8)).save(tmp_path / "A" / "val" / f"v{i:02d}.png")
+    for side in ("A", "B"):
+        Image.fromarray(pattern(8, 8)).save(tmp_path / side / "train" / "pair.png")
+    text = refusal(
+        lambda: PairedImages(
+            path=str(tmp_path), layout="folders", image_size=8, channels=3
+        ).setup()
+    )
+    lines = text.split("\n")
+    assert lines[0] == f"data.path={str(tmp_path)!r}: 12 image(s) have no partner:"
+    assert lines[1] == f"  {tmp_path / 'A' / 'train' / 't00.png'} (no B file named t00.*)"
+    assert lines[10] == f"  {tmp_path / 'A' / 'val' / 'v02.png'} (no B file named v02.*)"
+    assert lines[11] == "  ..."
+    assert lines[12].startswith("Add the partners")
+
+
+def test_a_split_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
+    """train/ as a link to a folder outside data.path: refused naming data.outside_links,
+    read with data.outside_links=follow."""
+    outside = tmp_path / "elsewhere"
+    write_aligned(outside, 3, 8, 8)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train").symlink_to(outside, target_is_directory=True)
+    text = refusal(lambda: PairedImages(path=str(data), image_size=8, channels=3).setup())
+    assert "data.outside_links" in text and str(data / "train") in text
+    dm = PairedImages(
+        path=str(data), image_size=8, channels=3, val_fraction=0.0, outside_links="follow"
+    )
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 3
+
+
+class Clips:
+    """Data of another kind: no pairing, no name."""
+
+
+def test_data_of_any_kind_without_a_pairing_is_refused():
+    assert refusal(lambda: translation_pairing(Clips())).startswith(
+        "the data (Clips) gives single images, but image-to-image translation needs pairs"
     )
