@@ -13,9 +13,9 @@ iteration (= one step everywhere, as in the GAN family):
    [+ feature_weight * feature(G(source), target)]`;
 3. the EMA copy of G moves; schedulers step.
 
-This is the GAN module's loop with a reconstruction term, and it inherits that module's
-machinery: the counted G step and uncounted D steps, the frozen D, EMA, per-net gradient
-clipping, the divergence stop, collapse signs and DDP settings (genlab.models.gan).
+This is the one adversarial loop (genlab.models.adversarial) with a reconstruction term: the
+counted G step and uncounted D steps, the frozen D, EMA, per-net gradient clipping, the
+divergence stop, collapse signs and DDP settings are the loop's.
 
 Variants (conf/model/): `pix2pix` (U-Net G, conditional PatchGAN, L1 with lambda = 100),
 `srgan` (SRResNet G, global D, pixel MSE, adv_weight 1e-3, and a feature loss from a
@@ -47,10 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.losses.adversarial import d_output, discriminator_loss, generator_loss
-from genlab.losses.adversarial import gradient_penalty as wgan_gradient_penalty
+from genlab.losses.gan_objectives import per_image
 from genlab.losses.translation import feature_loss, pixel_loss, psnr_db
-from genlab.models.gan import GAN, OptimizerFactory, SchedulerFactory, frozen
+from genlab.models.adversarial import AdversarialModule
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -58,10 +57,7 @@ log = logging.getLogger(__name__)
 REGIONS = ("all", "hole")
 
 
-def per_image(scores: torch.Tensor) -> torch.Tensor:
-    """Scores of any shape (B, ...) -> their mean per image (B,): a PatchGAN's patch logits
-    count equally, as in pix2pix."""
-    return scores.float().reshape(len(scores), -1).mean(1)
+__all__ = ["FeatureNet", "Translation", "per_image"]
 
 
 class FeatureNet:
@@ -168,43 +164,35 @@ def _load_program(file: Path, kind: str) -> Callable[[torch.Tensor], torch.Tenso
         ) from exc
 
 
-class Translation(GAN):
+class Translation(AdversarialModule):
     """Source image (B, C_s, H_s, W_s) -> image (B, C, H, W), trained adversarially with a
-    reconstruction term; see the module doc.
+    reconstruction term on the one adversarial loop; see the module doc.
 
     Options: `adv_weight` (lambda_adv; 0 = pure regression, D untouched), `recon_weight`
     (lambda), `recon_loss` (`l1` | `mse`), `recon_region` (`all` | `hole`: the pixel loss on the
     hole of masked sources only), `composite` (keep the known pixels of a masked source, G
     fills the hole), `feature_weight` with `feature_ckpt` (SRGAN's content loss; a TorchScript or
-    torch.export file only with `trust_feature_code`, see FeatureNet), plus the GAN
-    options (`loss`, `n_critic`, `label_smoothing`, `gp_weight`, `ema_decay`, clipping,
-    schedulers). `channels`, `image_size`, `source_channels` and `scale` describe the images
-    (`source_shape`); they are checked against the data before training.
+    torch.export file only with `trust_feature_code`, see FeatureNet), plus the loop's options
+    (genlab.models.adversarial: `loss`, `n_critic`, `label_smoothing`, `gp_weight`,
+    `ema_decay`, clipping, schedulers). `channels`, `image_size`, `source_channels` and `scale`
+    describe the images (`source_shape`); they are checked against the data before training.
 
     Logs `train/loss_g`, `loss_g_adv`, `loss_g_recon` (`loss_g_feature`), `loss_d`, `d_real`,
     `d_fake`, and under `val/` and `test/` the `l1` and `psnr_db` of the sampling G's outputs
     against the targets ([0, 1] units; on the hole for masked sources) and D's view of them.
     """
 
-    # A translation model maps images; it draws nothing from a prior. The GAN's sampling API
-    # is switched off here (a None method fails the CanSample/CanDecode checks).
-    sample_latent = None  # type: ignore[assignment]
-    decode = None  # type: ignore[assignment]
-    sample = None  # type: ignore[assignment]
-    invert = None  # type: ignore[assignment]
+    fresh_fakes = False  # one G pass per iteration (its dropout is the iteration's noise)
 
     def __init__(
         self,
         *,
         generator: nn.Module,
         discriminator: nn.Module,
-        optimizer_g: OptimizerFactory,
-        optimizer_d: OptimizerFactory,
         channels: int,
         image_size: int,
         source_channels: int,
         scale: int = 1,
-        adv_weight: float = 1.0,
         recon_weight: float = 100.0,
         recon_loss: str = "l1",
         recon_region: str = "all",
@@ -212,51 +200,13 @@ class Translation(GAN):
         feature_weight: float = 0.0,
         feature_ckpt: str | None = None,
         trust_feature_code: bool = False,
-        scheduler_g: SchedulerFactory | None = None,
-        scheduler_d: SchedulerFactory | None = None,
-        scheduler_interval: str = "step",
-        loss: str = "bce",
-        n_critic: int = 1,
-        label_smoothing: float = 0.0,
-        gp_weight: float = 10.0,
-        ema_decay: float | None = 0.999,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
-        seed: int = 0,
-        nan_check_every_n_steps: int = 10,
-        monitor: str = "val/step",
-        monitor_mode: str = "max",
+        **loop: Any,
     ) -> None:
-        super().__init__(
-            generator=generator,
-            discriminator=discriminator,
-            optimizer_g=optimizer_g,
-            optimizer_d=optimizer_d,
-            scheduler_g=scheduler_g,
-            scheduler_d=scheduler_d,
-            scheduler_interval=scheduler_interval,
-            loss=loss,
-            n_critic=n_critic,
-            label_smoothing=label_smoothing,
-            gp_weight=gp_weight,
-            ema_decay=ema_decay,
-            gradient_clip_val=gradient_clip_val,
-            gradient_clip_algorithm=gradient_clip_algorithm,
-            latent_dim=0,
-            num_classes=0,
-            seed=seed,
-            nan_check_every_n_steps=nan_check_every_n_steps,
-            monitor=monitor,
-            monitor_mode=monitor_mode,
-        )
-        for name, weight in (
-            ("adv_weight", adv_weight),
-            ("recon_weight", recon_weight),
-            ("feature_weight", feature_weight),
-        ):
+        super().__init__(generator=generator, discriminator=discriminator, **loop)
+        for name, weight in (("recon_weight", recon_weight), ("feature_weight", feature_weight)):
             if weight < 0:
                 raise GenlabError(f"model.{name}={weight} must be >= 0.")
-        if not (adv_weight or recon_weight or feature_weight):
+        if not (self.adv_weight or recon_weight or feature_weight):
             raise GenlabError(
                 "model.adv_weight, model.recon_weight and model.feature_weight are all 0: "
                 "the generator would have nothing to learn from."
@@ -292,16 +242,11 @@ class Translation(GAN):
             raise GenlabError(
                 f"model.scale={scale} does not divide model.image_size={image_size}."
             )
-        self.adv_weight, self.recon_weight = float(adv_weight), float(recon_weight)
+        self.recon_weight = float(recon_weight)
         self.recon_loss, self.recon_region, self.composite = recon_loss, recon_region, composite
         self.feature_weight, self.feature_ckpt = float(feature_weight), feature_ckpt
         self.trust_feature_code = bool(trust_feature_code)
         self.feature_net: FeatureNet | None = None
-
-    @property
-    def adversarial(self) -> bool:
-        """Whether D takes part (adv_weight > 0)."""
-        return self.adv_weight > 0
 
     @property
     def source_shape(self) -> tuple[int, int, int]:
@@ -361,7 +306,6 @@ class Translation(GAN):
 
     # --- checks before training -------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None:
             from genlab.data.paired import source_shape, translation_pairing
@@ -414,86 +358,33 @@ class Translation(GAN):
         if self.feature_net is not None:
             self.feature_net.to(self.device)
 
-    # --- training ---------------------------------------------------------------------------
-    def generator_terms(
-        self, fake: torch.Tensor, target: torch.Tensor, source: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """The generator's loss and its weighted parts, batch means: `adv` (through D),
-        `recon`, `feature` (when used) and `loss` = adv_weight * adv + recon_weight * recon +
-        feature_weight * feature. `fake` and `target` in [-1, 1], `source` in [0, 1]."""
-        zero = fake.new_zeros((), dtype=torch.float32)
-        terms = {"adv": zero, "recon": zero}
-        if self.adversarial:
-            terms["adv"] = per_image(generator_loss(self._d(fake, source).float(), self.loss))
-            terms["adv"] = terms["adv"].mean()
-        if self.recon_weight:
-            region = self._region(source)
-            terms["recon"] = pixel_loss(fake, target, self.recon_loss, region).mean()
-        total = self.adv_weight * terms["adv"] + self.recon_weight * terms["recon"]
-        if self.feature_net is not None:
-            feats = self.feature_net((fake + 1) / 2), self.feature_net((target + 1) / 2)
-            terms["feature"] = feature_loss(feats[0], feats[1].detach()).mean()
-            total = total + self.feature_weight * terms["feature"]
-        terms["loss"] = total
-        return terms
-
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    # --- the family's part of the loop -----------------------------------------------------
+    def prepare_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         target, source = self._pair(batch)
-        real = target * 2.0 - 1.0  # (b, c, h, w) in [-1, 1]
-        b = len(real)
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
-        with self._iteration_rng():
-            fake = self._generate(self.generator, source)
+        return target * 2.0 - 1.0, source  # (b, c, h, w) in [-1, 1]; sources in [0, 1]
 
-        loss_d = real.new_zeros((), dtype=torch.float32)
-        if self.adversarial:
-            noise = self._noise()
-            fake_d = fake.detach()
-            for _ in range(self.n_critic):
-                real_s, fake_s = self._d(real, source).float(), self._d(fake_d, source).float()
-                loss_d = per_image(
-                    discriminator_loss(
-                        real_s, fake_s, self.loss, real_target=1.0 - self.label_smoothing
-                    )
-                ).mean()
-                if self.loss == "wgan_gp":
-                    gp = wgan_gradient_penalty(
-                        lambda t: per_image(self._d(t, source)), real, fake_d, generator=noise
-                    ).mean()
-                    loss_d = loss_d + self.gp_weight * gp
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(loss_d)
-                self._step_uncounted(opt_d)
-            opt_d.zero_grad(set_to_none=True)  # the G step provably leaves D's .grad at None
+    def make_fake(self, cond: torch.Tensor, n: int, noise: torch.Generator) -> torch.Tensor:
+        with self._iteration_rng():  # G's dropout: the iteration's own
+            return self._generate(self.generator, cond)
 
-        with frozen(self.discriminator):
-            terms = self.generator_terms(fake, real, source)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(terms["loss"])
-            opt_g.step()  # the one counted step of this iteration
+    def critic(self, cond: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda image: self._d(image, cond)  # (b, ...) patch logits
 
-        self._update_ema()
-        if self.scheduler_interval == "step":
-            self._step_schedulers()
-        self.track_finite(self.global_step - 1, {"loss_d": loss_d, "loss_g": terms["loss"]})
-
-        if self.logs_now("train"):
-            scalars = {
-                "loss_g": terms["loss"].detach(),
-                "loss_g_recon": terms["recon"].detach(),
-                "loss_d": loss_d.detach(),
-            }
-            if "feature" in terms:
-                scalars["loss_g_feature"] = terms["feature"].detach()
-            if self.adversarial:
-                scalars["loss_g_adv"] = terms["adv"].detach()
-                scalars["d_real"] = d_output(real_s.detach(), self.loss).mean()
-                scalars["d_fake"] = d_output(fake_s.detach(), self.loss).mean()
-                if self.loss == "wgan_gp":
-                    scalars["gp"] = gp.detach()
-            self.log_scalars("train", scalars, batch_size=b)
-            if self.adversarial:
-                self._count_collapse_signs(scalars)
+    def extra_generator_terms(
+        self, fake: torch.Tensor, real: torch.Tensor, cond: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The reconstruction (always logged, zero when its weight is) and feature terms,
+        batch means; `fake` and `real` in [-1, 1], `cond` the sources in [0, 1]."""
+        zero = fake.new_zeros((), dtype=torch.float32)
+        recon = zero
+        if self.recon_weight:
+            recon = pixel_loss(fake, real, self.recon_loss, self._region(cond)).mean()
+        terms = {"recon": (self.recon_weight, recon)}
+        if self.feature_net is not None:
+            feats = self.feature_net((fake + 1) / 2), self.feature_net((real + 1) / 2)
+            feature = feature_loss(feats[0], feats[1].detach()).mean()
+            terms["feature"] = (self.feature_weight, feature)
+        return terms
 
     def divergence_advice(self) -> str:
         return (
@@ -502,8 +393,7 @@ class Translation(GAN):
         )
 
     # --- evaluation -------------------------------------------------------------------------
-    @torch.no_grad()
-    def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
+    def eval_scalars(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         target, source = self._pair(batch)
         out = self.translate(source)  # (b, c, h, w) in [0, 1]
         region = source[:, -1:] if self.uses_hole else None
@@ -514,7 +404,6 @@ class Translation(GAN):
         if self.adversarial:
             real_s = self._d(target * 2.0 - 1.0, source).float()
             fake_s = self._d(out * 2.0 - 1.0, source).float()
-            scalars["loss_d"] = per_image(discriminator_loss(real_s, fake_s, self.loss)).mean()
-            scalars["d_real"] = d_output(real_s, self.loss).mean()
-            scalars["d_fake"] = d_output(fake_s, self.loss).mean()
-        self.log_scalars(stage, scalars, batch_size=len(target))
+            seen = self.objective.evaluate(real_s, fake_s)
+            scalars.update({k: seen[k] for k in ("loss_d", "d_real", "d_fake")})
+        return scalars

@@ -1,0 +1,491 @@
+"""The one adversarial loop: every GAN-like family (the GAN, DCGAN and cGAN, the progressive
+GAN, image-to-image translation, and the families built on them) trains through it. A family
+says how it generates and what else its generator is judged by; the game is an objective object
+(genlab.losses.gan_objectives); the loop owns everything else.
+
+Each iteration (= one training batch = one counted step everywhere):
+
+1. `n_critic` discriminator steps on the real batch and fakes (the iteration's seeded noise),
+   D's loss and penalties from the objective;
+2. one generator step through D with D frozen (`requires_grad=False`, restored in a
+   `finally`), so D gets no gradient and no update: the objective's adversarial term times
+   `adv_weight`, plus the family's `generator_terms`;
+3. the EMA copy of G moves towards G; schedulers step.
+
+Steps: Lightning counts `global_step` once per `LightningOptimizer.step()`, so two optimizers
+would count every iteration twice (max_steps, checkpoint intervals and the logged step would
+all drift). The generator steps through its LightningOptimizer (counted); the discriminator
+steps through `trainer.strategy.optimizer_step` -- the exact call `LightningOptimizer.step`
+makes, so AMP's scaler (unscale, inf check, update), `on_before_optimizer_step` (gradient
+norms, clipping) and DDP behave the same -- minus the progress counter. So `global_step` is
+the number of G updates = iterations, and D's update count is `n_critic * global_step`.
+
+Noise: the iteration's generator is seeded by (seed, step, rank): a resumed run draws exactly
+the noise of an uninterrupted one, and DDP ranks draw different noise.
+
+What a family implements (see GAN and Translation):
+- `prepare_batch(batch) -> (real, cond)`: the real images in the nets' units, the condition;
+- `make_fake(cond, n, noise) -> fake`: G's output in the nets' units (`fresh_fakes`: whether
+  each D step draws new fakes, as the GAN does, or all reuse one forward pass, as translation);
+- `critic(cond) -> (x -> scores)`: D's raw scores of images given the condition;
+- `extra_generator_terms(fake, real, cond) -> {name: (weight, value)}`: its generator terms;
+- `eval_scalars(batch, batch_idx) -> {name: value}`: what val/test log.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from genlab.losses.gan_objectives import AdversarialObjective, Penalty
+from genlab.losses.gan_objectives import objective as make_objective
+from genlab.models.base import GenlabModule
+from genlab.utils.errors import GenlabError
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+Critic = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Turn off `requires_grad` on every parameter of `module`; restore the old flags on exit,
+    also when the body raises."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
+COLLAPSE_HINTS = {
+    "d_saturated": "D separates real and fake completely, so G's gradient vanishes: the samples "
+    "have probably collapsed. Lower model.optimizer_d.lr, use label smoothing, or "
+    "model.loss=hinge.",
+    "g_grad_vanished": "G receives (almost) no gradient: it has stopped learning.",
+    "d_grad_vanished": "D receives (almost) no gradient: it has stopped learning.",
+    "loss_exploded": "a loss beyond 1e6: the training is unstable even if still finite. Lower the "
+    "learning rates or add model.gradient_clip_val=1.0.",
+}
+
+
+def _no_closure() -> None:
+    return None
+
+
+class AdversarialModule(GenlabModule):
+    """G and D trained against each other by the loop above (module doc).
+
+    Options shared by every adversarial family: the nets, `optimizer_g`/`optimizer_d` and
+    their schedulers (`scheduler_interval`: step or epoch); the game, `loss` in `bce`
+    (non-saturating, default) | `minimax` | `hinge` | `ls` | `wgan_gp` with `gp_weight`,
+    `label_smoothing` (one-sided), `drift_weight` (epsilon * D(x)^2), `penalties` (extra D
+    terms, e.g. R1 or LeCam) -- or a whole `objective` object, which replaces those options;
+    `n_critic` D steps per G step; `ema_decay` (null = sample from G itself);
+    `gradient_clip_val` (per net, on unscaled gradients); `seed` of the iteration noise;
+    `nan_check_every_n_steps`; `monitor`.
+
+    Logs, on the steps the loggers write, `train/loss_d`, `train/loss_g`, `train/d_real`,
+    `train/d_fake` (D's outputs: probabilities for bce/minimax), each penalty (`train/gp`),
+    `train/grad_norm_d`, `train/grad_norm_g` (before clipping), and the family's terms
+    (`train/loss_g_<name>`, with `train/loss_g_adv`); `val/step` after each validation. A
+    non-finite loss stops training with a GenlabError naming the step; no checkpoint is
+    written after it. Collapse signs are counted and reported (`health()`).
+    """
+
+    ddp_find_unused_parameters = True  # G and D step separately (on_fit_start)
+    # whether each D step draws new fakes (the GAN) or all reuse one G pass (translation)
+    fresh_fakes = True
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        scheduler_g: SchedulerFactory | None = None,
+        scheduler_d: SchedulerFactory | None = None,
+        scheduler_interval: str = "step",
+        loss: str = "bce",
+        label_smoothing: float = 0.0,
+        gp_weight: float = 10.0,
+        drift_weight: float = 0.0,
+        penalties: Mapping[str, Penalty] | None = None,
+        objective: AdversarialObjective | None = None,
+        adv_weight: float = 1.0,
+        n_critic: int = 1,
+        ema_decay: float | None = 0.999,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        seed: int = 0,
+        nan_check_every_n_steps: int = 10,
+        monitor: str = "val/step",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if n_critic < 1:
+            raise GenlabError(f"model.n_critic={n_critic} must be at least 1.")
+        if scheduler_interval not in ("step", "epoch"):
+            raise GenlabError(
+                f"model.scheduler_interval={scheduler_interval!r}: use step or epoch."
+            )
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise GenlabError(
+                f"model.ema_decay={ema_decay} must be in [0, 1), or null for no EMA."
+            )
+        if adv_weight < 0:
+            raise GenlabError(f"model.adv_weight={adv_weight} must be >= 0.")
+        self.generator, self.discriminator = generator, discriminator
+        # the game: an object given whole, or the one the options name (genlab.losses)
+        self.objective = objective or make_objective(
+            loss,
+            label_smoothing=label_smoothing,
+            gp_weight=gp_weight,
+            drift_weight=drift_weight,
+            penalties=list((penalties or {}).values()),
+        )
+        self._gp_weight = float(gp_weight)
+        # EMA of G's weights (Karras et al. 2018; Yazici et al. 2019): samples and evaluation.
+        self.generator_ema = (
+            copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
+        )
+        self.optimizer_g_factory, self.optimizer_d_factory = optimizer_g, optimizer_d
+        self.scheduler_g_factory, self.scheduler_d_factory = scheduler_g, scheduler_d
+        self.scheduler_interval = scheduler_interval
+        self.adv_weight, self.n_critic = float(adv_weight), n_critic
+        self.ema_decay = ema_decay
+        self.gradient_clip_val, self.gradient_clip_algorithm = (
+            gradient_clip_val,
+            gradient_clip_algorithm,
+        )
+        self.seed = seed
+        self.nan_check_every_n_steps = nan_check_every_n_steps
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        # collapse signs counted on the logging steps of the current epoch (on the device):
+        # [logged steps, D saturated, G gradient vanished, D gradient vanished, loss exploded]
+        self._signs: torch.Tensor | None = None
+        self._grad_norms: dict[str, torch.Tensor] = {}
+        self._health: dict[str, Any] = {}
+
+    # --- the game, read back ----------------------------------------------------------------
+    @property
+    def loss(self) -> str:
+        """The game's name (`bce`, `hinge`, `wgan_gp`, ...)."""
+        return self.objective.kind
+
+    @property
+    def label_smoothing(self) -> float:
+        return self.objective.label_smoothing
+
+    @property
+    def gp_weight(self) -> float:
+        p = self.objective.penalty("gp")
+        return p.weight if p is not None else self._gp_weight
+
+    @property
+    def drift_weight(self) -> float:
+        p = self.objective.penalty("drift")
+        return p.weight if p is not None else 0.0
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether D takes part (adv_weight > 0)."""
+        return self.adv_weight > 0
+
+    @property
+    def _log(self) -> logging.Logger:
+        """The family's logger (genlab.models.gan for the GAN): messages say whose they are."""
+        return logging.getLogger(type(self).__module__)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The G used for samples and evaluation: the EMA copy when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    # --- what a family provides -------------------------------------------------------------
+    def prepare_batch(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def make_fake(self, cond: Any, n: int, noise: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def critic(self, cond: Any) -> Critic:
+        raise NotImplementedError
+
+    def extra_generator_terms(
+        self, fake: torch.Tensor, real: torch.Tensor, cond: Any
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The family's own generator terms {name: (weight, batch mean)}; none for a GAN."""
+        return {}
+
+    def eval_scalars(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # --- the loop ------------------------------------------------------------------------
+    def _noise(self, salt: int = 0) -> torch.Generator:
+        """A generator seeded by (seed, step, rank): the noise of an iteration does not depend
+        on what ran before it, so a resumed run draws exactly the noise of an uninterrupted one
+        and DDP ranks draw different noise."""
+        key = (self.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank * 31 + salt
+        return torch.Generator(device=self.device).manual_seed(key & 0x7FFF_FFFF_FFFF_FFFF)
+
+    def _step_uncounted(self, optimizer: Any) -> None:
+        """Step a LightningOptimizer's optimizer without advancing `global_step` (module doc)."""
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, _no_closure, model=self)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real, cond = self.prepare_batch(batch)
+        b = len(real)
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        noise = self._noise()
+        critic = self.critic(cond)
+        # one G pass shared by every D step and the G step, or fresh fakes per D step
+        fake = None if self.fresh_fakes else self.make_fake(cond, b, noise)
+        loss_d = real.new_zeros((), dtype=torch.float32)
+        d_logs: dict[str, torch.Tensor] = {}
+        if self.adversarial:
+            for _ in range(self.n_critic):
+                if fake is not None and not self.fresh_fakes:
+                    fake_d = fake.detach()
+                elif self.n_critic == 1:  # the fakes of the one D step are reused by G
+                    fake = self.make_fake(cond, b, noise)
+                    fake_d = fake.detach()
+                else:
+                    with torch.no_grad():
+                        fake_d = self.make_fake(cond, b, noise)
+                loss_d, d_logs = self.objective.discriminator_loss(critic, real, fake_d, noise)
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(loss_d)
+                self._step_uncounted(opt_d)
+            opt_d.zero_grad(set_to_none=True)  # so the G step provably leaves D's .grad at None
+
+        with frozen(self.discriminator):
+            if fake is None:
+                fake = self.make_fake(cond, b, noise)
+            terms = self.generator_terms(fake, real, cond)
+            loss_g = terms.pop("loss")
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()  # the one counted step of this iteration
+
+        self._update_ema()
+        if self.scheduler_interval == "step":
+            self._step_schedulers()
+        self.track_finite(self.global_step - 1, {"loss_d": loss_d, "loss_g": loss_g})
+        if self.logs_now("train"):
+            self._log_iteration(b, loss_d, loss_g, d_logs, terms)
+
+    def generator_terms(
+        self, fake: torch.Tensor, real: torch.Tensor, cond: Any
+    ) -> dict[str, torch.Tensor]:
+        """G's loss and its parts, batch means: `adv` (the objective's term through D, when D
+        takes part), the family's terms, and `loss` = adv_weight * adv + sum of weight * term.
+        D is frozen by the caller during training."""
+        terms: dict[str, torch.Tensor] = {}
+        loss = fake.new_zeros((), dtype=torch.float32)
+        if self.adversarial:
+            terms["adv"] = self.objective.generator_loss(self.critic(cond), fake)
+            loss = self.adv_weight * terms["adv"]
+        for name, (weight, value) in self.extra_generator_terms(fake, real, cond).items():
+            terms[name] = value
+            loss = loss + weight * value
+        terms["loss"] = loss
+        return terms
+
+    def _log_iteration(
+        self,
+        b: int,
+        loss_d: torch.Tensor,
+        loss_g: torch.Tensor,
+        d_logs: dict[str, torch.Tensor],
+        terms: dict[str, torch.Tensor],
+    ) -> None:
+        scalars = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+        if self.adversarial:
+            scalars["d_real"] = self.objective.readable(d_logs["real_scores"].detach()).mean()
+            scalars["d_fake"] = self.objective.readable(d_logs["fake_scores"].detach()).mean()
+            for p in self.objective.penalties:
+                scalars[p.name] = d_logs[p.name].detach()
+        if len(terms) > 1 or (terms and "adv" not in terms):
+            scalars.update({f"loss_g_{k}": v.detach() for k, v in terms.items()})
+        self.log_scalars("train", scalars, batch_size=b)
+        if self.adversarial:
+            self._count_collapse_signs(scalars)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Called by the precision plugin after AMP's unscale: these are the true gradients.
+        net = "d" if optimizer is self.trainer.optimizers[1] else "g"
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and self.logs_now("train"):
+            norm = torch.nn.utils.get_total_norm(grads)
+            self.log_scalars("train", {f"grad_norm_{net}": norm}, batch_size=1)
+            self._grad_norms[net] = norm.detach().float()
+        if self.gradient_clip_val:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.gradient_clip_val,
+                gradient_clip_algorithm=self.gradient_clip_algorithm,
+            )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        t = self.global_step  # G updates so far; warm-up so early weights fade fast
+        decay = min(self.ema_decay, (1.0 + t) / (10.0 + t))
+        ema_p, g_p = list(self.generator_ema.parameters()), list(self.generator.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in g_p], 1.0 - decay)
+        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for s in schedulers if isinstance(schedulers, list) else [schedulers]:
+            s.step()
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler_interval == "epoch":
+            self._step_schedulers()
+        super().on_train_epoch_end()  # stops on a non-finite loss
+        self._report_collapse_signs()
+
+    def on_fit_start(self) -> None:
+        # D's step leaves G unused and G's step freezes D, so DDP must look for unused
+        # parameters (Lightning #20328). The DDP trainer presets ask for it (their strategy is
+        # ${genlab.ddp_strategy:...}, which reads `ddp_find_unused_parameters`); a strategy
+        # given by hand is checked here, on the wrapped model, before the first step.
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
+            raise GenlabError(
+                "GAN training under DDP needs DDP to look for unused parameters (the D step "
+                "leaves G unused and the G step freezes D), but trainer.strategy does not: use "
+                "trainer.strategy=ddp_find_unused_parameters_true (trainer=ddp and "
+                "trainer=ddp_sim choose it for GANs)."
+            )
+
+    # --- trainer options -------------------------------------------------------------------
+    def adopt_trainer_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Lightning cannot clip or accumulate under manual optimization: the loop clips each
+        net's unscaled gradients itself (`trainer.gradient_clip_val` becomes
+        `model.gradient_clip_val`), and refuses gradient accumulation (one G step per batch)."""
+        accumulate = options.get("accumulate_grad_batches") or 1
+        if accumulate != 1:
+            raise GenlabError(
+                f"trainer.accumulate_grad_batches={accumulate}: the GAN loop takes one D and one "
+                "G step per batch (manual optimization), so gradients are not accumulated. Use "
+                "a larger data.batch_size instead, and leave trainer.accumulate_grad_batches=1."
+            )
+        if not options.get("gradient_clip_val"):
+            return []
+        self.gradient_clip_val = float(options["gradient_clip_val"])
+        self.gradient_clip_algorithm = options.get("gradient_clip_algorithm") or "norm"
+        self._log.info(
+            "GAN: trainer.gradient_clip_val=%s (%s) is applied by the model, to G's and D's "
+            "unscaled gradients separately",
+            self.gradient_clip_val,
+            self.gradient_clip_algorithm,
+        )
+        return ["gradient_clip_val", "gradient_clip_algorithm"]
+
+    # --- divergence and collapse ------------------------------------------------------------
+    def divergence_advice(self) -> str:
+        return (
+            "Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr), add "
+            "model.gradient_clip_val=1.0, or try model.loss=hinge / spectral norm on D."
+        )
+
+    def _count_collapse_signs(self, scalars: dict[str, torch.Tensor]) -> None:
+        """Count, without a device sync, the signs of a GAN that stopped learning on this
+        logging step: D saturated (D(x) > 0.99 and D(G(z)) < 0.01 for the probability-valued
+        losses: G's gradient through D vanishes), a gradient norm ~0, a loss beyond 1e6."""
+        one = torch.ones((), device=self.device)
+        saturated = (
+            (scalars["d_real"] > 0.99) & (scalars["d_fake"] < 0.01)
+            if self.objective.probability_valued
+            else one < 0
+        )
+        g_norm, d_norm = self._grad_norms.get("g"), self._grad_norms.get("d")
+        signs = torch.stack(
+            [
+                one,
+                saturated.float(),
+                (g_norm < 1e-6).float() if g_norm is not None else one * 0,
+                (d_norm < 1e-8).float() if d_norm is not None else one * 0,
+                ((scalars["loss_g"].abs() > 1e6) | (scalars["loss_d"].abs() > 1e6)).float(),
+            ]
+        )
+        self._signs = signs if self._signs is None else self._signs + signs
+
+    def _report_collapse_signs(self) -> None:
+        """At an epoch end: warn when a sign was seen on at least half of the epoch's logged
+        steps (at least 3 of them), and keep the counts for summary.json (`health()`)."""
+        if self._signs is None:
+            return
+        logged, *counts = (int(v) for v in self._signs.tolist())
+        self._signs = None
+        names = ("d_saturated", "g_grad_vanished", "d_grad_vanished", "loss_exploded")
+        total = self._health.setdefault("logged_steps", 0) + logged
+        self._health["logged_steps"] = total
+        for name, count in zip(names, counts, strict=True):
+            if count:
+                self._health[name] = self._health.get(name, 0) + count
+            if logged >= 3 and count * 2 >= logged:
+                self._health.setdefault("warnings", []).append(
+                    {"epoch": self.current_epoch, "sign": name, "steps": count, "of": logged}
+                )
+                self._log.warning(
+                    "GAN health, epoch %d: %s on %d of %d logged steps. %s",
+                    self.current_epoch,
+                    name,
+                    count,
+                    logged,
+                    COLLAPSE_HINTS[name],
+                )
+
+    def health(self) -> dict[str, Any]:
+        """Counts of collapse signs over the logged training steps (see `_count_collapse_signs`)
+        and the epochs where they dominated; recorded in summary.json."""
+        return dict(self._health)
+
+    # --- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
+        scalars = self.eval_scalars(batch, batch_idx)
+        n = len(batch[0]) if isinstance(batch, (tuple, list)) else 1
+        self.log_scalars(stage, scalars, batch_size=n)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        # the default `monitor`: with no generation metric configured, "best" = most recent
+        self.log("val/step", float(self.global_step), sync_dist=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def configure_optimizers(self) -> Any:
+        opt_g = self.optimizer_g_factory(params=self.generator.parameters())
+        opt_d = self.optimizer_d_factory(params=self.discriminator.parameters())
+        schedulers = []
+        for factory, opt in ((self.scheduler_g_factory, opt_g), (self.scheduler_d_factory, opt_d)):
+            if factory is not None:
+                schedulers.append(
+                    {"scheduler": factory(optimizer=opt), "interval": self.scheduler_interval}
+                )
+        return [opt_g, opt_d], schedulers
