@@ -134,7 +134,8 @@ def test_seeds_reproduce_and_epochs_bring_new_training_clips():
 
 
 def test_training_loader_resumes_mid_epoch_on_the_same_clips():
-    """Lightning's loader state (epoch 1, 1 batch served) gives the rest of epoch 1 exactly."""
+    """Lightning's loader state (epoch 1, 1 batch served) gives the rest of epoch 1 exactly.
+    Seen failing with EpochClips not honouring the skip (the epoch starts over)."""
     dm = small_mnist()
     straight = dm.train_dataloader()
     straight.sampler.set_epoch(1)
@@ -247,9 +248,11 @@ class Marker:
     ],
 )
 def test_bad_npy_files_are_named_before_anything_is_read(tmp_path, case, expected):
-    """Each refusal names the file and why; a pickled payload is never run. Seen failing
-    without the size check (a truncated file mapped: numpy's ValueError traceback) and with
-    allow_pickle=True and no dtype check (the marker file appears)."""
+    """Each refusal names the file and why, before the array is mapped; a pickled payload is
+    never run (numpy.load(allow_pickle=True) of that file writes the marker). Seen failing
+    without the size check (the truncated file: numpy's "mmap length is greater than file
+    size" traceback at the first read) and without the dtype check (the float and pickled
+    files refused for another reason, not named as the wrong type)."""
     path = tmp_path / "mnist_test_seq.npy"
     marker = tmp_path / "ran"
     kw: dict = {}
