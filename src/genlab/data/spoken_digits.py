@@ -267,10 +267,12 @@ class SynthesizedDigits(FreeSpokenDigits):
         takes: int = 20,
         synth_seed: int = 0,
         folder: str | None = None,
+        test_indices: int | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("test_indices", max(1, takes // 5))
-        super().__init__(folder=folder or "", **kwargs)
+        # null: a tenth of the takes (FSDD's share), at least one
+        test_indices = test_indices or max(1, takes // 10)
+        super().__init__(folder=folder or "", test_indices=test_indices, **kwargs)
         if not 1 <= speakers <= 200 or not 2 <= takes <= 1000:
             raise GenlabError(
                 f"data.speakers={speakers} / data.takes={takes}: 1 to 200 speakers and 2 to "
