@@ -2,12 +2,11 @@
 voxel VAE resumes exactly, and a short training of the completion model beats the visual hull
 of the one silhouette it sees, over seeds; the voxels writer's files.
 
-Broken variants seen failing (in a scratch copy): the completion model fed the depth channel
-only (`view[:, :1]` with a 1-channel net: the margin over the hull shrinks below 0.1 for a
-seed); the test split's hull computed from the wrong cameras (cameras of another item: the hull
-misses the shape, IoU 0.1 -> the containment check); the writer's GIF frames all from one
-azimuth (the frames are equal); binvox written without the (x, z, y) transpose (the round trip
-of a non-symmetric grid).
+Broken variants seen failing (in a scratch copy): the completion net fed zeros instead of the
+sketch (it learns the mean shape: no margin over the mean shape); the resumed run started from
+step 0 (`ckpt_path` dropped from its overrides: the same final bits, but it logged steps 0-5);
+the writer's GIF frames all from one azimuth (PIL merges equal frames: 1 frame, not 24); binvox
+written without the (x, z, y) transpose (the writer's round trip).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import torch
 from conftest import FAST, assert_same_state, load, make_cfg
 from hydra.utils import instantiate
 from PIL import Image
+from runlogs import assert_resumed_at
 
 from genlab.data.binvox import read_binvox
 from genlab.data.modality import voxels
@@ -65,6 +65,8 @@ def test_voxel_vae_resumes_exactly(tmp_path, data_dir):
     )
     assert straight["global_step"] == resumed["global_step"] == 10
     assert_same_state(load(straight["last_ckpt"]), load(resumed["last_ckpt"]))
+    # a restart from step 0 would land on the same bits: the resumed run logged from step 6 on
+    assert_resumed_at(straight["run_dir"], resumed["run_dir"], 6, "train/loss")
     for key in ("val/nelbo_nats", "val/iou", "val/kl_nats"):
         assert np.isfinite(straight["metrics"][key]), key
 

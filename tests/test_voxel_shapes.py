@@ -2,12 +2,12 @@
 views that are renders of the very grid they come with) and ShapeNet-style folders written
 here in the real formats (.binvox, cameras.json, PNG), bad files named.
 
-Broken variants seen failing (in a scratch copy): the renders indexed by view-major order
-(shape s view k at k * S + s: the sketches no longer match their grids); shapes split by item
-instead of by shape (a shape's views in two splits); the category seed depending on the list
-position (a chair changes when boxes are dropped); the cache key without the image size (a
-16-pixel cache served for 32 pixels: the shapes check fails); the ShapeNet reduction by
-average instead of max (the thin leg disappears).
+Broken variants seen failing (in a scratch copy): the renders indexed in view-major order
+(shape s view k at k * S + s: the sketches no longer match their grids); the validation shapes
+drawn from the test shapes (a shape in two splits); the category seed depending on the list
+position (the chairs change when the other categories are dropped); the cache key without the
+image size (the 32-pixel renders replace the 16-pixel cache: one folder, not two); the
+ShapeNet reduction by average instead of max (the thin pole disappears).
 """
 
 from __future__ import annotations
