@@ -31,10 +31,16 @@ def main(cfg: DictConfig) -> None:
 
     with output_folder(cfg, "samples folder") as out_dir:
         torch.manual_seed(cfg.seed)
-        model, _ = load_model(cfg.ckpt_path)
+        model, run_cfg = load_model(cfg.ckpt_path)
+        model = model.to(pick_device(cfg.device))
+        datamodule = run_data(run_cfg)
+        conditions = sample_conditions(cfg, model, datamodule)
         summary = write_samples(
-            model.to(pick_device(cfg.device)),
+            model,
             out_dir,
+            modality=getattr(datamodule, "modality", None),
+            condition=getattr(datamodule, "condition", None),
+            conditions=conditions,
             n=cfg.n,
             n_per_row=cfg.n_per_row,
             temperature=cfg.temperature,
@@ -46,6 +52,51 @@ def main(cfg: DictConfig) -> None:
         )
     log.info("samples written to %s", out_dir)
     print(summary["grid"])
+
+
+def run_data(run_cfg: DictConfig):  # noqa: ANN201 (a datamodule, or None)
+    """The run's datamodule (not set up: nothing is read), for what a sample is and what it
+    is conditioned on; None when it cannot be built here (its data live elsewhere)."""
+    from hydra.utils import instantiate
+
+    from genlab.utils.checkpoint import data_config
+    from genlab.utils.errors import GenlabError
+
+    try:
+        return instantiate(data_config(run_cfg))
+    except Exception as exc:  # noqa: BLE001  (any data problem: sample as images)
+        err = exc if isinstance(exc, GenlabError) else None
+        log.info("the run's data cannot be built here (%s): samples are written as images", err)
+        return None
+
+
+def sample_conditions(cfg: DictConfig, model, datamodule):  # noqa: ANN001, ANN201
+    """The conditions to sample from: `text=...` (data conditioned on text), `source=data`
+    (`n_conditions` of the data's test split: captions, context clips, sketches), or None
+    (unconditional or class-conditional models: `classes=...`)."""
+    from genlab.models.protocols import CanSample
+    from genlab.utils.errors import GenlabError
+
+    texts = cfg.get("text")
+    source = cfg.get("source", "auto")
+    if source == "auto":
+        source = "data" if not isinstance(model, CanSample) else "prior"
+    if texts is None and source == "prior":
+        return None
+    if datamodule is None:
+        raise GenlabError(
+            "text= and source=data need the run's data to make conditions, and it cannot be "
+            "built here: run genlab.sample where the run's data are (data.data_dir)."
+        )
+    datamodule.setup("test")
+    if texts is not None:
+        import torch
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return torch.cat([datamodule.encode_condition(str(t)) for t in texts])
+    if source != "data":
+        raise GenlabError(f"source={source!r}: use auto, prior or data.")
+    return datamodule.grid_conditions(int(cfg.get("n_conditions", 8)), split="test")
 
 
 if __name__ == "__main__":

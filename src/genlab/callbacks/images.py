@@ -9,9 +9,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from genlab.data.modality import Modality, image
 from genlab.data.subsets import spread_batch
-from genlab.models.protocols import CanReconstruct, CanSample
+from genlab.models.protocols import CanGenerate, CanReconstruct, CanSample, CanTranslate
 from genlab.utils.loggers import log_image
+from genlab.writers import log_media
 
 
 def fixed_batch(
@@ -121,11 +123,20 @@ def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, n_per_row: int) ->
     return make_grid(torch.cat(rows).float().clamp(0, 1), nrow=width, padding=2, pad_value=1.0)
 
 
-class SampleGrid(_EveryN):
-    """Samples from a fixed noise batch (the same z every time), for models with `sample()`.
+def data_modality(trainer: L.Trainer, x: torch.Tensor) -> Modality:
+    """The modality of the run's samples: the datamodule's, else images of x's shape."""
+    modality = getattr(trainer.datamodule, "modality", None)  # type: ignore[attr-defined]
+    if isinstance(modality, Modality):
+        return modality
+    return image(*x.shape[1:])
 
-    Written as `images/samples_eEEEE.png` (or `samples_sSSSSSSS.png` with `every_n_steps`) and
-    logged under `val/samples`.
+
+class SampleGrid(_EveryN):
+    """Samples from a fixed noise batch (the same z every time), for models with `sample()`;
+    conditioned on the data's grid conditions where the data gives them (captions, context
+    clips: `grid_conditions`), each shown under its sample. Written with the modality's writer
+    as `images/samples_eEEEE.png` (or `samples_sSSSSSSS.png` with `every_n_steps`; clips also
+    as .gif, sounds as .wav, ...) and logged under `val/samples`.
     """
 
     def __init__(
@@ -143,11 +154,79 @@ class SampleGrid(_EveryN):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, CanSample):
             return
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        y = dm.grid_conditions(self.n) if hasattr(dm, "grid_conditions") else None
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        x = pl_module.sample(self.n, generator=gen)  # type: ignore[operator]
-        grid = make_grid(x.float().clamp(0, 1), nrow=self.n_per_row, padding=2, pad_value=1.0)
-        name = f"samples_{self.stamp}.png"
+        if y is None:
+            x = pl_module.sample(self.n, generator=gen)  # type: ignore[operator]
+        else:
+            y = y.to(pl_module.device)
+            x = pl_module.sample(len(y), generator=gen, y=y)  # type: ignore[operator]
+        condition = getattr(dm, "condition", None)
+        captions = condition.describe(y.cpu()) if y is not None and condition else None
         caption = (
-            f"{self.n} samples from a fixed noise batch, seed {self.seed} ({self.when(trainer)})"
+            f"{len(x)} samples from a fixed noise batch, seed {self.seed} ({self.when(trainer)})"
         )
-        log_image(trainer, "val/samples", grid, path=images_dir(trainer) / name, caption=caption)
+        log_media(
+            trainer,
+            "val/samples",
+            x.float(),
+            modality=data_modality(trainer, x),
+            stem=images_dir(trainer) / f"samples_{self.stamp}",
+            n_per_row=self.n_per_row,
+            captions=captions,
+            caption=caption,
+        )
+
+
+class ConditionalGrid(_EveryN):
+    """For models that generate from the data's conditions (CanGenerate: a clip's future from
+    its context, an image from a caption or a sketch): for fixed validation examples, the
+    condition, the model's output(s) and the truth, written by the modality's writer as
+    `images/generated_<stamp>.png` (+ the modality's files) and logged as `val/generated`.
+    Models that translate images have their own grid (TranslationGrid)."""
+
+    def __init__(
+        self,
+        *,
+        n: int = 8,
+        samples: int = 1,
+        seed: int = 0,
+        split: str = "val",
+        every_n_epochs: int = 1,
+        every_n_steps: int = 0,
+    ) -> None:
+        super().__init__(every_n_epochs=every_n_epochs, every_n_steps=every_n_steps)
+        self.n, self.samples, self.seed, self.split = n, samples, seed, split
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, CanGenerate) or isinstance(pl_module, CanTranslate):
+            return
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        truth, y = fixed_batch(trainer, self.n, self.split)
+        gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        out = pl_module.generate(y.to(pl_module.device), generator=gen, samples=self.samples)
+        outs = out.float().cpu() if self.samples > 1 else out.float().cpu()[None]
+        modality = data_modality(trainer, truth)
+        condition = getattr(dm, "condition", None)
+        captions = condition.describe(y) if condition is not None else None
+        # rows: each draw, then the truth; a clip's context is put before each row's frames
+        # (context | prediction, context | truth), other conditions go in the captions
+        rows = [*outs, truth.float()]
+        if condition is not None and condition.kind == "video" and modality.kind == "video":
+            context = y.float()
+            rows = [torch.cat([context, r], dim=1) for r in rows]
+        batch = torch.cat(rows)
+        log_media(
+            trainer,
+            "val/generated",
+            batch,
+            modality=modality,
+            stem=images_dir(trainer) / f"generated_{self.stamp}",
+            n_per_row=len(truth),
+            captions=(captions or [""] * len(truth)) * (len(outs) + 1),
+            caption=(
+                f"{len(outs)} generated row(s) then the truth, for {len(truth)} fixed "
+                f"{self.split} conditions ({self.when(trainer)})"
+            ),
+        )

@@ -316,6 +316,28 @@ class SampleDataModule(L.LightningDataModule):
         """Samples per training batch: `batch_size` times the batches handed over at once."""
         return self.batch_size * self.steps_per_batch
 
+    # --- conditions for grids and for genlab.sample ------------------------------------------
+    def grid_conditions(self, n: int, split: str = "val") -> torch.Tensor | None:
+        """The conditions of `n` samples shown in grids (the same every time): None where the
+        model makes up its own (no condition, or classes: every class in turn), else the
+        conditions of `n` evenly spaced examples of `split` (captions, context clips...)."""
+        condition = self.condition
+        if condition is None or condition.kind == "class":
+            return None
+        from genlab.data.subsets import spread_batch
+
+        _, y = spread_batch(self.dataset(split), n)
+        return y
+
+    def encode_condition(self, text: str) -> torch.Tensor:
+        """A condition given as text on the command line (`genlab.sample text=...`) as the
+        model takes it: (1, *condition.shape). Data whose condition is text implement it."""
+        kind = self.condition.kind if self.condition is not None else "none"
+        raise GenlabError(
+            f"data={self.name} is conditioned on {kind}, not on text: give the condition "
+            "another way (classes=[...] for classes, input_dir=... for images)."
+        )
+
     # --- what subclasses provide -----------------------------------------------------------
     def load_splits(self) -> dict[str, Dataset]:
         """Return {'train', 'val', 'test'} datasets of (x, y)."""
@@ -433,6 +455,16 @@ class ImageDataModule(SampleDataModule):
             return Condition("attributes", (self.num_classes,), self.num_classes, names=names)
         classes = tuple(getattr(self, "classes", None) or ())
         return Condition("class", (), self.num_classes, names=classes)
+
+    def grid_conditions(self, n: int, split: str = "val") -> torch.Tensor | None:
+        """Paired data: the sources of `n` evenly spaced images of `split` (fixed per image);
+        otherwise as every datamodule (None for classes or no condition)."""
+        if self.pairing is None:
+            return super().grid_conditions(n, split)
+        from genlab.data.subsets import spread_batch
+
+        x, _ = spread_batch(self.dataset(split), n)
+        return self.pairing(x, step=None)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

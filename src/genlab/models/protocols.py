@@ -7,12 +7,17 @@ methods below and every tool that needs them picks the model up (docs/architectu
 
 Conventions shared by every protocol:
 
-- images are floats in [0, 1], shape (B, C, H, W);
-- `y` is the condition: class indices (B,) or attribute vectors (B, K). Every capability
-  method takes `y=None` whether or not the model uses it. Callers pass the data's labels
-  whenever they have them; unconditional models ignore `y`; a conditional model given no `y`
-  decodes and samples with `default_labels(n)`, and raises a GenlabError where labels cannot
-  be made up (encoding or scoring real images).
+- a sample is what the data's `modality` says (genlab.data.modality): images are floats in
+  [0, 1], shape (B, C, H, W); clips (B, T, C, H, W) in [0, 1]; waveforms (B, C, L) in
+  [-1, 1]; voxel grids (B, 1, D, H, W) in [0, 1]. Callers never assume images: they write
+  what a model returns with the modality's writer (genlab.writers);
+- `y` is the condition, as the data's `condition` says: class indices (B,), attribute vectors
+  (B, K), token sequences (B, L), images or clips. Every capability method takes `y=None`
+  whether or not the model uses it. Callers pass the data's conditions whenever they have
+  them (`datamodule.grid_conditions(n)` for grids); unconditional models ignore `y`; a
+  class-conditional model given no `y` decodes and samples with `default_labels(n)`, and
+  raises a GenlabError where labels cannot be made up (encoding or scoring real images, or
+  a condition such as a caption that only the data can give).
 
 Every genlab model is a `genlab.models.base.GenlabModule`, which adds two answers to these:
 `num_classes` (how many classes or attributes the model is conditioned on; 0 = none) and
@@ -123,6 +128,20 @@ class CanTranslate(Protocol):
 
     def translate(self, source: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Sources (B, C_s, H_s, W_s) in [0, 1] -> outputs (B, C, H, W) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class CanGenerate(Protocol):
+    """Models that generate samples from a condition the data gives (a source image, the
+    context frames of a clip, a caption, a 2.5D sketch): `y` -> samples, several per
+    condition for stochastic models."""
+
+    def generate(
+        self, y: torch.Tensor, *, generator: torch.Generator | None = None, samples: int = 1
+    ) -> torch.Tensor:
+        """Conditions (B, ...) -> samples (B, ...) as the data's modality says; with
+        `samples` > 1, (samples, B, ...): several draws per condition."""
         ...
 
 

@@ -266,6 +266,14 @@ class Translation(AdversarialModule):
     def forward(self, source: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.translate(source, y)
 
+    def generate(
+        self, y: torch.Tensor, *, generator: torch.Generator | None = None, samples: int = 1
+    ) -> torch.Tensor:
+        """CanGenerate: the sources are the condition; the sampling G is deterministic in
+        eval mode, so several draws are the same output."""
+        out = self.translate(y)
+        return out if samples == 1 else out.expand(samples, *out.shape)
+
     def _generate(self, net: nn.Module, source: torch.Tensor) -> torch.Tensor:
         """G's output in [-1, 1] for sources in [0, 1]; the known pixels pasted back when
         `composite` (the last source channel is the hole)."""

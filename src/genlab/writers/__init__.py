@@ -18,7 +18,11 @@ A writer module (`genlab.writers.<kind>_writer`) defines three functions:
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import torch
 
 from genlab.data.modality import KINDS, Modality
 
@@ -28,3 +32,33 @@ MODULES = {kind: f"genlab.writers.{kind}_writer" for kind in KINDS}
 def writer_for(modality: Modality) -> ModuleType:
     """The writer module of a modality."""
     return importlib.import_module(MODULES[modality.kind])
+
+
+def log_media(
+    trainer: Any,
+    key: str,
+    x: torch.Tensor,
+    *,
+    modality: Modality,
+    stem: Path,
+    n_per_row: int = 8,
+    captions: list[str] | None = None,
+    caption: str | None = None,
+) -> list[Path]:
+    """Write a batch of samples as the modality's files under `stem` (stem.png and the rest)
+    and send the preview to every logger, with the modality's own media to W&B (a clip, a
+    sound, a point cloud) for anything but images. Returns the files written."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from genlab.utils.loggers import log_image
+
+    writer = writer_for(modality)
+    files = writer.save(x, stem, modality=modality, n_per_row=n_per_row, captions=captions)
+    preview = writer.preview(x, modality=modality, n_per_row=n_per_row)
+    log_image(trainer, key, preview, caption=caption)  # the pixels of stem.png
+    if modality.kind != "image":
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                media = writer.media(x, modality=modality, captions=captions)
+                logger.log_metrics({f"{key}_media": media}, step=trainer.global_step)
+    return files

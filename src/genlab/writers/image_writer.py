@@ -12,8 +12,10 @@ from genlab.data.modality import Modality
 
 
 def preview(x: torch.Tensor, *, modality: Modality, n_per_row: int = 8) -> torch.Tensor:
-    """(B, C, H, W) in [0, 1] -> one grid (3 or C, H', W'), 2 px padding."""
-    return make_grid(x.detach().float().clamp(0, 1).cpu(), nrow=n_per_row, padding=2)
+    """(B, C, H, W) in [0, 1] -> one grid (3 or C, H', W'), 2 px white padding."""
+    return make_grid(
+        x.detach().float().clamp(0, 1).cpu(), nrow=n_per_row, padding=2, pad_value=1.0
+    )
 
 
 def save(
