@@ -16,6 +16,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import make_cfg
+from hydra.utils import instantiate
 
 from genlab.data.caption_vocab import PAD, UNK, Vocabulary, words
 from genlab.data.captioned_digits import (
@@ -287,6 +289,23 @@ def test_generation_is_seeded_and_user_text_is_checked():
     assert a.vocab.decode(tokens[0]) == "the digit 2 is left of a 9"
     with pytest.raises(GenlabError, match="'purple'"):
         a.encode(["a purple 2 at the top left"])
+
+
+def test_the_config_composes_and_instantiates(tmp_path):
+    cfg = make_cfg(
+        tmp_path,
+        "data=captioned_digits",
+        "data.image_size=16",
+        "data.n_train=30",
+        "data.n_val=5",
+        "data.n_test=5",
+        "data.n_heldout=5",
+        "data.attributes=[size]",
+    )
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, CaptionedDigits) and dm.attributes == ("size",)
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (25, 1, 16, 16) and y.shape == (25, 24)
 
 
 @pytest.mark.parametrize(

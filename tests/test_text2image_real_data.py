@@ -12,12 +12,16 @@ file order instead of by name.
 
 from __future__ import annotations
 
+import os
 import pickle
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_cfg
+from hydra.utils import instantiate
 from PIL import Image
 
 from genlab.data.cub_captions import CUBCaptions, FlowersCaptions, crop_box
@@ -199,6 +203,45 @@ def test_damaged_cub_files_are_named(tmp_path, damage, named):
     with pytest.raises(GenlabError) as err:
         cub(tmp_path)
     assert named in str(err.value)
+
+
+def test_a_fifo_for_a_caption_file_is_refused_not_waited_on(tmp_path):
+    """A FIFO named like a caption or list file would block a reader for ever: refused."""
+    write_cub(tmp_path)
+    caption = tmp_path / "birds" / "text_c10" / CLASSES[0] / "Black_footed_Albatross_0000_1.txt"
+    caption.unlink()
+    os.mkfifo(caption)
+    outcome: list[BaseException] = []
+
+    def load():
+        try:
+            cub(tmp_path)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the reader blocked on a FIFO"
+    assert isinstance(outcome[0], GenlabError) and "not a regular file" in str(outcome[0])
+
+
+def test_configs_compose_and_instantiate(tmp_path):
+    """data=cub_captions and data=flowers_captions as shipped, pointed at small files."""
+    write_cub(tmp_path)
+    cfg = make_cfg(
+        tmp_path,
+        "data=cub_captions",
+        f"data.data_dir={tmp_path}",
+        "data.image_size=8",
+        "data.num_workers=0",
+    )
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, CUBCaptions) and dm.root == str(tmp_path / "birds")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape[1:] == (3, 8, 8) and y.dtype == torch.int64 and y.shape[1] == 32
+    cfg = make_cfg(tmp_path, "data=flowers_captions")
+    assert instantiate(cfg.data).root.endswith("flowers")
 
 
 def test_seeded_class_split_without_the_lists(tmp_path):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,9 +81,12 @@ CLASS_FILES = ("trainvalclasses.txt", "testclasses.txt")
 def read_lines(path: str, what: str, max_bytes: int = MAX_LIST_BYTES) -> list[str]:
     """The lines of a text file, bounded in size; a GenlabError naming it otherwise."""
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except OSError:
         raise GenlabError(f"{what}: {path} is missing.") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader for ever
+        raise GenlabError(f"{what}: {path} is not a regular file: replace it with the file.")
+    size = st.st_size
     if size > max_bytes:
         raise GenlabError(
             f"{what}: {path} is {size:,} bytes, more than the {max_bytes:,} genlab reads from "
@@ -148,7 +152,7 @@ def read_class_list(path: str, what: str) -> list[str]:
 
 def read_captions(path: str, *, need: int) -> list[str]:
     """The first `need` non-empty lines of a caption file (Reed et al.: one caption a line)."""
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise GenlabError(
             f"the caption file {path} is missing: every image needs its text_c10/<class>/"
             "<image>.txt (from Reed et al.'s caption archive of the dataset)."
@@ -224,7 +228,7 @@ def read_embeddings(
     embeddings) or `.npy` (embeddings in the datamodule's image order) file. Arrays only: a
     file holding Python objects (a pickle) is refused."""
     if not os.path.isfile(path):
-        raise GenlabError(f"data.embeddings={path!r}: no such file.")
+        raise GenlabError(f"data.embeddings={path!r}: no such file (or not a regular file).")
     size = os.path.getsize(path)
     if size > max_bytes:
         raise GenlabError(

@@ -51,15 +51,18 @@ def _strided(channels: int, width: int, layers: int) -> list[nn.Module]:
 class QuadrantReader(nn.Module):
     """Canvas (B, C, S, S) in [0, 1] -> per quadrant (row-major, as QUADRANTS): logits of
     (empty, 0, ..., 9) (B, 4, 11), of the size (B, 4, 2) and of the thickness (B, 4, 2).
-    One small CNN reads every quadrant crop (C, S/2, S/2)."""
+    One small CNN reads every quadrant crop (C, S/2, S/2), strided down to about 4 x 4."""
 
-    def __init__(self, *, channels: int = 1, width: int = 16, hidden: int = 64) -> None:
+    def __init__(
+        self, *, channels: int = 1, image_size: int = 32, width: int = 16, hidden: int = 64
+    ) -> None:
         super().__init__()
+        layers = max(1, (image_size // 8).bit_length() - 1)  # 32 -> 2, 64 -> 3
         self.body = nn.Sequential(  # (n, c, h, h) -> (n, hidden); h = S/2
-            *_strided(channels, width, 2),
+            *_strided(channels, width, layers),
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
-            nn.Linear(2 * width * 16, hidden),
+            nn.Linear(width * 2 ** (layers - 1) * 16, hidden),
             nn.ReLU(True),
         )
         self.digit, self.size, self.thickness = (nn.Linear(hidden, k) for k in (11, 2, 2))
@@ -124,7 +127,7 @@ def train_reader(
     if len(images) != len(layouts) or len(images) == 0:
         raise GenlabError(f"train_reader: {len(images)} canvases but {len(layouts)} layouts.")
     torch.manual_seed(seed)
-    reader = QuadrantReader(channels=images.shape[1], width=width)
+    reader = QuadrantReader(channels=images.shape[1], image_size=images.shape[-1], width=width)
     digits, sizes, thick = layout_targets(layouts)
     opt = torch.optim.Adam(reader.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
