@@ -11,6 +11,22 @@ import lightning as L
 from omegaconf import DictConfig
 
 
+def accepts(*kinds: str) -> Callable[[Callable], Callable]:
+    """Declare the modalities (genlab.data.modality.KINDS) an evaluation task works on: the
+    runner refuses a task whose data are of another kind before any task runs."""
+
+    def mark(task: Callable) -> Callable:
+        task.modalities = kinds  # type: ignore[attr-defined]
+        return task
+
+    return mark
+
+
+def task_modalities(task: Any) -> tuple[str, ...] | None:
+    """The modalities a (possibly partial) task declared, or None for any."""
+    return getattr(getattr(task, "func", task), "modalities", None)
+
+
 @dataclass
 class EvalContext:
     """The model under evaluation (eval mode, on `device`), its data and where to write.

@@ -20,7 +20,7 @@ from torchvision.utils import save_image
 
 from genlab.analysis.tables import markdown_table
 from genlab.data.subsets import spread_batch
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.models.corruption import corruption_at
 from genlab.models.protocols import CanReconstruct
 from genlab.utils.errors import GenlabError
@@ -92,6 +92,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]], clean_db: float) -> str:
     return table + f"\nReconstruction of the clean test images: {clean_db:.2f} dB.\n"
 
 
+@accepts("image")
 def denoising(
     ctx: EvalContext,
     *,

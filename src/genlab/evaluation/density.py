@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from genlab.data.subsets import spread_subset
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.losses.likelihood import bits_per_dim
 from genlab.models.protocols import HasLikelihood
 from genlab.utils.errors import GenlabError
@@ -85,6 +85,7 @@ def score_dataset(
     return {"log_px": torch.cat(log_px), "nelbo": torch.cat(nelbo), "binary": torch.tensor(binary)}
 
 
+@accepts("image")
 def density(
     ctx: EvalContext,
     *,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.metrics.generation import MetricSpec, real_indices
 from genlab.models.protocols import CanReconstruct, CanSample
 from genlab.utils.errors import GenlabError
@@ -48,6 +48,7 @@ def reconstructor(model: Any, datamodule: Any, split: str, n: int):
     return sample, len(idx)
 
 
+@accepts("image")
 def generation(
     ctx: EvalContext,
     *,

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.evaluation.density import check_likelihood_model, score_dataset
 from genlab.utils.checkpoint import data_config
 from genlab.utils.errors import GenlabError
@@ -98,6 +98,7 @@ def save_histogram(path: Path, scores: dict[str, torch.Tensor], bins: int, auroc
     plt.close(fig)
 
 
+@accepts("image")
 def ood(
     ctx: EvalContext,
     *,

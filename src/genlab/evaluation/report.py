@@ -28,7 +28,7 @@ from genlab.analysis.plots import pca_2d, scatter_plot
 from genlab.analysis.tables import markdown_table
 from genlab.callbacks.images import reconstruction_grid
 from genlab.data.subsets import spread_batch
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.metrics.reconstruction import reconstruction_metrics
 from genlab.models.protocols import (
     CanDecode,
@@ -145,6 +145,7 @@ def _task_sections(previous: dict[str, Any]) -> list[str]:
 
 
 @torch.no_grad()
+@accepts("image")
 def report(
     ctx: EvalContext,
     *,

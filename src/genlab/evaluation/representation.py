@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from genlab.analysis.plots import pca_2d, scatter_plot
 from genlab.analysis.tables import markdown_table
 from genlab.data.subsets import spread_subset
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.models.protocols import CanEncode, CanReconstruct
 from genlab.utils.errors import GenlabError
 
@@ -114,6 +114,7 @@ def summary_table(result: dict[str, Any]) -> str:
     )
 
 
+@accepts("image")
 def representation(
     ctx: EvalContext,
     *,

@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, task_modalities
 from genlab.utils.checkpoint import data_config, load_model
 from genlab.utils.errors import GenlabError
 from genlab.utils.run import output_folder, write_json
@@ -37,6 +37,7 @@ def evaluate_into(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     tasks = {name: instantiate(task) for name, task in (cfg.get("tasks") or {}).items()}
     if not tasks:
         raise GenlabError("tasks is empty: name at least one evaluation task, e.g. tasks=[test].")
+    check_modalities(tasks, datamodule)
 
     def make_trainer() -> L.Trainer:
         return instantiate(cfg.trainer, default_root_dir=str(out_dir))
@@ -54,3 +55,20 @@ def evaluate_into(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         write_json(out_dir / "metrics.json", result)
     log.info("evaluation written to %s", out_dir / "metrics.json")
     return result
+
+
+def check_modalities(tasks: dict[str, Any], datamodule: Any) -> None:
+    """Refuse, before any task runs, the tasks that do not work on the data's modality."""
+    modality = getattr(datamodule, "modality", None)
+    kind = getattr(modality, "kind", "image")
+    wrong = {
+        name: kinds
+        for name, task in tasks.items()
+        if (kinds := task_modalities(task)) is not None and kind not in kinds
+    }
+    if wrong:
+        listed = "; ".join(f"{name} works on {', '.join(k)}" for name, k in wrong.items())
+        raise GenlabError(
+            f"the data of this run are {kind} samples, and these tasks do not work on them: "
+            f"{listed}. Leave them out of tasks=[...] (test works on every modality)."
+        )

@@ -38,7 +38,7 @@ from genlab.callbacks.translation import translation_triplets, triplet_grid
 from genlab.data.paired import load_pairs, translation_pairing
 from genlab.data.pairing import luma
 from genlab.data.subsets import evenly_spaced
-from genlab.evaluation.context import EvalContext
+from genlab.evaluation.context import EvalContext, accepts
 from genlab.losses.translation import pixel_loss, psnr_db, region_mean
 from genlab.metrics.generation import MetricSpec, real_indices
 from genlab.models.protocols import CanTranslate
@@ -106,6 +106,7 @@ def markdown_table(rows: dict[str, dict[str, float]], fid_keys: list[str], regio
 
 
 @torch.no_grad()
+@accepts("image")
 def translation(
     ctx: EvalContext,
     *,
