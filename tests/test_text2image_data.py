@@ -291,6 +291,14 @@ def test_generation_is_seeded_and_user_text_is_checked():
         a.encode(["a purple 2 at the top left"])
 
 
+def test_no_heldout_split_is_said_so():
+    dm = CaptionedDigits(**{**SMALL, "n_heldout": 0, "n_train": 40})
+    dm.setup()
+    assert "test_heldout" not in dm.splits
+    with pytest.raises(GenlabError, match="data.n_heldout=0"):
+        dm.heldout_dataloader()
+
+
 def test_the_config_composes_and_instantiates(tmp_path):
     cfg = make_cfg(
         tmp_path,

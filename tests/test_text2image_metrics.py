@@ -20,7 +20,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from genlab.data.captioned_digits import CaptionedDigits, satisfies
 from genlab.data.modality import image
@@ -159,6 +159,18 @@ def test_caption_writer_files(tmp_path):
     # without captions: the image writer's grid, nothing else
     plain = caption_writer.save(x, tmp_path / "plain", modality=image(1, 16))
     assert [f.name for f in plain] == ["plain.png"]
+
+
+def test_a_huge_caption_is_cut_under_its_image_and_kept_whole_in_the_table(tmp_path):
+    huge = "word " * 20_000
+    files = caption_writer.save(
+        torch.rand(1, 1, 8, 8), tmp_path / "s", modality=image(1, 8), captions=[huge]
+    )
+    lines = caption_writer.wrap(
+        huge, 96, ImageDraw.Draw(Image.new("RGB", (1, 1))), ImageFont.load_default()
+    )
+    assert len(lines) == caption_writer.MAX_LINES and lines[-1].endswith("...")
+    assert files[1].read_text().count("word") == 20_000
 
 
 def test_caption_writer_wandb_media():

@@ -600,7 +600,12 @@ class CaptionedDigits(SampleDataModule):
         return out
 
     def heldout_dataloader(self):
-        """The canvases of held-out digit/quadrant combinations (empty when n_heldout=0)."""
+        """The canvases of held-out digit/quadrant combinations."""
+        if self.sizes["test_heldout"] == 0:
+            raise GenlabError(
+                "data.n_heldout=0: there is no held-out split; set data.n_heldout (and "
+                "data.heldout_per_digit) above 0 to evaluate held-out combinations."
+            )
         return self._loader("test_heldout", train=False)
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:

@@ -49,6 +49,8 @@ def wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font: Any) -> list[st
     by characters), at most MAX_LINES lines (the last ends with an ellipsis when cut)."""
     lines: list[str] = []
     current = ""
+    # at most MAX_LINES lines are drawn: a few hundred characters are all that can show
+    text = text[: 64 * MAX_LINES]
     for word in " ".join(text.split()).split(" "):
         if not word:
             continue
