@@ -217,7 +217,8 @@ class SketchEncoder(nn.Module):
 
 class SketchToVoxel(nn.Module):
     """ShapeHD's completion net: a 2.5D sketch (B, in_channels, H, H) -> a latent code
-    (B, latent_dim) -> voxel logits (B, 1, N, N, N)."""
+    (B, latent_dim), linear (a ReLU there can leave every unit dead, and the decoder then
+    draws the mean shape whatever the sketch) -> voxel logits (B, 1, N, N, N)."""
 
     def __init__(
         self,
@@ -240,7 +241,7 @@ class SketchToVoxel(nn.Module):
         self.latent_dim, self.size, self.in_channels = latent_dim, size, in_channels
 
     def forward(self, sketch: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.relu(self.encoder(sketch)))
+        return self.decoder(self.encoder(sketch))  # a linear code: no unit can die
 
 
 class DepthEstimator(nn.Module):
