@@ -316,7 +316,7 @@ SMALL = [
 def test_a_short_training_beats_copy_last_frame(tmp_path, seed):
     """100 steps (about 5 s): the test MSE per frame is below 0.8 x the copy-last-frame
     baseline and 0.9 x the mean-frame baseline on the same clips. Measured over seeds 0-8
-    (2026-12-04, 2-core Xeon): 0.51-0.61 x copy-last, 0.65-0.77 x mean-frame. At this budget
+    (2026-12-04, 2-core AMD EPYC): 0.51-0.61 x copy-last, 0.65-0.77 x mean-frame. At this budget
     the model is still in the blurry regime (a model given only the last frame scores alike;
     test_predictions_depend_on_the_whole_context guards the context). Seen failing with the
     val/test predictions scored as logits (sigmoid left out)."""
