@@ -285,10 +285,15 @@ def test_generation_is_seeded_and_user_text_is_checked():
     assert torch.equal(a.dataset("test").tokens, b.dataset("test").tokens)
     assert not torch.equal(a.dataset("train").images, other.dataset("train").images)
     assert a.heldout != other.heldout or a.dataset("test").texts != other.dataset("test").texts
-    tokens = a.encode(["the digit 2 is left of a 9"])
-    assert a.vocab.decode(tokens[0]) == "the digit 2 is left of a 9"
+    tokens = a.encode_condition("the digit 2 is left of a 9")  # genlab.sample text=...
+    assert tokens.shape == (1, 24) and a.vocab.decode(tokens[0]) == "the digit 2 is left of a 9"
     with pytest.raises(GenlabError, match="'purple'"):
-        a.encode(["a purple 2 at the top left"])
+        a.encode_condition("a purple 2 at the top left")
+    # the grids' conditions are captions of the split, shown under the samples
+    y = a.grid_conditions(4, split="test")
+    assert y.shape == (4, 24) and all(
+        t in a.vocab.decode_batch(y) for t in a.condition.describe(y)
+    )
 
 
 def test_no_heldout_split_is_said_so():

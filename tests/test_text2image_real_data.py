@@ -120,6 +120,10 @@ def test_cub_layout_crop_and_class_split(tmp_path):
     assert dm.vocab.decode(tokens) == data.caption(13)
     assert data.caption(13) == captions_of(3, 1)[3]
     assert dm.condition.kind == "tokens" and dm.condition.shape == (32,)
+    # genlab.sample text=...: words of the training captions only
+    assert dm.vocab.decode(dm.encode_condition("bird 2 has wings")[0]) == "bird 2 has wings"
+    with pytest.raises(GenlabError, match="'crimson'"):
+        dm.encode_condition("a crimson bird")
 
 
 def test_vocabulary_comes_from_the_training_classes(tmp_path):

@@ -608,6 +608,12 @@ class CaptionedDigits(SampleDataModule):
             )
         return self._loader("test_heldout", train=False)
 
+    def encode_condition(self, text: str) -> torch.Tensor:
+        """`genlab.sample text=...`: one caption as int64 (1, max_length) tokens; it must be a
+        caption of the grammar in words of the training captions (else one paragraph naming
+        the word)."""
+        return self.encode([text])
+
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """User captions -> int64 (N, max_length) tokens: each must parse in the grammar and
         use only words of the training captions (else a GenlabError naming the word)."""

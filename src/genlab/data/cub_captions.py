@@ -402,6 +402,14 @@ class CaptionedPhotoData(SampleDataModule):
         assert self.vocab is not None
         return Condition("tokens", (self.max_length,), vocab=self.vocab.words)
 
+    def encode_condition(self, text: str) -> torch.Tensor:
+        """`genlab.sample text=...`: one caption as int64 (1, max_length) tokens, in words of
+        the training captions (an unknown word is refused, named; a longer caption too)."""
+        if self.vocab is None:
+            self.setup()
+        assert self.vocab is not None
+        return self.vocab.encode_batch([text], max_length=self.max_length, where="text=")
+
     # --- what subclasses provide ------------------------------------------------------------
     def list_records(self) -> list[Record]:
         raise NotImplementedError
