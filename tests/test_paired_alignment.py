@@ -351,9 +351,10 @@ def test_partner_and_file_refusals_and_skips(tmp_path, caplog):
     dm = PairedImages(**folders, on_bad_file="skip", val_fraction=0.0, test_fraction=0.0)
     dm.setup("fit")
     assert len(dm.dataset("train")) == 3
-    assert f"{tmp_path}: leaving out 1 image(s) without a partner: {[lonely]}" in caplog.text
+    messages = [r.getMessage() for r in caplog.records if r.name == "genlab.data.paired"]
+    assert f"{tmp_path}: leaving out 1 image(s) without a partner: {[lonely]}" in messages
     assert f"{tmp_path}: skipping 1 unreadable image(s) and their pairs: {[str(bad)]}" in (
-        caplog.text
+        messages
     )
     (tmp_path / "A" / "lonely.png").unlink()
     text = refusal(lambda: PairedImages(**folders).setup())
@@ -486,25 +487,35 @@ def test_pair_files_default_to_no_augmentation(tmp_path):
         assert torch.equal(files[0][1], want)
 
 
-def test_a_file_swapped_for_a_bigger_one_after_the_check_is_refused(tmp_path):
-    """data.max_image_pixels holds when a pair is read, not only when the files are checked:
-    a file replaced after setup by one above the limit is refused when read."""
-    write_aligned(tmp_path, 2, 8, 8)  # 16 x 8 = 128 pixels per file
-    dm = PairedImages(
-        path=str(tmp_path),
-        image_size=8,
-        channels=3,
-        val_fraction=0.0,
-        test_fraction=0.0,
-        max_image_pixels=200,
-    )
+@pytest.mark.parametrize("layout", ["aligned", "folders"])
+def test_a_file_swapped_for_a_bigger_one_after_the_check_is_refused(tmp_path, layout):
+    """data.max_image_pixels holds when a pair is read, not only when the files are checked
+    (where a file above it is refused, with the hint to raise it): a file replaced after setup
+    by one above the limit is refused when read; a file gone is named with the reason."""
+    if layout == "aligned":
+        write_aligned(tmp_path, 2, 8, 8)  # 16 x 8 = 128 pixels per file
+    else:
+        for side in ("A", "B"):
+            (tmp_path / side).mkdir()
+            for name in ("p0", "p1"):
+                Image.fromarray(pattern(8, 8)).save(tmp_path / side / f"{name}.png")
+    kw = dict(path=str(tmp_path), layout=layout, image_size=8, channels=3, val_fraction=0.0)
+    dm = PairedImages(**kw, test_fraction=0.0, max_image_pixels=200)
     dm.setup("fit")
-    path = file_of(dm.dataset("train"), 0)
+    base = dm.dataset("train").base
+    a_path, b_path = base.items[0]
+    path = b_path or a_path  # the B file of two folders, the AB file of aligned pairs
     Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(path)  # 512 pixels
-    text = refusal(lambda: dm.dataset("train")[0])
-    assert text.startswith(f"image {(path, None)!r} could not be read (") and "512" in text
+    text = refusal(lambda: base[0])
+    assert text.startswith(f"image {(a_path, b_path)!r} could not be read (") and "512" in text
+    checked = refusal(lambda: PairedImages(**kw, max_image_pixels=200).setup())
+    assert checked.startswith(f"data.path={str(tmp_path)!r}: 1 image file(s) cannot be read:")
+    assert checked.endswith(
+        "\nRemove or replace them, or set data.on_bad_file=skip to leave them (and their pairs) "
+        "out (or raise data.max_image_pixels for images that are genuinely that large)."
+    )
     os.remove(path)
-    assert "No such file or directory" in refusal(lambda: dm.dataset("train")[0])
+    assert "No such file or directory" in refusal(lambda: base[0])
 
 
 def test_many_files_without_a_partner_in_several_splits(tmp_path):
@@ -540,7 +551,11 @@ def test_a_split_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
     data.mkdir()
     (data / "train").symlink_to(outside, target_is_directory=True)
     text = refusal(lambda: PairedImages(path=str(data), image_size=8, channels=3).setup())
-    assert "data.outside_links" in text and str(data / "train") in text
+    assert text == (
+        f"{data / 'train'} is a link to {outside}, outside the data folder {data}: genlab reads "
+        "only files inside it. Copy what you want to use into the folder, or set "
+        "data.outside_links=follow if you made these links yourself."
+    )
     dm = PairedImages(
         path=str(data), image_size=8, channels=3, val_fraction=0.0, outside_links="follow"
     )
@@ -555,4 +570,102 @@ class Clips:
 def test_data_of_any_kind_without_a_pairing_is_refused():
     assert refusal(lambda: translation_pairing(Clips())).startswith(
         "the data (Clips) gives single images, but image-to-image translation needs pairs"
+    )
+
+
+def test_evaluation_splits_are_never_augmented(tmp_path):
+    """With jitter and flips on, the val and test pairs (from their folders, or held out of
+    train/) read the same every time: the plain resize and crop."""
+    for present in (("train", "val", "test"), ("train",)):
+        root = tmp_path / "-".join(present)
+        for split in present:
+            write_aligned(root / split, 4, 16, 16)
+        dm = PairedImages(
+            path=str(root), image_size=12, channels=3, jitter=True, hflip=True, val_fraction=0.5
+        )
+        dm.setup("fit")
+        torch.manual_seed(0)
+        for split in ("val", "test"):
+            data = dm.dataset(split)
+            for i in range(len(data)):
+                ab = Image.open(file_of(data, i))
+                want = to_tensor(ab.crop((0, 0, 16, 16)), 3, 12)
+                for _ in range(4):
+                    assert torch.equal(data[i][1], want), (present, split)
+
+
+def test_which_empty_splits_are_refused(tmp_path):
+    """With split folders: an empty val split is refused when val_fraction asks for one or a
+    val/ folder exists (the test split is then the same pairs); neither: no val, no test."""
+    write_aligned(tmp_path / "a" / "train", 2, 8, 8)
+    kw = dict(image_size=8, channels=3)
+    text = refusal(lambda: PairedImages(path=str(tmp_path / "a"), **kw, val_fraction=0.1).setup())
+    assert text == (
+        f"data.path={str(tmp_path / 'a')!r}: the val and test split(s) got no pairs (2 train, "
+        "0 val, 0 test): add pairs or change data.val_fraction / data.test_fraction."
+    )
+    dm = PairedImages(path=str(tmp_path / "a"), **kw, val_fraction=0.0)
+    dm.setup("fit")
+    assert [len(dm.dataset(s)) for s in ("train", "val", "test")] == [2, 0, 0]
+    write_aligned(tmp_path / "b" / "train", 2, 8, 8)
+    (tmp_path / "b" / "val").mkdir()
+    text = refusal(lambda: PairedImages(path=str(tmp_path / "b"), **kw, val_fraction=0.0).setup())
+    assert "the val and test split(s) got no pairs (2 train, 0 val, 0 test)" in text
+
+
+def test_how_many_files_an_error_lists(tmp_path, caplog):
+    """Up to 10 files are listed: 10 lonely files without '...', 11 with it (and a skip's
+    warning lists 10); 11 unreadable files list 10 and '... and 1 more'."""
+    for n, more in ((10, False), (11, True)):
+        root = tmp_path / f"lonely{n}"
+        for side in ("A", "B"):
+            (root / side).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(pattern(8, 8)).save(root / "A" / f"x{i:02d}.png")
+        Image.fromarray(pattern(8, 8)).save(root / "A" / "pair.png")
+        Image.fromarray(pattern(8, 8)).save(root / "B" / "pair.png")
+        kw = dict(path=str(root), layout="folders", image_size=8, channels=3)
+        lines = refusal(lambda kw=kw: PairedImages(**kw).setup()).split("\n")
+        assert lines[0].endswith(f": {n} image(s) have no partner:")
+        assert (lines[11] == "  ...") == more and len(lines) == 12 + more
+    caplog.set_level("WARNING", logger="genlab.data.paired")
+    dm = PairedImages(**kw, on_bad_file="skip", val_fraction=0.0, test_fraction=0.0)
+    dm.setup("fit")
+    lonely = [f"{root / 'A' / f'x{i:02d}.png'} (no B file named x{i:02d}.*)" for i in range(10)]
+    messages = [r.getMessage() for r in caplog.records if r.name == "genlab.data.paired"]
+    assert f"{root}: leaving out 11 image(s) without a partner: {lonely}" in messages
+    bad_root = tmp_path / "bad"
+    bad_root.mkdir()
+    for i in range(11):
+        (bad_root / f"b{i:02d}.png").write_bytes(b"not a png")
+    Image.fromarray(pattern(8, 16)).save(bad_root / "ok.png")
+    text = refusal(lambda: PairedImages(path=str(bad_root), image_size=8, channels=3).setup())
+    lines = text.split("\n")
+    assert lines[0] == f"data.path={str(bad_root)!r}: 11 image file(s) cannot be read:"
+    assert len(lines) == 13 and lines[11] == "  ... and 1 more"
+    assert lines[12] == (
+        "Remove or replace them, or set data.on_bad_file=skip to leave them (and their pairs) out."
+    )
+    caplog.clear()
+    dm = PairedImages(
+        path=str(bad_root),
+        image_size=8,
+        channels=3,
+        on_bad_file="skip",
+        val_fraction=0.0,
+        test_fraction=0.0,
+    )
+    dm.setup("fit")
+    shown = [str(bad_root / f"b{i:02d}.png") for i in range(10)]
+    messages = [r.getMessage() for r in caplog.records if r.name == "genlab.data.paired"]
+    assert f"{bad_root}: skipping 11 unreadable image(s) and their pairs: {shown}" in messages
+
+
+def test_file_check_options_are_named_when_refused(tmp_path):
+    kw = dict(path=str(tmp_path), image_size=8, channels=3)
+    assert refusal(lambda: PairedImages(**kw, max_image_pixels=0)) == (
+        "data.max_image_pixels=0 must be a positive number of pixels (w x h)."
+    )
+    assert refusal(lambda: PairedImages(**kw, outside_links="maybe")) == (
+        "data.outside_links='maybe': use error (the default) or follow."
     )
