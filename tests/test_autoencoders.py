@@ -12,6 +12,14 @@ from conftest import make_cfg
 from hydra.utils import instantiate
 
 from genlab.data import MNIST5k
+from genlab.data.corruptions import (
+    Corruptions,
+    DropoutNoise,
+    GaussianNoise,
+    Masking,
+    SaltAndPepper,
+    corruption_at,
+)
 from genlab.evaluation.runner import evaluate
 from genlab.losses.sparsity import (
     KLSparsity,
@@ -19,14 +27,6 @@ from genlab.losses.sparsity import (
     hoyer_sparsity,
     kl_sparsity_batch,
     top_k,
-)
-from genlab.models.corruption import (
-    Corruptions,
-    DropoutNoise,
-    GaussianNoise,
-    Masking,
-    SaltAndPepper,
-    corruption_at,
 )
 from genlab.nets import RecurrentDecoder, RecurrentEncoder
 from genlab.train import train

@@ -103,3 +103,23 @@ def test_image_tasks_are_refused_for_waveforms_before_anything_runs(tmp_path: Pa
     assert "waveform samples" in text and "report works on image" in text
     assert "generation works on image" in text and "test works on image" not in text
     check_modalities(tasks, instantiate(make_cfg(tmp_path, config_name="train").data))
+
+
+def test_a_checkpoint_naming_moved_classes_still_loads_its_config(tmp_path, caplog):
+    """Checkpoints of genlab before the move of corruptions (models.corruption ->
+    data.corruptions) and StageSnapshots: their stored config is rewritten to the new paths,
+    with a log line naming each change, and passes the target check."""
+    from genlab.utils.checkpoint import CONFIG_KEY, run_config
+
+    old = {
+        "model": {
+            "_target_": "genlab.models.AutoEncoder",
+            "corruption": {"g": {"_target_": "genlab.models.corruption.GaussianNoise"}},
+        },
+        "callbacks": {"s": {"_target_": "genlab.callbacks.progressive.StageSnapshots"}},
+    }
+    with caplog.at_level("INFO"):
+        cfg = run_config({CONFIG_KEY: old, "state_dict": {}}, tmp_path / "old.ckpt")
+    assert cfg.model.corruption.g._target_ == "genlab.data.corruptions.GaussianNoise"
+    assert cfg.callbacks.s._target_ == "genlab.callbacks.StageSnapshots"
+    assert "genlab.models.corruption.GaussianNoise -> genlab.data.corruptions" in caplog.text

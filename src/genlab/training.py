@@ -33,6 +33,7 @@ from genlab.callbacks.checkpoint import (
 )
 from genlab.callbacks.record import Heartbeat, StoreConfig
 from genlab.models.base import Diverged
+from genlab.search.multirun import single_job_argv_for_ddp_children
 from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
 from genlab.utils.errors import GenlabError, find_user_error, lost_peer
 from genlab.utils.loggers import StepWandbLogger, wandb_offline_dirs
@@ -59,7 +60,6 @@ from genlab.utils.run import (
     scalar_metrics,
     to_plain,
 )
-from genlab.utils.sweep import single_job_argv_for_ddp_children
 from genlab.utils.untrusted import trust
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"

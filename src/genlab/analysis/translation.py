@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image
 
-from genlab.callbacks.translation import triplet_grid
+from genlab.analysis.grids import triplet_grid
 from genlab.data.paired import image_files, to_tensor
 from genlab.data.pairing import FilePairs, Pairing
 from genlab.data.untrusted_files import (

@@ -5,6 +5,7 @@ from genlab.callbacks.gan import PriorInterpolation, WeightsDigest
 from genlab.callbacks.images import ConditionalGrid, ReconstructionGrid, SampleGrid
 from genlab.callbacks.latent import LatentInterpolation
 from genlab.callbacks.metrics import GenerationMetrics
+from genlab.callbacks.progressive import StageSnapshots
 from genlab.callbacks.translation import TranslationGrid
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "RandomState",
     "ReconstructionGrid",
     "SampleGrid",
+    "StageSnapshots",
     "TranslationGrid",
     "WeightsDigest",
 ]

@@ -7,8 +7,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torchvision.utils import make_grid
 
+from genlab.analysis.grids import reconstruction_grid
 from genlab.data.modality import Modality, image
 from genlab.data.subsets import spread_batch
 from genlab.models.protocols import CanGenerate, CanReconstruct, CanSample, CanTranslate
@@ -108,19 +108,6 @@ class ReconstructionGrid(_EveryN):
         log_image(
             trainer, "val/reconstructions", grid, path=images_dir(trainer) / name, caption=caption
         )
-
-
-def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor, n_per_row: int) -> torch.Tensor:
-    """Interleave rows of inputs and reconstructions into one (c, H, W) grid."""
-    rows = []
-    for i in range(0, len(x), n_per_row):
-        rows += [x[i : i + n_per_row], x_hat[i : i + n_per_row]]
-    width = max(len(r) for r in rows)
-    rows = [
-        torch.cat([r, r.new_ones(width - len(r), *r.shape[1:])]) if len(r) < width else r
-        for r in rows
-    ]
-    return make_grid(torch.cat(rows).float().clamp(0, 1), nrow=width, padding=2, pad_value=1.0)
 
 
 def data_modality(trainer: L.Trainer, x: torch.Tensor) -> Modality:

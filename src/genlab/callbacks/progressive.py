@@ -9,8 +9,8 @@ import torch
 from torchvision.utils import make_grid
 
 from genlab.callbacks.images import images_dir
-from genlab.models.progressive_gan import Grows, Progress
-from genlab.models.protocols import CanSample
+from genlab.models.protocols import CanSample, Grows
+from genlab.nets.progressive import Progress
 from genlab.utils.loggers import log_image
 
 

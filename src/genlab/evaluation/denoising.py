@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.utils import save_image
 
 from genlab.analysis.tables import markdown_table
+from genlab.data.corruptions import corruption_at
 from genlab.data.subsets import spread_batch
 from genlab.evaluation.context import EvalContext, accepts
-from genlab.models.corruption import corruption_at
 from genlab.models.protocols import CanReconstruct
 from genlab.utils.errors import GenlabError
 

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
+from genlab.analysis.grids import reconstruction_grid
 from genlab.analysis.latent_space import encode_dataset, interpolation_source, interpolations
 from genlab.analysis.plots import pca_2d, scatter_plot
 from genlab.analysis.tables import markdown_table
-from genlab.callbacks.images import reconstruction_grid
 from genlab.data.subsets import spread_batch
 from genlab.evaluation.context import EvalContext, accepts
 from genlab.metrics.reconstruction import reconstruction_metrics
@@ -195,7 +195,7 @@ def report(
         skipped["reconstructions"] = f"{name} has no reconstruct()"
 
     if isinstance(model, CanTranslate):
-        from genlab.callbacks.translation import translation_triplets, triplet_grid
+        from genlab.analysis.grids import translation_triplets, triplet_grid
 
         columns, names = translation_triplets(
             model, ctx.datamodule, split, n_reconstructions // 2, baselines=True

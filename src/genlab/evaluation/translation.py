@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchvision.utils import save_image
 
-from genlab.callbacks.translation import translation_triplets, triplet_grid
+from genlab.analysis.grids import translation_triplets, triplet_grid
 from genlab.data.paired import load_pairs, translation_pairing
 from genlab.data.pairing import luma
 from genlab.data.subsets import evenly_spaced

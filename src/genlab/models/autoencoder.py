@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from genlab.data.corruptions import CorruptionSpec, as_corruption
 from genlab.losses.reconstruction import KINDS, reconstruction_loss
 from genlab.losses.sparsity import Sparsity, code_stats
 from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
-from genlab.models.corruption import CorruptionSpec, as_corruption
 from genlab.utils.errors import GenlabError
 
 
@@ -34,7 +34,7 @@ class AutoEncoder(StepModule):
     stopping watch it; lower is better unless `monitor_mode=max`).
 
     Sparse and denoising autoencoders are this module with two optional extras:
-    `corruption` (genlab.models.corruption; a mapping/list of corruptions from the
+    `corruption` (genlab.data.corruptions; a mapping/list of corruptions from the
     `model/corruption` group) corrupts the input only, in every stage, and the loss compares
     with the clean input, so a denoising model's val/test metrics are denoising metrics;
     `reconstruct(x)` itself never corrupts. `sparsity` (genlab.losses.sparsity) transforms

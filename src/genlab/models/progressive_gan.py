@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import nn
 
 from genlab.models.gan import GAN
+from genlab.models.protocols import Grows
 from genlab.nets.progressive import (
+    Progress,
     ProgressiveDiscriminator,
     ProgressiveGenerator,
     crop_to,
@@ -54,20 +56,7 @@ from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Progress:
-    """Where the schedule stands: `level` (0 = 4x4), the new level's weight `alpha` (1 outside
-    fade-ins) and the phase index (0: 4x4 stable, 2k - 1: level k fading in, 2k: level k
-    stable)."""
-
-    level: int
-    alpha: float
-    phase: int
-
-    @property
-    def resolution(self) -> int:
-        return 4 * 2**self.level
+__all__ = ["Grows", "GrowthSchedule", "Progress", "ProgressiveGAN"]
 
 
 @dataclass(frozen=True)
@@ -96,13 +85,6 @@ class GrowthSchedule:
     def fade_start(self, level: int) -> int:
         """Images shown when `level` (>= 1) starts fading in."""
         return self.stabilise_images + (level - 1) * (self.fade_images + self.stabilise_images)
-
-
-@runtime_checkable
-class Grows(Protocol):
-    """Models trained on a resolution schedule (for callbacks): the stage of an iteration."""
-
-    def progress_at_step(self, step: int) -> Progress: ...
 
 
 class ProgressiveGAN(GAN):

@@ -31,6 +31,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from genlab.nets.progressive import Progress
+
 
 @runtime_checkable
 class CanEncode(Protocol):
@@ -143,6 +145,14 @@ class CanGenerate(Protocol):
         """Conditions (B, ...) -> samples (B, ...) as the data's modality says; with
         `samples` > 1, (samples, B, ...): several draws per condition."""
         ...
+
+
+@runtime_checkable
+class Grows(Protocol):
+    """Models trained on a resolution schedule (the progressive GAN): the stage
+    (genlab.nets.progressive.Progress) of an iteration, for callbacks."""
+
+    def progress_at_step(self, step: int) -> Progress: ...
 
 
 class SampleFromPrior:

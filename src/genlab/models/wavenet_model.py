@@ -43,13 +43,19 @@ class WaveNetModel(StepModule):
         net: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        sample_rate: int = 8000,
-        length: int = 4096,
+        sample_rate: int | None = 8000,
+        length: int | None = 4096,
         n_fft: int = 256,
         monitor: str = "val/nll_bits_per_sample",
         monitor_mode: str = "min",
     ) -> None:
         super().__init__()
+        if sample_rate is None or length is None:
+            raise GenlabError(
+                "model=wavenet generates waveforms, and this data config has no sample_rate "
+                "and length (it is not audio): add data=spoken_digits (synthesised offline), "
+                "data=fsdd or data=sc09, or use experiment=wavenet_digits."
+            )
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.sample_rate, self.length = int(sample_rate), int(length)

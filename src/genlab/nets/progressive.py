@@ -32,12 +32,29 @@ Layout (c(r) = min(max_channels, channel_base // r); the paper: channel_base 163
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genlab.utils.errors import GenlabError
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the schedule stands: `level` (0 = 4x4), the new level's weight `alpha` (1 outside
+    fade-ins) and the phase index (0: 4x4 stable, 2k - 1: level k fading in, 2k: level k
+    stable)."""
+
+    level: int
+    alpha: float
+    phase: int
+
+    @property
+    def resolution(self) -> int:
+        return 4 * 2**self.level
+
 
 HE_GAIN = math.sqrt(2.0)  # for leaky ReLU(0.2) the paper keeps ReLU's gain
 

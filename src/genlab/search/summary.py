@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from genlab.search.multirun import write_table
 from genlab.search.study import status_of
-from genlab.utils.sweep import write_table
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:

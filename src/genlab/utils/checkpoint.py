@@ -5,6 +5,7 @@ entry points run on (`pick_device`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import zipfile
@@ -20,7 +21,9 @@ from torch import nn
 
 from genlab.utils.errors import GenlabError
 from genlab.utils.resolvers import run_dir_of
-from genlab.utils.untrusted import check_targets, literal_data, read_yaml
+from genlab.utils.untrusted import check_targets, literal_data, read_yaml, renamed
+
+log = logging.getLogger(__name__)
 
 CONFIG_KEY = "genlab_config"
 # torch.save stores a checkpoint's records uncompressed: what it expands to in memory is about
@@ -135,7 +138,10 @@ def run_config(
             f"{source} is not a genlab run config (no model section): use a checkpoint "
             "written by genlab.train."
         )
-    check_targets(literal_data(data, source=source), source=source, trusted=trusted)
+    data, changes = renamed(literal_data(data, source=source))
+    for change in changes:
+        log.info("%s names a class that has moved since: %s", source, change)
+    check_targets(data, source=source, trusted=trusted)
     return OmegaConf.create(data)
 
 

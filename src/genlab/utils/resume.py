@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.utils.errors import GenlabError
-from genlab.utils.untrusted import check_targets, literal_data, read_yaml
+from genlab.utils.untrusted import check_targets, literal_data, read_yaml, renamed
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,10 @@ def stored_config(run_dir: Path) -> tuple[dict[str, Any], str]:
             f"{source} is not a genlab run config (no model section): the run directory "
             f"{run_dir} cannot be continued. Start a new run."
         )
-    return literal_data(data, source=source), source
+    data, changes = renamed(literal_data(data, source=source))
+    for change in changes:
+        log.info("%s names a class that has moved since: %s", source, change)
+    return data, source
 
 
 def relocate(data: dict[str, Any], moves: list[tuple[str, str]]) -> dict[str, Any]:

@@ -259,6 +259,38 @@ def check_targets(value: Any, *, source: str, trusted: Iterable[str] = ()) -> No
         )
 
 
+# Classes that moved between genlab versions, by their old dotted prefix: a checkpoint or run
+# written before the move names them by the old path (applied by `renamed`).
+RENAMED = {
+    "genlab.models.corruption.": "genlab.data.corruptions.",
+    "genlab.callbacks.progressive.": "genlab.callbacks.",
+    "genlab.utils.sweep.": "genlab.search.multirun.",
+}
+
+
+def renamed(value: Any) -> tuple[Any, list[str]]:
+    """Plain config data with the `_target_`s of moved classes rewritten to where they live
+    now, and a line per rewrite (to log: a checkpoint of an older genlab still loads, and says
+    what changed)."""
+    changes: list[str] = []
+
+    def move(item: Any) -> Any:
+        if isinstance(item, dict):
+            out = {k: move(v) for k, v in item.items()}
+            target = out.get("_target_")
+            if isinstance(target, str):
+                for old, new in RENAMED.items():
+                    if target.startswith(old):
+                        out["_target_"] = new + target[len(old) :]
+                        changes.append(f"{target} -> {out['_target_']}")
+            return out
+        if isinstance(item, list):
+            return [move(v) for v in item]
+        return item
+
+    return move(value), changes
+
+
 # The user's explicit opt-in for their own classes in configs read from files: patterns from
 # the `trusted_targets` option, set once by the entry point (as torch's add_safe_globals is
 # set once per process for its weights-only unpickler).
