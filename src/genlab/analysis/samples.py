@@ -123,7 +123,7 @@ def write_samples(
             summary["n"] += n
         summary["classes"] = chosen
     modality = modality or image(*grid_x.shape[1:])  # what the data says, else images
-    writer = writer_for(modality)
+    writer = writer_for(modality, captions)
     summary["modality"] = modality.kind
     files = writer.save(
         grid_x, out_dir / "samples", modality=modality, n_per_row=n_per_row, captions=captions

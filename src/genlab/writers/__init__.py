@@ -29,9 +29,27 @@ from genlab.data.modality import KINDS, Modality
 MODULES = {kind: f"genlab.writers.{kind}_writer" for kind in KINDS}
 
 
-def writer_for(modality: Modality) -> ModuleType:
-    """The writer module of a modality."""
+def writer_for(modality: Modality, captions: list[str] | None = None) -> ModuleType:
+    """The writer module of a modality; images with captions (text-conditioned samples) get
+    the caption writer, which writes each caption under its image."""
+    if modality.kind == "image" and captions is not None:
+        return importlib.import_module("genlab.writers.caption_writer")
     return importlib.import_module(MODULES[modality.kind])
+
+
+def preview(
+    x: torch.Tensor,
+    *,
+    modality: Modality,
+    n_per_row: int = 8,
+    captions: list[str] | None = None,
+) -> torch.Tensor:
+    """The preview image of a batch by its modality's writer (captioned images: the captions
+    under the images)."""
+    writer = writer_for(modality, captions)
+    if writer.__name__.endswith("caption_writer"):
+        return writer.preview(x, modality=modality, n_per_row=n_per_row, captions=captions)
+    return writer.preview(x, modality=modality, n_per_row=n_per_row)
 
 
 def log_media(
@@ -52,11 +70,11 @@ def log_media(
 
     from genlab.utils.loggers import log_image
 
-    writer = writer_for(modality)
+    writer = writer_for(modality, captions)
     files = writer.save(x, stem, modality=modality, n_per_row=n_per_row, captions=captions)
-    preview = writer.preview(x, modality=modality, n_per_row=n_per_row)
-    log_image(trainer, key, preview, caption=caption)  # the pixels of stem.png
-    if modality.kind != "image":
+    shown = preview(x, modality=modality, n_per_row=n_per_row, captions=captions)
+    log_image(trainer, key, shown, caption=caption)  # the pixels of stem.png
+    if modality.kind != "image" or captions is not None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 media = writer.media(x, modality=modality, captions=captions)
