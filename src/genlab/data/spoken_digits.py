@@ -153,7 +153,7 @@ class SpokenDigits(SampleDataModule):
                 problems.append(f"{path}: {exc}")
         if problems:
             raise GenlabError(
-                f"{len(problems)} of the {len(files)} WAV files of data={self.name} under "
+                f"{len(problems)} of the {len(files):,} WAV files of data={self.name} under "
                 f"{root} cannot be read:{show_problems(problems)}Fix or remove these files "
                 "(genlab reads PCM or float WAV files of one channel)."
             )
