@@ -151,8 +151,13 @@ CASES = {
     ],
     # labels through the fresh fakes of each D step, the penalty's critic and G's fakes
     "cgan_wgan_gp_2_critic": ["model=cgan", "model.loss=wgan_gp", "model.n_critic=2"],
-    # each net's gradient clipped to norm 0.01 (after its norm is logged)
+    # each net's gradient clipped to norm 0.01 (after its norm is logged), or each value to
+    # [-0.001, 0.001]
     "gan_bce_clipped": ["model.gradient_clip_val=0.01"],
+    "gan_bce_clipped_by_value": [
+        "model.gradient_clip_val=0.001",
+        "model.gradient_clip_algorithm=value",
+    ],
 }
 
 
@@ -161,12 +166,17 @@ def grad_norm(params) -> torch.Tensor:
     return torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None))
 
 
-def clip_to(params, clip: float | None) -> None:
-    """Scale the gradients so their joint 2-norm is at most `clip` (the norm algorithm)."""
-    if clip:
-        scale = min(1.0, clip / (float(grad_norm(params)) + 1e-6))
-        for p in params:
-            if p.grad is not None:
+def clip_to(params, clip: float | None, algorithm: str = "norm") -> None:
+    """Scale the gradients so their joint 2-norm is at most `clip` (norm), or clamp each to
+    [-clip, clip] (value)."""
+    if not clip:
+        return
+    scale = min(1.0, clip / (float(grad_norm(params)) + 1e-6))
+    for p in params:
+        if p.grad is not None:
+            if algorithm == "value":
+                p.grad.clamp_(-clip, clip)
+            else:
                 p.grad.mul_(scale)
 
 
@@ -224,7 +234,7 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
         opt_d.zero_grad()
         loss_d.backward()
         norm_d = grad_norm(D.parameters())  # the last D step's is logged
-        clip_to(list(D.parameters()), ref.gradient_clip_val)
+        clip_to(list(D.parameters()), ref.gradient_clip_val, ref.gradient_clip_algorithm)
         opt_d.step()
     D.requires_grad_(False)
     if fake is None:
@@ -233,7 +243,7 @@ def test_one_iteration_equals_a_hand_written_step(tmp_path, case):
     loss_g = paper_g_loss(D(fake, y), kind)
     loss_g.backward()
     norm_g = grad_norm(G.parameters())
-    clip_to(list(G.parameters()), ref.gradient_clip_val)
+    clip_to(list(G.parameters()), ref.gradient_clip_val, ref.gradient_clip_algorithm)
     opt_g.step()
     D.requires_grad_(True)
     decay = min(0.999, (1 + 1) / (10 + 1))  # after one G update

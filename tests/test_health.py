@@ -15,6 +15,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import FAST, TINY_GAN, make_cfg
@@ -146,3 +147,36 @@ def test_a_healthy_tiny_gan_counts_no_sign_and_warns_of_nothing(tmp_path, caplog
     assert summary["status"] == "completed" and summary["global_step"] == 8
     assert summary["health"] == {"logged_steps": 8}
     assert "GAN health" not in caplog.text
+
+
+class FlatCritic(L.Callback):
+    """Zeroes D's output layer before training: D's score is its bias alone, whatever the
+    image, so G's gradient through D is zero (and stays below 1e-10 with lr_d 1e-12)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        with torch.no_grad():
+            pl_module.discriminator.head.weight.zero_()
+
+
+def test_a_gan_whose_generator_gets_no_gradient_is_warned_about(tmp_path, caplog):
+    """A real run where G's gradient vanishes (a critic that ignores its input): every logged
+    step counts g_grad_vanished (from the norms the optimizer steps recorded), each epoch
+    warns; D still gets gradient (its bias), so d_grad_vanished is not counted."""
+    caplog.set_level(logging.WARNING, logger="genlab.models")
+    summary = train(
+        make_cfg(
+            tmp_path,
+            *FAST,
+            *TINY_GAN,
+            "test=false",
+            "model.optimizer_d.lr=1e-12",
+            "+callbacks.flat._target_=test_health.FlatCritic",
+        )
+    )
+    health = summary["health"]
+    assert health["logged_steps"] == 8 and health["g_grad_vanished"] == 8, health
+    assert "d_grad_vanished" not in health
+    assert [(w["epoch"], w["sign"]) for w in health["warnings"]] == [
+        (0, "g_grad_vanished"),
+        (1, "g_grad_vanished"),
+    ]
