@@ -118,7 +118,7 @@ def test_completion_beats_the_visual_hull_over_seeds(tmp_path, data_dir):
     """96 steps of the completion model (3 epochs of 512 views of 128 training shapes at
     16^3) against the visual hull of each test view's silhouette (with its true camera): the
     IoU on the test views at the threshold chosen on the validation views. Measured over seeds
-    0-5 on a 2-core Xeon: 0.46-0.51 against the hull's 0.21 (and the mean training shape's
+    0-5 on a 2-core AMD EPYC: 0.46-0.51 against the hull's 0.21 (and the mean training shape's
     0.35 at its best test threshold)."""
     cfg = make_cfg(tmp_path / "data", *TINY_COMPLETION, f"paths.data_dir={data_dir}")
     dm = instantiate(cfg.data)

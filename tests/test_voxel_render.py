@@ -215,7 +215,7 @@ def test_a_32_grid_renders_64_pixels_in_well_under_a_second():
     start = time.perf_counter()
     cast(grid, cams, image_size=64)
     per_view = (time.perf_counter() - start) / 8
-    assert per_view < 0.25, per_view  # ~0.01 s on a 2-core Xeon
+    assert per_view < 0.25, per_view  # ~0.01 s on a 2-core AMD EPYC
 
 
 def test_cameras_that_do_not_frame_the_cube_are_refused():
