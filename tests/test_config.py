@@ -12,27 +12,46 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
-from genlab.models.protocols import CanReconstruct, CanSample
+from genlab.models.protocols import CanGenerate, CanReconstruct, CanSample, CanTranslate
 from genlab.utils.loggers import CSVLogger
 from genlab.utils.loggers import StepWandbLogger as WandbLogger  # steps continue on resume
 from genlab.utils.run import instantiate_group
 
 
+def batch_for(dm) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Four random samples shaped as the data's modality says, and conditions as its condition
+    says (every model takes them; unconditional ones ignore them)."""
+    modality, condition = dm.modality, dm.condition
+    x = torch.rand(4, *modality.shape) * (modality.high - modality.low) + modality.low
+    if condition is None:
+        return x, None
+    if condition.kind == "class":
+        return x, torch.arange(4) % max(condition.num_classes, 1)
+    if condition.kind == "tokens":
+        return x, torch.randint(1, len(condition.vocab), (4, *condition.shape))
+    return x, torch.rand(4, *condition.shape)
+
+
 @pytest.mark.parametrize("model", options("model"))
 def test_model_options_build_and_run_a_batch(tmp_path, model):
+    """Every model option composes with the data it names (its config's data override, else
+    the default images), builds, and maps a batch of that data's shape: reconstructions,
+    samples and generated outputs come out shaped as the data's modality says."""
     cfg = make_cfg(tmp_path, f"model={model}")
     net = instantiate(cfg.model)
     assert isinstance(net, L.LightningModule)
     assert cfg.model.monitor and cfg.model.monitor_mode in ("min", "max")
     dm = instantiate(cfg.data)
-    x = torch.rand(4, *dm.image_shape)
-    labels = {"y": torch.arange(4) % 10}  # every model takes them; unconditional ones ignore them
+    x, y = batch_for(dm)
+    shape = tuple(dm.modality.shape)
     net.eval()
     with torch.no_grad():
         if isinstance(net, CanReconstruct):
-            assert net.reconstruct(x, **labels).shape == x.shape
+            assert net.reconstruct(x, y).shape == x.shape
         if isinstance(net, CanSample):
-            assert net.sample(3).shape == (3, *dm.image_shape)
+            assert tuple(net.sample(2, y=None if y is None else y[:2]).shape) == (2, *shape)
+        if isinstance(net, CanGenerate) and not isinstance(net, CanTranslate):
+            assert tuple(net.generate(y).shape) == (4, *shape)
 
 
 # what each trainer preset promises (docs/configuration.md, performance.md, sweeps.md, gpu.md):

@@ -3,7 +3,7 @@ spherical), interpolation grids, attribute vectors (DCGAN-style arithmetic, aver
 exemplars) and the codes of a dataset.
 
 Codes come from `encode_latent` (CanEncode: autoencoders, VAEs) or from the prior
-(`sample_latent`, CanSample: VAEs, GANs); images from `decode` (CanDecode). Labels are always
+(`sample_latent`, HasPrior: VAEs, GANs); images from `decode` (CanDecode). Labels are always
 passed along; unconditional models ignore them (genlab.models.protocols).
 """
 
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import make_grid, save_image
 
 from genlab.data.subsets import evenly_spaced, spread_batch, spread_subset
-from genlab.models.protocols import CanDecode, CanEncode, CanSample
+from genlab.models.protocols import CanDecode, CanEncode, HasPrior
 from genlab.utils.errors import GenlabError
 
 MODES = ("linear", "spherical")
@@ -152,7 +152,7 @@ def interpolation_source(model: Any, source: str = "auto") -> str:
             f"{type(model).__name__} has no encoder (encode_latent): codes of real images "
             "cannot be computed. For GANs, interpolate between prior draws (source=prior)."
         )
-    if source == "prior" and not isinstance(model, CanSample):
+    if source == "prior" and not isinstance(model, HasPrior):
         raise GenlabError(
             f"{type(model).__name__} has no prior to draw codes from (sample_latent): "
             "interpolate between encoded images (source=data)."

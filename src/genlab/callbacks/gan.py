@@ -11,7 +11,7 @@ import torch
 
 from genlab.analysis.latent_space import modes_of, prior_interpolations
 from genlab.callbacks.images import _EveryN, images_dir
-from genlab.models.protocols import CanEncode, CanSample
+from genlab.models.protocols import CanEncode, HasPrior
 from genlab.utils.loggers import log_image
 
 
@@ -68,7 +68,7 @@ class PriorInterpolation(_EveryN):
         self.modes = modes_of(mode, "callbacks.prior_interpolation.mode")
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not isinstance(pl_module, CanSample) or isinstance(pl_module, CanEncode):
+        if not isinstance(pl_module, HasPrior) or isinstance(pl_module, CanEncode):
             return
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         grids = prior_interpolations(

@@ -36,6 +36,7 @@ from genlab.models.protocols import (
     CanReconstruct,
     CanSample,
     CanTranslate,
+    HasPrior,
 )
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def report(
     else:
         skipped["translations"] = f"{name} does not translate images (no translate())"
 
-    if isinstance(model, CanSample) or (
+    if isinstance(model, HasPrior) or (
         isinstance(model, CanEncode) and isinstance(model, CanDecode)
     ):
         source = interpolation_source(model)

@@ -130,7 +130,7 @@ class AdversarialModule(GenlabModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
         seed: int = 0,
-        nan_check_every_n_steps: int = 10,
+        nan_check_every_n_steps: int | None = None,
         monitor: str = "val/step",
         monitor_mode: str = "max",
     ) -> None:

@@ -88,6 +88,10 @@ class GenlabModule(L.LightningModule):
         if stage == "train" and self.steps_per_batch > 1:
             self._log_step_scalars(values, prog_bar)
             return
+        if stage == "train":
+            # one device-to-host copy for the whole row (a logging step), not one per value;
+            # Lightning then reads host tensors (the progress bar shows these copies)
+            values = dict(zip(values, host_scalars(values.values()), strict=True))
         for name, value in values.items():
             self.log(
                 f"{stage}/{name}",
@@ -117,9 +121,10 @@ class GenlabModule(L.LightningModule):
             )
 
     # --- divergence -----------------------------------------------------------------------
-    # A non-finite loss is looked for every `nan_check_every_n_steps` steps (one device sync),
-    # at every epoch end and before every checkpoint is written.
-    nan_check_every_n_steps: int = 10
+    # A non-finite loss is looked for on the steps the loggers write (or every
+    # `nan_check_every_n_steps` steps when set: one device sync each), at every epoch end and
+    # before every checkpoint is written; between them the host never waits for the device.
+    nan_check_every_n_steps: int | None = None
     _nonfinite: torch.Tensor | None = None
 
     def track_finite(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
@@ -151,7 +156,7 @@ class GenlabModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self.nan_check_every_n_steps
-        if n and self.global_step % n == 0:
+        if (self.global_step % n == 0) if n else self.logs_now("train"):
             self.raise_if_diverged()
 
     def on_train_epoch_end(self) -> None:
@@ -176,6 +181,17 @@ class GenlabModule(L.LightningModule):
         of the Trainer; a GenlabError for one it cannot honour. Under Lightning's automatic
         optimization the Trainer honours them all: none."""
         return []
+
+
+def host_scalars(values: Any) -> list[torch.Tensor]:
+    """Scalars (tensors on any device, or numbers) as host tensors, with one copy for all."""
+    tensors = [torch.as_tensor(v).detach().float().reshape(()) for v in values]
+    if not tensors:
+        return []
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        tensors = [t.cpu() for t in tensors]
+    return list(torch.stack(tensors).cpu().unbind())
 
 
 class Diverged(GenlabError):

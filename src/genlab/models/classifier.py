@@ -50,6 +50,15 @@ class Classifier(StepModule):
 
         self.acc = nn.ModuleDict({"val": accuracy(), "test": accuracy()})
 
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        have, want = getattr(dm, "num_classes", None), int(self.net.num_classes)
+        if have and not self.multilabel and int(have) > want:
+            raise GenlabError(
+                f"the data has {have} classes but model.net.num_classes={want}: set "
+                f"model.net.num_classes={have} (labels above {want - 1} would not fit)."
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (b, num_classes) logits
 
@@ -65,7 +74,9 @@ class Classifier(StepModule):
                 "vectors (e.g. CelebA) set model.multilabel=true and model.net.num_classes to "
                 "their length."
             )
-        if len(y) and int(y.max()) >= logits.shape[1]:
+        # checked where the host reads values anyway (not at every training step: a sync)
+        checked = not self.training or self.logs_now("train")
+        if checked and len(y) and int(y.max()) >= logits.shape[1]:
             raise GenlabError(
                 f"label {int(y.max())} does not fit a classifier with {logits.shape[1]} classes: "
                 "set model.net.num_classes to the number of classes of this dataset."

@@ -58,14 +58,9 @@ class CanDecode(Protocol):
 
 
 @runtime_checkable
-class CanSample(CanDecode, Protocol):
-    """Generative models: draw codes from the prior and decode them."""
-
-    def sample_latent(
-        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
-    ) -> torch.Tensor:
-        """Prior draws scaled by `temperature`: (n, latent_dim), on the model's device."""
-        ...
+class CanSample(Protocol):
+    """Generative models: draw samples (as the data's modality says), conditioned on `y`
+    where the model is (a class-conditional model without `y` draws its default labels)."""
 
     def sample(
         self,
@@ -75,7 +70,19 @@ class CanSample(CanDecode, Protocol):
         temperature: float = 1.0,
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`decode(sample_latent(n, ...), y)`: n images (n, C, H, W) in [0, 1]."""
+        """n samples (n, ...); for latent models `decode(sample_latent(n, ...), y)`."""
+        ...
+
+
+@runtime_checkable
+class HasPrior(CanDecode, Protocol):
+    """Latent-variable models with a prior to draw codes from (VAEs, GANs): codes can be
+    drawn, walked between and decoded (prior interpolations, latent arithmetic)."""
+
+    def sample_latent(
+        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Prior draws scaled by `temperature`: (n, latent_dim), on the model's device."""
         ...
 
 

@@ -26,6 +26,8 @@ from genlab.utils.untrusted import check_targets, literal_data, read_yaml, renam
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "genlab_config"
+# the parts of a run's config that the tools rebuild from a checkpoint
+BUILT = ("model", "data")
 # torch.save stores a checkpoint's records uncompressed: what it expands to in memory is about
 # its size on disk. Records deflated by hand can expand a thousandfold (a 10 MB file to
 # gigabytes) before torch.load could say anything, so the zip directory is read first.
@@ -120,8 +122,9 @@ def run_config(
     ckpt: dict[str, Any], ckpt_path: str | Path, trusted: Iterable[str] = ()
 ) -> DictConfig:
     """The training config of a checkpoint: stored inside it, else RUN/config.yaml; read as
-    data (no interpolation is ever resolved) and checked: every `_target_` in it must be a
-    class genlab trusts (genlab.utils.untrusted.check_targets) before anything is built."""
+    data (no interpolation anywhere in it) and checked: every `_target_` of what the tools
+    build from it (its model and data) must be a class genlab trusts
+    (genlab.utils.untrusted.check_targets) before anything is built."""
     if CONFIG_KEY in ckpt:
         data, source = ckpt[CONFIG_KEY], f"the config stored in checkpoint {str(ckpt_path)!r}"
     else:
@@ -141,7 +144,9 @@ def run_config(
     data, changes = renamed(literal_data(data, source=source))
     for change in changes:
         log.info("%s names a class that has moved since: %s", source, change)
-    check_targets(data, source=source, trusted=trusted)
+    # what genlab builds from a checkpoint: its model and its data (callbacks and loggers of
+    # the run are never built from it; a resumed run checks its whole config)
+    check_targets({k: data.get(k) for k in BUILT if k in data}, source=source, trusted=trusted)
     return OmegaConf.create(data)
 
 
