@@ -189,6 +189,7 @@ GROUPS: dict[str, dict] = {
             "xǁRandomStateǁ",
         ],
         "tests": [
+            "tests/test_last_checkpoint.py",
             "tests/test_signals.py::test_sigterm_in_process",
             "tests/test_signals.py::test_one_ctrl_c_in_process_finishes_the_step",
             "tests/test_signals.py::test_a_second_ctrl_c_in_process_stops_at_once",

@@ -166,10 +166,11 @@ def self_signal(tmp_path: Path, *signals: int):
     )
 
 
-def test_sigterm_in_process(tmp_path, keep_handlers):
+def test_sigterm_in_process(tmp_path, keep_handlers, caplog):
     """SIGTERM at the start of step 2: the step finishes, then RunInterrupted names SIGTERM and
     step 3; last.ckpt and summary.json hold step 3 (status interrupted); the handlers that were
     there before training are back."""
+    caplog.set_level("WARNING", logger="genlab.callbacks.checkpoint")
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(RunInterrupted) as err:
         train(self_signal(tmp_path, signal.SIGTERM))
@@ -180,6 +181,11 @@ def test_sigterm_in_process(tmp_path, keep_handlers):
     assert summary["global_step"] == summary["last_ckpt_step"] == 3
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert signal.getsignal(signal.SIGTERM) == before
+    messages = [r.getMessage() for r in caplog.records if r.name == "genlab.callbacks.checkpoint"]
+    assert messages == [
+        "SIGTERM received: stopping after the current step (last.ckpt will hold it); press "
+        "Ctrl-C again to stop at once"
+    ]
 
 
 def test_one_ctrl_c_in_process_finishes_the_step(tmp_path, keep_handlers):
