@@ -26,7 +26,7 @@ from genlab.data.modality import voxels
 from genlab.data.procedural_shapes import generate
 from genlab.data.voxel_render import visual_hull
 from genlab.metrics.shape_metrics import iou, iou_sweep, mean_shape
-from genlab.models.protocols import CanReconstruct, CanSample, HasLikelihood
+from genlab.models.protocols import CanGenerate, CanReconstruct, CanSample, HasLikelihood
 from genlab.models.voxel_models import ShapeCompletion, VoxelVAE
 from genlab.train import train
 from genlab.utils.errors import GenlabError
@@ -145,11 +145,14 @@ def test_completion_beats_the_visual_hull_over_seeds(tmp_path, data_dir):
     assert np.mean(scores) > mean_iou["iou_best"] + 0.04, (scores, mean_iou)
 
 
-def test_completion_model_refuses_the_wrong_input(tmp_path):
+def test_completion_model_generates_and_refuses_the_wrong_input(tmp_path):
     model = instantiate(make_cfg(tmp_path, *TINY_COMPLETION).model).eval()
-    assert isinstance(model, ShapeCompletion)
+    assert isinstance(model, ShapeCompletion) and isinstance(model, CanGenerate)
+    views = torch.rand(2, 2, 32, 32)
     with torch.no_grad():
-        out = model.reconstruct3d(torch.rand(2, 2, 32, 32))
+        out = model.reconstruct3d(views)
+        assert torch.equal(model.generate(views), out)
+        assert torch.equal(model.generate(views, samples=3), out.expand(3, *out.shape))
     assert out.shape == (2, 1, 16, 16, 16) and out.min() >= 0 and out.max() <= 1
     with pytest.raises(GenlabError, match="data.condition=sketch"):
         model.reconstruct3d(torch.rand(2, 3, 32, 32))
@@ -163,6 +166,9 @@ def test_completion_model_refuses_the_wrong_input(tmp_path):
     ).eval()
     with torch.no_grad():
         assert rgb.reconstruct3d(torch.rand(2, 3, 32, 32)).shape == (2, 1, 16, 16, 16)
+    # the data's condition is checked before training: class labels are no sketches
+    with pytest.raises(GenlabError, match="use data.condition=sketch"):
+        train(make_cfg(tmp_path / "wrong", *TINY_COMPLETION, "data.condition=class"))
 
 
 # --- the writer -----------------------------------------------------------------------------

@@ -213,11 +213,22 @@ class VoxelDataModule(SampleDataModule):
 
 
 # --- the procedural shape set -----------------------------------------------------------------
+def encode_views(
+    out: dict[str, torch.Tensor], cameras: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ray-cast views (voxel_render.cast) as stored: depth (V, H, W) float16 in [0, 1] (1 off
+    the shape) and shade (V, H, W) uint8 (0 off the shape, 1 + 254 * shade on it)."""
+    depth = render.sketch(out, cameras)[:, 0].half()
+    shade = torch.where(out["silhouette"], 1 + (out["shade"] * 254).round(), 0).to(torch.uint8)
+    return depth, shade
+
+
 class ProceduralSource:
-    """Generated shapes and their precomputed renders, items made on request."""
+    """Generated shapes; their views rendered on request (and kept), or precomputed."""
 
     def __init__(self, dm: ProceduralShapes, renders: dict[str, torch.Tensor] | None) -> None:
         self.size, self.condition = dm.size, dm.condition_kind
+        self.image_size, self.projection = dm.image_size, dm.projection
         grids, self.labels = procedural.generate(
             dm.classes, dm.shapes_per_category, size=dm.size, seed=dm.seed
         )
@@ -226,6 +237,7 @@ class ProceduralSource:
         self.albedo = procedural.colours(dm.classes, dm.shapes_per_category, seed=dm.seed)
         self.renders = renders
         self.k = dm.views_per_shape
+        self.rendered: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def views_of(self, shape: int) -> int:
         return self.k
@@ -235,17 +247,27 @@ class ProceduralSource:
             return torch.full((3,), math.nan)
         return self.cameras[shape, view]
 
+    def view(self, shape: int, view: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(depth, shade) of one view as `encode_views` stores them."""
+        if self.renders is not None:
+            at = shape * self.k + view
+            return self.renders["depth"][at], self.renders["shade"][at]
+        if (shape, view) not in self.rendered:
+            x = unpack(self.bits[shape], self.size)[None]
+            cam = self.cameras[shape, view][None]
+            out = render.cast(x, cam, image_size=self.image_size, projection=self.projection)
+            depth, shade = encode_views(out, cam)
+            self.rendered[shape, view] = (depth[0], shade[0])
+        return self.rendered[shape, view]
+
     def item(self, shape: int, view: int | None) -> tuple[torch.Tensor, Any]:
         x = unpack(self.bits[shape], self.size)[None]  # (1, n, n, n)
         if view is None:
             return x, self.labels[shape]
-        assert self.renders is not None
-        at = shape * self.k + view
-        depth = self.renders["depth"][at].float()  # (h, w) in [0, 1], 1 off the shape
-        shade = self.renders["shade"][at]  # uint8: 0 off the shape, 1 + 254 * shade on it
+        depth, shade = self.view(shape, view)
         hit = shade > 0
         if self.condition == "sketch":
-            return x, torch.stack([depth, hit.float()])
+            return x, torch.stack([depth.float(), hit.float()])
         colour = (shade.float() - 1).clamp(min=0) / 254 * self.albedo[shape][:, None, None]
         return x, torch.where(hit, colour, 1.0)
 
@@ -255,8 +277,10 @@ class ProceduralShapes(VoxelDataModule):
     each of `categories`, each seen by `views_per_shape` random cameras (azimuth uniform in
     [0, 360), elevation uniform in `elevation`, at `distance`), rendered at `image_size`^2 by
     first-hit ray casting (genlab.data.voxel_render). Shapes, cameras and colours follow from
-    `seed`; the renders are computed once and cached under `data_dir/procedural_shapes/`
-    (`cache=true`), keyed by every option that shapes them.
+    `seed`. A view is rendered when an item first asks for it and kept in memory (in each
+    DataLoader worker); with `cache=true` every view is rendered before training instead and
+    kept under `data_dir/procedural_shapes/`, keyed by every option that shapes them, for the
+    next runs. Both give the same values.
     """
 
     name = "voxel_shapes"
@@ -273,7 +297,7 @@ class ProceduralShapes(VoxelDataModule):
         distance: float = 2.0,
         elevation: Sequence[float] = (0.0, 40.0),
         seed: int = 0,
-        cache: bool = True,
+        cache: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -331,10 +355,9 @@ class ProceduralShapes(VoxelDataModule):
             g = grids[s : s + step].repeat_interleave(k, dim=0)
             cams = cameras[s : s + step].reshape(-1, 3)
             out = render.cast(g, cams, image_size=self.image_size, projection=self.projection)
-            depth.append(render.sketch(out, cams)[:, 0].half())
-            shade.append(
-                torch.where(out["silhouette"], 1 + (out["shade"] * 254).round(), 0).to(torch.uint8)
-            )
+            d, sh = encode_views(out, cams)
+            depth.append(d)
+            shade.append(sh)
         log.info(
             "%s: rendered %d views in %.1f s",
             self.name,
@@ -344,7 +367,8 @@ class ProceduralShapes(VoxelDataModule):
         return {"depth": torch.cat(depth), "shade": torch.cat(shade)}
 
     def renders(self) -> dict[str, torch.Tensor]:
-        """The renders, from the cache when it holds them, else computed (and cached)."""
+        """Every view's render, from the cache when it holds them, else computed (and cached
+        with `cache=true`)."""
         key = self.render_key()
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(self.data_dir) / "procedural_shapes" / f"renders-{digest}"
@@ -364,7 +388,7 @@ class ProceduralShapes(VoxelDataModule):
 
     def source(self) -> ProceduralSource:
         if self._source is None:
-            renders = None if self.condition_kind == "class" else self.renders()
+            renders = self.renders() if self.condition_kind != "class" and self.cache else None
             self._source = ProceduralSource(self, renders)
         return self._source
 

@@ -180,9 +180,11 @@ class ShapeCompletion(StepModule):
     default metric is `val/loss`: early in training the probabilities stay below 0.5 and the
     IoU at 0.5 says little (choose the threshold on the validation split, docs/3d.md).
 
-    Capability: `reconstruct3d(sketch, y=None)` -> occupancy probabilities (B, 1, N, N, N) in
-    [0, 1] of the shapes seen in the sketches (or RGB renders, with an estimator); `y` is
-    ignored.
+    Capabilities: `generate(views)` (CanGenerate: the data's conditions -> occupancy
+    probabilities (B, 1, N, N, N) in [0, 1]; the model is deterministic, so `samples` > 1
+    repeats the one answer) and `reconstruct3d(views)`, the same for callers that name the
+    task. Before training it checks that the data's condition is what it takes (2.5D sketches,
+    or RGB renders with an estimator).
     """
 
     def __init__(
@@ -223,8 +225,35 @@ class ShapeCompletion(StepModule):
         probabilities (B, 1, N, N, N)."""
         return torch.sigmoid(self.logits(sketch))
 
+    def generate(
+        self, y: torch.Tensor, *, generator: torch.Generator | None = None, samples: int = 1
+    ) -> torch.Tensor:
+        """Views (B, C, H, W) -> occupancy (B, 1, N, N, N); (samples, B, ...) for samples > 1
+        (the same grid: the completion is deterministic)."""
+        out = self.reconstruct3d(y)
+        return out if samples == 1 else out.expand(samples, *out.shape)
+
     def forward(self, sketch: torch.Tensor, y: Any = None) -> torch.Tensor:
         return self.reconstruct3d(sketch)
+
+    def setup(self, stage: str) -> None:
+        # the data's condition, before any step: a class label or a sketch where an RGB
+        # render is needed is named now, not at the first batch
+        try:
+            condition = getattr(self.trainer.datamodule, "condition", None)
+        except RuntimeError:  # not attached to a Trainer
+            return
+        if condition is None:
+            return
+        want = self.input_channels
+        if condition.kind != "image" or condition.shape[0] != want:
+            cond = "rgb" if self.estimator is not None else "sketch"
+            raise GenlabError(
+                f"model=shape_completion takes {'RGB renders' if want == 3 else '2.5D sketches'}"
+                f" ({want} channels) as its condition, but the data give {condition.kind} "
+                f"{tuple(condition.shape)}: use data.condition={cond} (data=voxel_sketches, "
+                "voxel_shapes or shapenet_voxels)."
+            )
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, view = batch  # (b, 1, n, n, n), (b, 2 or 3, h, w)
