@@ -167,7 +167,7 @@ def test_completion_model_generates_and_refuses_the_wrong_input(tmp_path):
     with torch.no_grad():
         assert rgb.reconstruct3d(torch.rand(2, 3, 32, 32)).shape == (2, 1, 16, 16, 16)
     # the data's condition is checked before training: class labels are no sketches
-    with pytest.raises(GenlabError, match="use data.condition=sketch"):
+    with pytest.raises(GenlabError, match=r"the data give class \(\): use data.condition=sketch"):
         train(make_cfg(tmp_path / "wrong", *TINY_COMPLETION, "data.condition=class"))
 
 

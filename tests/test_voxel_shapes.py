@@ -2,8 +2,10 @@
 views that are renders of the very grid they come with) and ShapeNet-style folders written
 here in the real formats (.binvox, cameras.json, PNG), bad files named.
 
-Broken variants seen failing (in a scratch copy): the renders indexed in view-major order
-(shape s view k at k * S + s: the sketches no longer match their grids); the validation shapes
+Broken variants seen failing (in a scratch copy): the cached renders indexed in view-major
+order (shape s view k at k * S + s: they no longer match the views rendered on request); a
+view rendered on request with its shape's first camera (the sketches no longer match the ray
+casts of their grids from their cameras); the validation shapes
 drawn from the test shapes (a shape in two splits); the category seed depending on the list
 position (the chairs change when the other categories are dropped); the cache key without the
 image size (the 32-pixel renders replace the 16-pixel cache: one folder, not two); the
