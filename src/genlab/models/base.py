@@ -45,6 +45,18 @@ class GenlabModule(L.LightningModule):
             return None
         return torch.arange(n, device=self.device) % self.num_classes
 
+    def setup(self, stage: str) -> None:
+        # a conditional model's classes (or attributes) against the data's, once before
+        # training: the nets do not read the labels' range during training steps (a sync)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        have = getattr(dm, "num_classes", None)
+        if self.num_classes and dm is not None and have != self.num_classes:
+            raise GenlabError(
+                f"model.num_classes={self.num_classes} but the data ({type(dm).__name__}) has "
+                f"num_classes={have}. Set model.num_classes={have}, or use an unconditional "
+                "model for data without classes."
+            )
+
     def logs_now(self, stage: str) -> bool:
         """Whether this batch's `stage` scalars should be computed and logged."""
         if stage != "train":

@@ -132,15 +132,6 @@ class GAN(SampleFromPrior, AdversarialModule):
     def critic(self, cond: Any) -> Critic:
         return lambda x: self.discriminator(x, cond)  # (b,)
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if self.num_classes and dm is not None and dm.num_classes != self.num_classes:
-            raise GenlabError(
-                f"model.num_classes={self.num_classes} but the data ({type(dm).__name__}) has "
-                f"num_classes={dm.num_classes}. Set model.num_classes={dm.num_classes}, or use "
-                "an unconditional model (model=gan / model=dcgan) for data without classes."
-            )
-
     def eval_scalars(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         real, y = self.prepare_batch(batch)
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 7_919 + batch_idx)

@@ -12,17 +12,19 @@ from torch import nn
 from genlab.utils.errors import GenlabError
 
 
-def label_vector(y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+def label_vector(y: torch.Tensor | None, num_classes: int, *, check: bool = True) -> torch.Tensor:
     """Class indices (B,) -> one-hot (B, num_classes); attribute vectors (B, k) pass as floats.
 
-    A GenlabError when labels are missing or do not fit `num_classes`."""
+    A GenlabError when labels are missing or do not fit `num_classes`. Reading the labels'
+    range makes the host wait for the device: nets check it outside training (`check`), and
+    during training the models check the data's classes once, before the first step."""
     if y is None:
         raise GenlabError(
             f"this net is conditioned on labels (num_classes={num_classes}) and got none: pass "
             "y, class indices (B,) or attribute vectors (B, num_classes)."
         )
     if y.ndim == 1 and not torch.is_floating_point(y):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        if check and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise GenlabError(
                 f"a label in [{int(y.min())}, {int(y.max())}] is outside 0..{num_classes - 1}: "
                 "set model.num_classes to the number of classes of the data."
@@ -50,7 +52,9 @@ class ConditionalEncoder(nn.Module):
         self.out_dim = getattr(net, "out_dim", None)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        plane = self.embed(label_vector(y, self.num_classes).to(x))  # (b, h*w)
+        plane = self.embed(
+            label_vector(y, self.num_classes, check=not self.training).to(x)
+        )  # (b, h*w)
         plane = plane.view(-1, 1, self.image_size, self.image_size)
         return self.net(torch.cat([x, plane], dim=1))
 
@@ -64,4 +68,6 @@ class ConditionalDecoder(nn.Module):
         self.in_dim = getattr(net, "in_dim", None)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z, label_vector(y, self.num_classes).to(z)], dim=1))
+        return self.net(
+            torch.cat([z, label_vector(y, self.num_classes, check=not self.training).to(z)], dim=1)
+        )

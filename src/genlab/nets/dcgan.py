@@ -84,7 +84,9 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            z = torch.cat([z, label_vector(y, self.num_classes).to(z)], dim=1)
+            z = torch.cat(
+                [z, label_vector(y, self.num_classes, check=not self.training).to(z)], dim=1
+            )
         return self.body(z[:, :, None, None])  # (b, c, h, w) in [-1, 1]
 
 
@@ -126,6 +128,8 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            maps = label_vector(y, self.num_classes).to(x)[:, :, None, None]
+            maps = label_vector(y, self.num_classes, check=not self.training).to(x)[
+                :, :, None, None
+            ]
             x = torch.cat([x, maps.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.body(x).flatten()  # (b,)

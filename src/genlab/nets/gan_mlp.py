@@ -51,7 +51,9 @@ class MLPGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
-            z = torch.cat([z, label_vector(y, self.num_classes).to(z)], dim=1)
+            z = torch.cat(
+                [z, label_vector(y, self.num_classes, check=not self.training).to(z)], dim=1
+            )
         return self.body(z).view(-1, *self.out_shape)  # (b, c, h, w) in [-1, 1]
 
 
@@ -92,7 +94,9 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x.flatten(1)
         if self.num_classes:
-            h = torch.cat([h, label_vector(y, self.num_classes).to(h)], dim=1)
+            h = torch.cat(
+                [h, label_vector(y, self.num_classes, check=not self.training).to(h)], dim=1
+            )
         h = self.body(h)  # (b, features)
         out = self.head(h).squeeze(1)  # (b,)
         if self.embed is not None:
