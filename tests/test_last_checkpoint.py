@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -55,17 +57,38 @@ class SavedAt(L.Callback):
 
 
 class FailAt(L.Callback):
-    """Raises RuntimeError at the start of step `step`, after poisoning the weights if told."""
+    """Raises RuntimeError (or genlab's own GenlabError) at the start of step `step`, after
+    poisoning the weights, or putting a file where the checkpoint folder is, if told."""
 
-    def __init__(self, step: int, poison: bool = False) -> None:
-        self.step, self.poison = step, poison
+    def __init__(
+        self, step: int, poison: bool = False, genlab: bool = False, block: bool = False
+    ) -> None:
+        self.step, self.poison, self.genlab, self.block = step, poison, genlab, block
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.poison:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+        if self.block:
+            folder = Path(trainer.default_root_dir) / "checkpoints"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.write_text("not a folder")
+        if self.genlab:
+            raise GenlabError("a refusal in the middle of training")
+        raise RuntimeError("a failure in the middle of training")
+
+
+class StopAt(L.Callback):
+    """Asks the trainer to stop at the end of step `step` (as early stopping would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            if self.poison:
-                with torch.no_grad():
-                    next(pl_module.parameters()).fill_(float("nan"))
-            raise RuntimeError("a failure in the middle of training")
+            trainer.should_stop = True
 
 
 PROBE = ["+callbacks.probe._target_=test_last_checkpoint.SavedAt"]
@@ -128,15 +151,53 @@ def test_an_error_writes_the_state_at_its_step_unless_the_weights_are_not_finite
         train(make_cfg(tmp_path / "a", *TINY_AE, *fail))
     last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
     assert load(last)["global_step"] == 3
-    assert f"RuntimeError: the state at step 3 was written to {last} after the error" in (
-        caplog.text
-    )
+    assert messages(caplog) == [
+        f"RuntimeError: the state at step 3 was written to {last} after the error"
+    ]
     caplog.clear()
     with pytest.raises(RuntimeError):
         train(make_cfg(tmp_path / "b", *TINY_AE, *fail, "+callbacks.fail.poison=true"))
     # not even tried (the model would refuse to save non-finite weights, an error in the log)
     assert not (tmp_path / "b" / "run" / "checkpoints" / "last.ckpt").exists()
     assert "could not write" not in caplog.text and "was written" not in caplog.text
+
+
+def messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "genlab.callbacks.checkpoint"]
+
+
+def test_genlab_refusals_and_failed_writes_after_an_error(tmp_path, caplog):
+    """A GenlabError (genlab's own stop: a refusal, a divergence) writes nothing more; a write
+    that fails after an error (here a file where the checkpoint folder was) is logged with
+    its reason and the original error still propagates."""
+    caplog.set_level(logging.WARNING, logger="genlab.callbacks.checkpoint")
+    fail = ["+callbacks.fail._target_=test_last_checkpoint.FailAt", "+callbacks.fail.step=3"]
+    with pytest.raises(GenlabError, match="a refusal in the middle of training"):
+        train(make_cfg(tmp_path / "a", *TINY_AE, *fail, "+callbacks.fail.genlab=true"))
+    assert not (tmp_path / "a" / "run" / "checkpoints" / "last.ckpt").exists()
+    assert messages(caplog) == []
+    with pytest.raises(RuntimeError, match="a failure in the middle of training"):
+        train(make_cfg(tmp_path / "b", *TINY_AE, *fail, "+callbacks.fail.block=true"))
+    last = tmp_path / "b" / "run" / "checkpoints" / "last.ckpt"
+    (message,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert message.getMessage().startswith(f"could not write {last} after RuntimeError: [Errno ")
+
+
+def test_a_stop_asked_in_the_middle_of_an_epoch_is_written_at_the_end(tmp_path):
+    """A callback that stops training after step 5 of an 8-step epoch (as early stopping
+    does): last.ckpt is written when training ends, at step 5."""
+    summary = train(
+        make_cfg(
+            tmp_path,
+            *TINY_AE,
+            "trainer.limit_train_batches=8",
+            "trainer.min_epochs=null",  # else Lightning stops only after the first epoch
+            "+callbacks.stop._target_=test_last_checkpoint.StopAt",
+            "+callbacks.stop.step=5",
+        )
+    )
+    assert summary["global_step"] == summary["last_ckpt_step"] == 5
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 
 def test_every_n_train_steps_must_not_be_negative(tmp_path):
