@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TINY_GAN, load, make_cfg, run_cli, run_dirs
+from conftest import FAST, TINY_GAN, assert_same_state, load, make_cfg, run_cli, run_dirs
 
 from genlab.metrics.features import DomainFeatures
 from genlab.train import train
@@ -587,19 +587,59 @@ def test_a_read_only_run_directory_is_one_paragraph_before_training(base_run, tm
         assert tree_digest(run) == before
 
 
-def test_a_checkpoint_write_that_fails_later_says_the_same(tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_a_checkpoint_write_that_fails_later_says_the_same(tmp_path, background):
+    """The same paragraph when a write fails during training; a background write's failure
+    surfaces at the next checkpoint (or when the run waits for its files)."""
     from genlab.callbacks.checkpoint import AtomicCheckpointIO
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     if not _immutable(folder, True):
         pytest.skip("cannot make a folder read-only here (chattr)")
+    writer = AtomicCheckpointIO(background=background)
     try:
         with pytest.raises(GenlabError, match=f"cannot write to {folder}"):
-            AtomicCheckpointIO().save_checkpoint({"a": 1}, folder / "last.ckpt")
+            writer.save_checkpoint({"a": torch.ones(3)}, folder / "last.ckpt")
+            writer.wait()
     finally:
         _immutable(folder, False)
+        writer._pending.clear()
+        writer.teardown()
     assert list(folder.iterdir()) == []
+
+
+def test_a_background_checkpoint_is_the_state_when_it_was_taken(tmp_path):
+    """The writer thread is held back until the weights have changed: the file still holds
+    the values at the time of the save (the snapshot is a copy). Seen failing with the
+    snapshot taking the tensors themselves."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genlab.callbacks.checkpoint import AtomicCheckpointIO
+
+    writer = AtomicCheckpointIO(background=True)
+    writer._pool = ThreadPoolExecutor(max_workers=1)
+    hold = threading.Event()
+    writer._pool.submit(hold.wait)  # the thread is busy until released
+    weights = torch.zeros(4)
+    writer.save_checkpoint({"state_dict": {"w": weights}}, tmp_path / "last.ckpt")
+    weights.add_(1.0)  # training goes on
+    hold.set()
+    writer.teardown()
+    assert torch.equal(load(tmp_path / "last.ckpt")["state_dict"]["w"], torch.zeros(4))
+
+
+def test_background_checkpoints_hold_the_same_state(tmp_path):
+    """perf.async_checkpoints=true: the state is copied when the checkpoint is taken, so the
+    files a thread writes later hold exactly what the synchronous writer writes; and a run
+    resumed from them continues exactly."""
+    common = [*QUIET, *TINY_AE, "trainer.max_epochs=3"]
+    sync = train(make_cfg(tmp_path / "s", *common))
+    bg = train(make_cfg(tmp_path / "b", *common, "perf.async_checkpoints=true"))
+    assert_same_state(load(sync["last_ckpt"]), load(bg["last_ckpt"]))
+    assert_same_state(load(sync["best_ckpt"]), load(bg["best_ckpt"]))
+    assert not list((tmp_path / "b").rglob("*.tmp"))
 
 
 # --- W&B: a resumed run continues the same W&B run at the checkpoint's step ------------------

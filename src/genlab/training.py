@@ -30,6 +30,7 @@ from genlab.callbacks.checkpoint import (
     RandomState,
     RunInterrupted,
     check_written,
+    wait_for_checkpoints,
 )
 from genlab.callbacks.record import Heartbeat, StoreConfig
 from genlab.models.base import Diverged
@@ -155,6 +156,7 @@ def train_locked(
             trainer.fit(
                 model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
             )
+        wait_for_checkpoints(trainer)  # a background writer's files are complete from here
         metrics = scalar_metrics(trainer.callback_metrics)
         ckpt_cb = trainer.checkpoint_callback
         best = (getattr(ckpt_cb, "best_model_path", "") or None) if ckpt_cb else None
@@ -175,6 +177,8 @@ def train_locked(
             metrics.update(scalar_metrics(trainer.callback_metrics))
             record.update(test_ckpt=best)
     except BaseException as exc:
+        with contextlib.suppress(Exception):  # the files written so far are complete
+            wait_for_checkpoints(trainer)
         status = run_end_status(exc)
         if isinstance(exc, Diverged):
             explain_divergence(exc, last_cb, model)
@@ -202,7 +206,8 @@ def build_trainer(cfg: DictConfig, model: Any, callbacks: list, loggers: list) -
     plugins = trainer_cfg.pop("plugins", None) or []
     plugins = [instantiate(p) if isinstance(p, dict) else p for p in _as_list(plugins)]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
-        plugins.append(AtomicCheckpointIO())
+        background = bool((cfg.get("perf") or {}).get("async_checkpoints", False))
+        plugins.append(AtomicCheckpointIO(background=background))
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 

@@ -98,7 +98,8 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
         self.saved_at = (trainer.global_step, where)
-        if trainer.is_global_zero:
+        own = isinstance(getattr(trainer.strategy, "checkpoint_io", None), AtomicCheckpointIO)
+        if trainer.is_global_zero and not own:  # genlab's writer raises on a failed write
             check_written(self.path, started)
 
     def on_train_batch_end(
@@ -212,31 +213,131 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     file. A write that fails (a full disk, a read-only folder) removes the partial temp file
     and stops the run with genlab's message naming the folder and its free space. Never
     writes through a symbolic link (the temp file is created anew; the rename replaces a
-    link instead of following it)."""
+    link instead of following it).
 
+    `background=True` (`perf.async_checkpoints`): the state is copied to host memory when the
+    checkpoint is taken (device tensors into pinned memory, without waiting for the device),
+    and serialised and written by a thread while training goes on. A failed write stops the
+    run at the next checkpoint, a load, or the end of training (`wait`), whichever comes first;
+    a checkpoint is complete before anything reads or removes it.
+    """
+
+    def __init__(self, *, background: bool = False) -> None:
+        super().__init__()
+        self.background = background
+        self._pool: Any = None
+        self._pending: list[Any] = []
+
+    # --- writing -------------------------------------------------------------------------
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
         if storage_options is not None:
             raise TypeError("genlab's checkpoint writer takes no storage_options")
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._collect(block=False)  # an earlier background write that failed stops the run
+        if not self.background:
+            write_atomic(checkpoint, Path(path))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        snapshot, ready = host_copy(checkpoint)
+        self._pending.append(self._pool.submit(_write_when_ready, snapshot, ready, Path(path)))
+
+    def wait(self) -> None:
+        """Block until every background write is on disk; raise the first failure."""
+        self._collect(block=True)
+
+    def _collect(self, *, block: bool) -> None:
+        error = None
+        keep = []
+        for future in self._pending:
+            if not block and not future.done():
+                keep.append(future)
+                continue
+            exc = future.exception()
+            error = error or exc
+        self._pending = keep
+        if error is not None:
+            raise error
+
+    # --- reading and removing wait for the writes ---------------------------------------------
+    def load_checkpoint(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.wait()
+        return super().load_checkpoint(*args, **kwargs)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.wait()
+        super().remove_checkpoint(path)
+
+    def teardown(self) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.unlink(missing_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            # serialised in memory first (as Lightning does): torch's zip writer reports a
-            # failed write as a RuntimeError without the OS's reason
-            buffer = io.BytesIO()
-            torch.save(checkpoint, buffer)
-            with os.fdopen(os.open(tmp, flags, 0o644), "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise GenlabError(write_failure(path, exc)) from exc
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
+def host_copy(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The checkpoint with every tensor copied to host memory, and an event to wait for
+    before reading the copies (None on the CPU: the copies are done). Device tensors go into
+    pinned memory without blocking, so the host does not wait for the device here."""
+    from lightning.fabric.utilities.apply_func import apply_to_collection
+
+    events: list[Any] = []
+
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type == "cuda":
+            out = torch.empty_like(t, device="cpu", pin_memory=True)
+            out.copy_(t.detach(), non_blocking=True)
+            if not events:
+                events.append(True)
+            return out
+        return t.detach().clone()
+
+    snapshot = apply_to_collection(checkpoint, torch.Tensor, copy)
+    ready = None
+    if events:
+        ready = torch.cuda.Event()
+        ready.record()
+    return snapshot, ready
+
+
+def _write_when_ready(checkpoint: dict[str, Any], ready: Any, path: Path) -> None:
+    if ready is not None:
+        ready.synchronize()  # the copies into pinned memory are complete
+    write_atomic(checkpoint, path)
+
+
+def write_atomic(checkpoint: dict[str, Any], path: Path) -> None:
+    """torch.save `checkpoint` to `path` through a synced temp file and a rename; on failure
+    the temp file is removed and genlab's message raised (`write_failure`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        # serialised in memory first (as Lightning does): torch's zip writer reports a
+        # failed write as a RuntimeError without the OS's reason
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with os.fdopen(os.open(tmp, flags, 0o644), "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GenlabError(write_failure(path, exc)) from exc
+
+
+def wait_for_checkpoints(trainer: L.Trainer) -> None:
+    """Block until the trainer's checkpoints are on disk (a background writer's too)."""
+    io_ = getattr(trainer.strategy, "checkpoint_io", None)
+    if isinstance(io_, AtomicCheckpointIO):
+        io_.wait()
 
 
 def write_failure(path: Path, exc: OSError) -> str:

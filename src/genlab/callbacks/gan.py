@@ -70,6 +70,9 @@ class PriorInterpolation(_EveryN):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, HasPrior) or isinstance(pl_module, CanEncode):
             return
+        modality = getattr(trainer.datamodule, "modality", None)  # type: ignore[attr-defined]
+        if modality is not None and modality.kind != "image":
+            return  # interpolation strips are drawn for images
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         grids = prior_interpolations(
             pl_module, self.pairs, self.modes, steps=self.steps, generator=gen

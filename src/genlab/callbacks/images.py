@@ -99,14 +99,34 @@ class ReconstructionGrid(_EveryN):
         x, y = fixed_batch(trainer, self.n)
         x = x.to(pl_module.device)
         x_hat = pl_module.reconstruct(x, y.to(pl_module.device))
-        grid = reconstruction_grid(x, x_hat, self.n_per_row)
-        name = f"reconstructions_{self.stamp}.png"
         caption = (
-            f"odd rows: {len(x)} fixed validation images; even rows: their reconstructions "
+            f"odd rows: {len(x)} fixed validation samples; even rows: their reconstructions "
             f"({self.when(trainer)})"
         )
-        log_image(
-            trainer, "val/reconstructions", grid, path=images_dir(trainer) / name, caption=caption
+        modality = data_modality(trainer, x)
+        stem = images_dir(trainer) / f"reconstructions_{self.stamp}"
+        if modality.kind == "image":
+            grid = reconstruction_grid(x, x_hat, self.n_per_row)
+            log_image(
+                trainer,
+                "val/reconstructions",
+                grid,
+                path=stem.with_suffix(".png"),
+                caption=caption,
+            )
+            return
+        # other modalities: rows of inputs and of reconstructions in turn, by their writer
+        rows = []
+        for i in range(0, len(x), self.n_per_row):
+            rows += [x[i : i + self.n_per_row], x_hat[i : i + self.n_per_row]]
+        log_media(
+            trainer,
+            "val/reconstructions",
+            torch.cat(rows).float(),
+            modality=modality,
+            stem=stem,
+            n_per_row=self.n_per_row,
+            caption=caption,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from genlab.analysis.latent_space import encoded_interpolations, modes_of
-from genlab.callbacks.images import _EveryN, fixed_batch, images_dir
+from genlab.callbacks.images import _EveryN, data_modality, fixed_batch, images_dir
 from genlab.models.protocols import CanDecode, CanEncode
 from genlab.utils.loggers import log_image
 
@@ -28,8 +28,8 @@ class LatentInterpolation(_EveryN):
         if not (isinstance(pl_module, CanEncode) and isinstance(pl_module, CanDecode)):
             return
         x, y = fixed_batch(trainer, 2 * self.pairs)
-        if len(x) < 2:
-            return
+        if len(x) < 2 or data_modality(trainer, x).kind != "image":
+            return  # interpolation strips are drawn for images
         grids = encoded_interpolations(pl_module, x, y, self.modes, steps=self.steps)
         for mode, grid in grids.items():
             name = f"interpolation_{mode}_e{trainer.current_epoch:04d}.png"

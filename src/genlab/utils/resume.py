@@ -54,6 +54,7 @@ SAFE_TO_CHANGE = (
     "paths.*",
     "perf.steps_per_batch",
     "perf.channels_last",
+    "perf.async_checkpoints",
     "data.num_workers",
     "data.eval_batch_size",
     "data.download",
