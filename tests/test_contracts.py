@@ -123,3 +123,16 @@ def test_a_checkpoint_naming_moved_classes_still_loads_its_config(tmp_path, capl
     assert cfg.model.corruption.g._target_ == "genlab.data.corruptions.GaussianNoise"
     assert cfg.callbacks.s._target_ == "genlab.callbacks.StageSnapshots"
     assert "genlab.models.corruption.GaussianNoise -> genlab.data.corruptions" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["bce", "minimax", "hinge", "ls", "wgan_gp"])
+def test_an_objectives_parts_add_up_to_its_discriminator_terms(kind):
+    """real_part + fake_part = the D term of every game (with smoothing where it applies): the
+    parts compose D losses with more pairings (a matching-aware D)."""
+    from genlab.losses.gan_objectives import objective
+
+    smooth = 0.1 if kind in ("bce", "minimax", "ls") else 0.0
+    game = objective(kind, label_smoothing=smooth)
+    real, fake = torch.randn(6), torch.randn(6)
+    both = game.real_part(real) + game.fake_part(fake)
+    assert torch.allclose(both, game.d_terms(real, fake), atol=1e-6)

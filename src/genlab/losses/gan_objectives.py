@@ -124,6 +124,30 @@ class AdversarialObjective(nn.Module):
             real_scores, fake_scores, self.kind, real_target=1.0 - self.label_smoothing
         )
 
+    def real_part(self, scores: torch.Tensor) -> torch.Tensor:
+        """D's per-score term for scores that should read real (label smoothing included)."""
+        target = 1.0 - self.label_smoothing
+        if self.kind in ("bce", "minimax"):
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                scores, torch.full_like(scores, target), reduction="none"
+            )
+        if self.kind == "ls":
+            return 0.5 * (scores - target).pow(2)
+        if self.kind == "hinge":
+            return torch.relu(1.0 - scores)
+        return -scores  # wgan_gp
+
+    def fake_part(self, scores: torch.Tensor) -> torch.Tensor:
+        """D's per-score term for scores that should read fake (to compose D losses with more
+        pairings, as a matching-aware D does)."""
+        if self.kind in ("bce", "minimax"):
+            return torch.nn.functional.softplus(scores)
+        if self.kind == "hinge":
+            return torch.relu(1.0 + scores)
+        if self.kind == "ls":
+            return 0.5 * scores.pow(2)
+        return scores  # wgan_gp
+
     def g_terms(self, fake_scores: torch.Tensor) -> torch.Tensor:
         return generator_loss(fake_scores, self.kind)
 

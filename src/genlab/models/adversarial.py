@@ -124,6 +124,7 @@ class AdversarialModule(GenlabModule):
         drift_weight: float = 0.0,
         penalties: Mapping[str, Penalty] | None = None,
         objective: AdversarialObjective | None = None,
+        augment: nn.Module | None = None,
         adv_weight: float = 1.0,
         n_critic: int = 1,
         ema_decay: float | None = 0.999,
@@ -158,6 +159,9 @@ class AdversarialModule(GenlabModule):
             penalties=list((penalties or {}).values()),
         )
         self._gp_weight = float(gp_weight)
+        # what D sees of every image, real or fake, in training (DiffAugment, ADA): a module
+        # `augment(x, generator=...)`, differentiable so G's gradient passes through it
+        self.augment = augment
         # EMA of G's weights (Karras et al. 2018; Yazici et al. 2019): samples and evaluation.
         self.generator_ema = (
             copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
@@ -225,6 +229,26 @@ class AdversarialModule(GenlabModule):
     def critic(self, cond: Any) -> Critic:
         raise NotImplementedError
 
+    def training_critic(self, cond: Any, noise: torch.Generator) -> Critic:
+        """D as the training steps see it: behind the augmentation when there is one (the same
+        kind of transform for real and fake images, drawn from the iteration's noise)."""
+        critic = self.critic(cond)
+        if self.augment is None:
+            return critic
+        return lambda x: critic(self.augment(x, generator=noise))
+
+    def discriminator_loss(
+        self,
+        critic: Critic,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        cond: Any,
+        noise: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss and what to log: the objective's, which a family may extend (e.g. a
+        matching-aware D also judges real images with mismatched conditions)."""
+        return self.objective.discriminator_loss(critic, real, fake, noise)
+
     def extra_generator_terms(
         self, fake: torch.Tensor, real: torch.Tensor, cond: Any
     ) -> dict[str, tuple[float, torch.Tensor]]:
@@ -251,7 +275,7 @@ class AdversarialModule(GenlabModule):
         b = len(real)
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
         noise = self._noise()
-        critic = self.critic(cond)
+        critic = self.training_critic(cond, noise)
         # one G pass shared by every D step and the G step, or fresh fakes per D step
         fake = None if self.fresh_fakes else self.make_fake(cond, b, noise)
         loss_d = real.new_zeros((), dtype=torch.float32)
@@ -266,7 +290,9 @@ class AdversarialModule(GenlabModule):
                 else:
                     with torch.no_grad():
                         fake_d = self.make_fake(cond, b, noise)
-                loss_d, d_logs = self.objective.discriminator_loss(critic, real, fake_d, noise)
+                loss_d, d_logs = self.discriminator_loss(critic, real, fake_d, cond, noise)
+                if self.augment is not None and hasattr(self.augment, "observe"):
+                    self.augment.observe(d_logs["real_scores"])  # ADA: how sure D is of reals
                 opt_d.zero_grad(set_to_none=True)
                 self.manual_backward(loss_d)
                 self._step_uncounted(opt_d)
@@ -275,7 +301,7 @@ class AdversarialModule(GenlabModule):
         with frozen(self.discriminator):
             if fake is None:
                 fake = self.make_fake(cond, b, noise)
-            terms = self.generator_terms(fake, real, cond)
+            terms = self.generator_terms(fake, real, cond, critic=critic)
             loss_g = terms.pop("loss")
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
@@ -289,15 +315,21 @@ class AdversarialModule(GenlabModule):
             self._log_iteration(b, loss_d, loss_g, d_logs, terms)
 
     def generator_terms(
-        self, fake: torch.Tensor, real: torch.Tensor, cond: Any
+        self,
+        fake: torch.Tensor,
+        real: torch.Tensor,
+        cond: Any,
+        *,
+        critic: Critic | None = None,
     ) -> dict[str, torch.Tensor]:
         """G's loss and its parts, batch means: `adv` (the objective's term through D, when D
         takes part), the family's terms, and `loss` = adv_weight * adv + sum of weight * term.
-        D is frozen by the caller during training."""
+        D is frozen by the caller during training; `critic` is D as training sees it
+        (augmented), else D itself."""
         terms: dict[str, torch.Tensor] = {}
         loss = fake.new_zeros((), dtype=torch.float32)
         if self.adversarial:
-            terms["adv"] = self.objective.generator_loss(self.critic(cond), fake)
+            terms["adv"] = self.objective.generator_loss(critic or self.critic(cond), fake)
             loss = self.adv_weight * terms["adv"]
         for name, (weight, value) in self.extra_generator_terms(fake, real, cond).items():
             terms[name] = value
