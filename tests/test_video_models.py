@@ -153,7 +153,10 @@ def test_teacher_forcing_feeds_the_true_previous_frame_and_free_running_its_own(
         )
         assert torch.equal(model.rollout(context, 3), torch.stack(free, 1))
         futures = model.predict(context, 3, samples=2)
+        generated = model.generate(context)  # CanGenerate: future_frames after the context
     assert futures.shape == (2, 2, 3, 1, 8, 8)
+    assert generated.shape == (2, model.future_frames, 1, 8, 8)
+    assert torch.equal(generated[:, :3], futures[0])
     assert torch.equal(futures[0], futures[1]) and torch.equal(
         futures[0], torch.stack(free, 1).sigmoid()
     )
@@ -243,10 +246,12 @@ def test_svg_samples_several_futures_reproducibly():
     context = torch.rand(2, 3, 1, 16, 16, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         a = model.predict(context, 4, samples=3, generator=torch.Generator().manual_seed(7))
+        g = model.generate(context, samples=3, generator=torch.Generator().manual_seed(7))
         b = model.predict(context, 4, samples=3, generator=torch.Generator().manual_seed(7))
         c = model.predict(context, 4, samples=3, generator=torch.Generator().manual_seed(8))
     assert a.shape == (3, 2, 4, 1, 16, 16) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
+    assert g.shape == (3, 2, model.future_frames, 1, 16, 16) and torch.equal(g[:, :, :4], a)
     assert (per_step_diversity(a) > 0).all()  # the samples differ from each other
 
 
@@ -384,8 +389,9 @@ def test_resume_is_exact_mid_epoch_with_scheduled_sampling(tmp_path):
 
 def test_svg_trains_and_logs_best_of_k_below_one_sample(tmp_path):
     """A few SVG-LP steps through genlab.train on the stochastic variant: the logged best of
-    k futures is never worse than the first future, and the futures differ. Seen failing with
-    the worst of k chosen."""
+    k futures is never worse than the first future, and the futures differ; the conditional
+    grid (context | prediction, context | truth) is written as a PNG and a GIF through
+    `generate`. Seen failing with the worst of k chosen."""
     summary = train(
         make_cfg(
             tmp_path,
@@ -413,3 +419,5 @@ def test_svg_trains_and_logs_best_of_k_below_one_sample(tmp_path):
         assert m[f"{stage}/mse_per_frame_best_of_k"] <= m[f"{stage}/mse_per_frame"] + 1e-6
         assert m[f"{stage}/diversity"] > 0
         assert m[f"{stage}/kl_per_frame_nats"] >= 0
+    images = sorted(p.name for p in (tmp_path / "run" / "images").glob("generated_*"))
+    assert {n.rsplit(".", 1)[1] for n in images} == {"png", "gif"}, images

@@ -8,9 +8,11 @@ Two loops, each a StepModule on batches (x, y) = (frames to predict (B, T_f, C, 
   sampling;
 - SVGLP: stochastic video generation with a learned prior (Denton & Fergus 2018).
 
-Capability (the lead moves it to genlab.models.protocols as `CanPredict`):
-`predict(context, n_future, *, generator=None, samples=1)` -> (samples, B, n_future, C, H, W)
-in [0, 1]; a deterministic model repeats its one future `samples` times.
+Capabilities: `predict(context, n_future, *, generator=None, samples=1)` -> (samples, B,
+n_future, C, H, W) in [0, 1] (a deterministic model repeats its one future `samples` times),
+and CanGenerate's `generate(y, *, generator=None, samples=1)` (genlab.models.protocols): the
+`future_frames` frames after the context y, (B, ...) for one sample, (samples, B, ...) for
+several, which the conditional grids and genlab.sample call.
 
 Losses are per frame: each frame's loss is summed over its pixels, then averaged over frames
 and clips (`*/loss`); `*/mse_per_frame` is the same convention (genlab.metrics.video_metrics),
@@ -56,7 +58,40 @@ def prediction_scalars(
     return out
 
 
-class VideoPredictor(StepModule):
+class Predicts:
+    """`generate` (CanGenerate) from `predict`: the `future_frames` frames after the context."""
+
+    future_frames: int
+
+    def predict(
+        self,
+        context: torch.Tensor,
+        n_future: int,
+        *,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(
+        self, y: torch.Tensor, *, generator: torch.Generator | None = None, samples: int = 1
+    ) -> torch.Tensor:
+        """Context clips y (B, T_c, C, H, W) -> their futures (B, future_frames, C, H, W), or
+        (samples, B, future_frames, C, H, W) for samples > 1."""
+        out = self.predict(y, self.future_frames, generator=generator, samples=samples)
+        return out[0] if samples == 1 else out
+
+
+def check_future_frames(future_frames: int) -> int:
+    if future_frames < 1:
+        raise GenlabError(
+            f"model.future_frames={future_frames}: the frames `generate` predicts (the data's "
+            "data.future_frames) must be at least 1."
+        )
+    return future_frames
+
+
+class VideoPredictor(Predicts, StepModule):
     """A deterministic next-frames predictor around `net`, which provides
     `encode_context(context) -> state` and `step(previous frame, state) -> (logits, state)`
     (genlab.nets.convlstm.ConvLSTMPredictor, genlab.nets.video_predictors.LSTMPredictor).
@@ -69,7 +104,8 @@ class VideoPredictor(StepModule):
     et al. 2015). Validation and test always feed the model its own predictions.
 
     `reconstruction`: `mse` (of sigmoid(logits)) or `bce` per frame, summed over pixels.
-    Satisfies the prediction capability (`predict`, module docstring).
+    `future_frames`: the frames `generate` predicts (the data's). Satisfies the prediction
+    capabilities (`predict`, `generate`: module docstring).
     """
 
     def __init__(
@@ -81,10 +117,12 @@ class VideoPredictor(StepModule):
         reconstruction: str = "mse",
         teacher_forcing: float = 0.0,
         teacher_forcing_decay_steps: int = 0,
+        future_frames: int = 10,
         monitor: str = "val/mse_per_frame",
         monitor_mode: str = "min",
     ) -> None:
         super().__init__()
+        self.future_frames = check_future_frames(future_frames)
         if reconstruction not in KINDS:
             raise GenlabError(f"model.reconstruction={reconstruction!r}: use one of {KINDS}.")
         if not 0.0 <= teacher_forcing <= 1.0 or teacher_forcing_decay_steps < 0:
@@ -166,7 +204,7 @@ class VideoPredictor(StepModule):
         return loss
 
 
-class SVGLP(StepModule):
+class SVGLP(Predicts, StepModule):
     """SVG-LP (Denton & Fergus 2018): frames are encoded to codes h_t (`encoder`, with skip
     connections), a posterior LSTM q(z_t | x_1:t) reads h_t, a learned prior LSTM
     p(z_t | x_1:t-1) reads h_{t-1}, a predictor LSTM maps [h_{t-1}, z_t] to the code of x_t,
@@ -199,10 +237,12 @@ class SVGLP(StepModule):
         beta: float = 1e-4,
         reconstruction: str = "mse",
         eval_samples: int = 5,
+        future_frames: int = 10,
         monitor: str = "val/loss",
         monitor_mode: str = "min",
     ) -> None:
         super().__init__()
+        self.future_frames = check_future_frames(future_frames)
         if reconstruction not in KINDS:
             raise GenlabError(f"model.reconstruction={reconstruction!r}: use one of {KINDS}.")
         if beta < 0 or eval_samples < 1:
