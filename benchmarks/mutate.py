@@ -112,7 +112,7 @@ GROUPS: dict[str, dict] = {
         ],
     },
     "progressive": {
-        "mutate": ["src/genlab/nets/progressive.py"],
+        "mutate": ["src/genlab/nets/progressive_nets.py"],
         # pixel norm, the equalized-lr gains, minibatch stddev, fade-ins, padding
         "tests": [
             "tests/test_progressive_closed_forms.py",
@@ -179,7 +179,7 @@ GROUPS: dict[str, dict] = {
         ],
     },
     "resume": {
-        "mutate": ["src/genlab/callbacks/checkpoint.py"],
+        "mutate": ["src/genlab/callbacks/last_checkpoint.py"],
         # last.ckpt at every point a run can stop, the random state, stops on signals
         "functions": [
             "xǁRunInterruptedǁ",
