@@ -591,7 +591,7 @@ def test_a_read_only_run_directory_is_one_paragraph_before_training(base_run, tm
 def test_a_checkpoint_write_that_fails_later_says_the_same(tmp_path, background):
     """The same paragraph when a write fails during training; a background write's failure
     surfaces at the next checkpoint (or when the run waits for its files)."""
-    from genlab.callbacks.checkpoint import AtomicCheckpointIO
+    from genlab.callbacks.last_checkpoint import AtomicCheckpointIO
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -616,7 +616,7 @@ def test_a_background_checkpoint_is_the_state_when_it_was_taken(tmp_path):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from genlab.callbacks.checkpoint import AtomicCheckpointIO
+    from genlab.callbacks.last_checkpoint import AtomicCheckpointIO
 
     writer = AtomicCheckpointIO(background=True)
     writer._pool = ThreadPoolExecutor(max_workers=1)

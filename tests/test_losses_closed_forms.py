@@ -288,7 +288,7 @@ def test_code_stats_and_hoyer():
 
 # --- image-to-image translation --------------------------------------------------------------
 def test_translation_losses_by_hand():
-    from genlab.losses.translation import feature_loss, pixel_loss, psnr_db, region_mean
+    from genlab.losses.translation_losses import feature_loss, pixel_loss, psnr_db, region_mean
 
     out = torch.tensor([[[[0.0, 0.5], [1.0, 0.25]]], [[[0.5, 0.5], [0.5, 0.5]]]])  # (2,1,2,2)
     target = torch.tensor([[[[0.5, 0.5], [0.0, 0.25]]], [[[0.0, 1.0], [0.5, 0.5]]]])
@@ -323,7 +323,7 @@ def test_documented_defaults():
     assert mmd(a, b).item() == mmd(a, b, "imq", (1.0,), prior_var=1.0).item()
     logits, x = torch.randn(2, 1, 2, 2), torch.rand(2, 1, 2, 2)
     assert torch.equal(reconstruction_loss(logits, x), reconstruction_loss(logits, x, "mse"))
-    from genlab.losses.translation import pixel_loss
+    from genlab.losses.translation_losses import pixel_loss
 
     assert torch.equal(pixel_loss(logits, x), pixel_loss(logits, x, "l1"))
     kl = KLSparsity()  # Ng's UFLDL values
@@ -392,7 +392,7 @@ def test_sparsity_boundaries_and_messages():
 
 
 def test_translation_regions_and_psnr_cap():
-    from genlab.losses.translation import pixel_loss, psnr_db, region_mean
+    from genlab.losses.translation_losses import pixel_loss, psnr_db, region_mean
 
     values = torch.arange(8, dtype=torch.float32).view(2, 1, 2, 2)
     region = torch.tensor([[[[1, 1], [1, 0]]], [[[0, 0], [0, 1]]]], dtype=torch.bool)

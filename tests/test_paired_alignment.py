@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from genlab.analysis.translation import translate_folder
+from genlab.analysis.translate_folder import translate_folder
 from genlab.data import PairedImages
 from genlab.data.mnist import MNIST5k
 from genlab.data.paired import (

@@ -24,7 +24,7 @@ from genlab.evaluation.runner import evaluate
 from genlab.losses.adversarial import epsilon_drift, gradient_penalty
 from genlab.models.progressive_gan import GrowthSchedule, Progress, ProgressiveGAN
 from genlab.nets import DCGANGenerator
-from genlab.nets.progressive import (
+from genlab.nets.progressive_nets import (
     ProgressiveDiscriminator,
     ProgressiveGenerator,
     ScaledConv2d,

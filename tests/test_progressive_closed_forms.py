@@ -1,4 +1,4 @@
-"""The progressive GAN's components (src/genlab/nets/progressive.py) against closed forms written
+"""The progressive GAN's components (src/genlab/nets/progressive_nets.py) against closed forms written
 from the paper (Karras et al. 2018, sections 4.1-4.2 and 3) and docs/progressive-gan.md, not
 from the code: pixel norm, the equalized-learning-rate scale of every layer, G's invariance to
 the scale of z, minibatch standard deviation.
@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.nets.progressive import (
+from genlab.nets.progressive_nets import (
     ProgressiveDiscriminator,
     ProgressiveGenerator,
     ScaledConv2d,
@@ -389,7 +389,7 @@ def test_minibatch_stddev_keeps_the_dtype_and_its_default_group():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug in src/genlab/nets/progressive.py, ProgressiveDiscriminator.__init__: "
+    reason="bug in src/genlab/nets/progressive_nets.py, ProgressiveDiscriminator.__init__: "
     "mbstd_group_size=1 is accepted (the check is `< 0`) though its own message says 'use 0 "
     "(off) or a group size >= 2'; a group of one has no spread, so D gets a constant map",
 )

@@ -139,3 +139,24 @@ def test_tensor_batches_resume_mid_epoch():
     stale.load_state_dict({"epoch": 1, "batches": 2})
     assert len(list(stale)) == 3  # another epoch's state does not skip
     assert len(list(stale)) == 3
+
+
+def test_a_wrapped_sampler_follows_the_epoch_under_ddp():
+    """Lightning replaces a custom sampler by DistributedSamplerWrapper(sampler) under DDP; the
+    wrapped EpochShuffle must see every epoch (its order, and data generated from the epoch,
+    change each epoch). Seen failing with the epoch not handed on (Lightning < 2.6's wrapper)."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from genlab.data.base import EpochShuffle, ResumableLoader
+
+    data = torch.arange(40).float()[:, None]
+    inner = EpochShuffle(data, seed=3)
+    wrapper = DistributedSamplerWrapper(inner, num_replicas=2, rank=0, shuffle=False)
+    loader = ResumableLoader(data, batch_size=4, sampler=wrapper)
+    orders = []
+    for epoch in range(3):
+        DistributedSamplerWrapper.__mro__[1].set_epoch(wrapper, epoch)  # the base class's only
+        orders.append(torch.cat([b[:, 0] for b in loader]).tolist())
+        assert inner.epoch == epoch
+    assert orders[0] != orders[1] != orders[2]
+    assert len(orders[0]) == 20  # rank 0's half

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST, load, make_cfg, run_dirs
 
-from genlab.callbacks.checkpoint import RunInterrupted
+from genlab.callbacks.last_checkpoint import RunInterrupted
 from genlab.train import train
 from genlab.utils.run import read_summary
 
@@ -170,7 +170,7 @@ def test_sigterm_in_process(tmp_path, keep_handlers, caplog):
     """SIGTERM at the start of step 2: the step finishes, then RunInterrupted names SIGTERM and
     step 3; last.ckpt and summary.json hold step 3 (status interrupted); the handlers that were
     there before training are back."""
-    caplog.set_level("WARNING", logger="genlab.callbacks.checkpoint")
+    caplog.set_level("WARNING", logger="genlab.callbacks.last_checkpoint")
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(RunInterrupted) as err:
         train(self_signal(tmp_path, signal.SIGTERM))
@@ -181,7 +181,9 @@ def test_sigterm_in_process(tmp_path, keep_handlers, caplog):
     assert summary["global_step"] == summary["last_ckpt_step"] == 3
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert signal.getsignal(signal.SIGTERM) == before
-    messages = [r.getMessage() for r in caplog.records if r.name == "genlab.callbacks.checkpoint"]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name == "genlab.callbacks.last_checkpoint"
+    ]
     assert messages == [
         "SIGTERM received: stopping after the current step (last.ckpt will hold it); press "
         "Ctrl-C again to stop at once"

@@ -19,15 +19,15 @@ from hydra.utils import instantiate
 from PIL import Image
 from runlogs import assert_resumed_at
 
-from genlab.analysis.translation import translate_folder
+from genlab.analysis.translate_folder import translate_folder
 from genlab.data import PairedImages
 from genlab.data.folder import ImageFolder
 from genlab.data.mnist import MNIST5k
 from genlab.data.pairing import Downsample, Edges, Greyscale, Mask, sobel_edges
 from genlab.evaluation.context import EvalContext
-from genlab.evaluation.translation import translation
+from genlab.evaluation.translation_task import translation
 from genlab.losses.adversarial import generator_loss
-from genlab.losses.translation import psnr_db
+from genlab.losses.translation_losses import psnr_db
 from genlab.models.protocols import CanDecode, CanSample, CanTranslate
 from genlab.models.translation import FeatureNet, Translation, per_image
 from genlab.nets import PatchGAN, SRGANDiscriminator, SRResNet, UNet

@@ -123,7 +123,7 @@ def test_official_md5_is_checked_once_per_file_version(tmp_path, monkeypatch):
 GHOSTSCRIPT_SCRIPT = """
     import sys
     from pathlib import Path
-    from genlab.analysis.translation import load_image
+    from genlab.analysis.translate_folder import load_image
     from genlab.data import ImageFolder, PairedImages
     from genlab.utils.errors import GenlabError
 
@@ -315,7 +315,7 @@ def test_translate_bounds_the_input_size(tmp_path):
     Before: a 4000 x 4000 input ran the net at full size (2 GB)."""
     from hydra.utils import instantiate
 
-    from genlab.analysis.translation import translate_folder
+    from genlab.analysis.translate_folder import translate_folder
 
     cfg = make_cfg(
         tmp_path,

@@ -106,7 +106,7 @@ def job_failed(exc: Exception, user_error: GenlabError | None, cfg: DictConfig) 
     one paragraph and exit 2). A job of a multirun: the failure is recorded (summary.json,
     the sweep summary, the Optuna trial) and the sweep goes on, unless
     multirun_on_error=raise or the job was interrupted."""
-    from genlab.callbacks.checkpoint import RunInterrupted
+    from genlab.callbacks.last_checkpoint import RunInterrupted
     from genlab.training import describe, run_end_status
 
     pruned = getattr(exc, "run_status", None) == "pruned"

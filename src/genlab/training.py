@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before configs resolve)
-from genlab.callbacks.checkpoint import (
+from genlab.callbacks.last_checkpoint import (
     AtomicCheckpointIO,
     ConfiguredLearningRates,
     LastCheckpoint,

@@ -7,7 +7,7 @@ for super-resolution, edge maps, grey images, or images with holes plus a mask p
 the run's pairing makes the inputs from them (downsampling, masks, edges), so each output can
 be compared with its original. Writes `outputs/<name>.png` for every input, `triplets.png`
 (input | output [| original]) and `translate.json` to RUN/translate/<time>/. Works for every
-model satisfying `CanTranslate` (genlab.analysis.translation).
+model satisfying `CanTranslate` (genlab.analysis.translate_folder).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from genlab.analysis.translation import translate_folder
+    from genlab.analysis.translate_folder import translate_folder
     from genlab.data.paired import translation_pairing
     from genlab.utils.checkpoint import data_config, load_model, pick_device
 

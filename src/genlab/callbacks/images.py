@@ -13,7 +13,7 @@ from genlab.data.modality import Modality, image
 from genlab.data.subsets import spread_batch
 from genlab.models.protocols import CanGenerate, CanReconstruct, CanSample, CanTranslate
 from genlab.utils.loggers import log_image
-from genlab.writers import log_media
+from genlab.writers import log_media, writer_for
 
 
 def fixed_batch(
@@ -217,19 +217,34 @@ class ConditionalGrid(_EveryN):
         modality = data_modality(trainer, truth)
         condition = getattr(dm, "condition", None)
         captions = condition.describe(y) if condition is not None else None
-        # rows: each draw, then the truth; a clip's context is put before each row's frames
-        # (context | prediction, context | truth), other conditions go in the captions
-        rows = [*outs, truth.float()]
-        if condition is not None and condition.kind == "video" and modality.kind == "video":
-            context = y.float()
-            rows = [torch.cat([context, r], dim=1) for r in rows]
-        batch = torch.cat(rows)
+        stem = images_dir(trainer) / f"generated_{self.stamp}"
+        writer = writer_for(modality)
+        if condition is not None and condition.kind == "video" and hasattr(writer, "strips"):
+            # clips: per clip its context, each predicted future and the truth as rows, and a
+            # GIF of the truth beside the prediction(s)
+            context, predictions = y.float(), outs if self.samples > 1 else outs[0]
+            writer.save_prediction(
+                context, predictions, truth.float(), stem, fps=modality.rate or 4
+            )
+            caption = (
+                f"per clip: the {context.shape[1]} context frames, {len(outs)} predicted "
+                f"future(s), the true future ({self.split} clips, {self.when(trainer)})"
+            )
+            log_image(
+                trainer,
+                "val/generated",
+                writer.strips(context, predictions, truth.float()),
+                caption=caption,
+            )
+            return
+        # rows: each draw, then the truth; the conditions go in the captions
+        batch = torch.cat([*outs, truth.float()])
         log_media(
             trainer,
             "val/generated",
             batch,
             modality=modality,
-            stem=images_dir(trainer) / f"generated_{self.stamp}",
+            stem=stem,
             n_per_row=len(truth),
             captions=(captions or [""] * len(truth)) * (len(outs) + 1),
             caption=(

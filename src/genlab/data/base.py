@@ -107,6 +107,12 @@ class ResumableLoader(DataLoader):
     def __iter__(self):
         sampler = self.sampler
         epoch = getattr(sampler, "epoch", 0)
+        # under DDP Lightning wraps the sampler (DistributedSamplerWrapper); versions before
+        # 2.6 did not hand the epoch on to the wrapped one, which would then repeat epoch 0's
+        # order (and generated data keyed by the epoch) every epoch
+        inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+        if isinstance(inner, EpochShuffle) and inner.epoch != epoch:
+            inner.set_epoch(epoch)
         skip = 0
         if self._resume is not None and self._resume[0] == epoch:
             skip = self._resume[1]

@@ -29,7 +29,7 @@ from genlab.analysis.plots import pca_2d, scatter_plot
 from genlab.analysis.tables import markdown_table
 from genlab.data.subsets import spread_batch
 from genlab.evaluation.context import EvalContext, accepts
-from genlab.metrics.reconstruction import reconstruction_metrics
+from genlab.metrics.reconstruction_metrics import reconstruction_metrics
 from genlab.models.protocols import (
     CanDecode,
     CanEncode,

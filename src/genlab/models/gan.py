@@ -57,12 +57,51 @@ class GAN(SampleFromPrior, AdversarialModule):
 
     # --- sampling (CanSample) -------------------------------------------------------------
     def sample_latent(
-        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        truncation: float | None = None,
     ) -> torch.Tensor:
-        """z ~ N(0, I) scaled by `temperature`: (n, latent_dim)."""
+        """z ~ N(0, I) scaled by `temperature`: (n, latent_dim).
+
+        `truncation` = psi > 0: the truncation trick of BigGAN (Brock et al. 2019), each
+        component drawn from N(0, 1) truncated to [-psi, psi] -- what resampling every
+        |z_i| > psi until none is left gives, drawn here in one pass by the inverse CDF (so
+        the noise used does not depend on how many draws were rejected). StyleGAN's
+        truncation pulls w towards the mean of its mapping network's outputs; genlab's GANs
+        have no mapping network, and pulling z towards its mean (0) is scaling it, which
+        `temperature` already does. Smaller psi: more typical, less varied samples."""
         where = generator.device if generator is not None else self.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=where)
+        if truncation is None:
+            z = torch.randn(n, self.latent_dim, generator=generator, device=where)
+            return z.to(self.device) * temperature
+        if not truncation > 0:
+            raise GenlabError(f"truncation={truncation} must be > 0 (or null: no truncation).")
+        u = torch.rand(n, self.latent_dim, generator=generator, device=where, dtype=torch.float64)
+        # uniform between Phi(-psi) and Phi(psi), through Phi^-1 (in float64: Phi(psi) is not
+        # 1 in float64 up to psi ~ 8; beyond, the truncated normal is the normal)
+        edge = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
+        z = torch.special.ndtri(edge + u * (1.0 - 2.0 * edge))
+        z = z.clamp(-float(truncation), float(truncation)).float()
         return z.to(self.device) * temperature
+
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        y: torch.Tensor | None = None,
+        truncation: float | None = None,
+    ) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1] from prior draws (`sample_latent`: `temperature`,
+        `truncation`); a conditional GAN without `y` draws its `default_labels`."""
+        z = self.sample_latent(
+            n, generator=generator, temperature=temperature, truncation=truncation
+        )
+        return self.decode(z, y)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z (n, latent_dim) -> images (n, C, H, W) in [0, 1] from the sampling G; a

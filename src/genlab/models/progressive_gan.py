@@ -43,7 +43,7 @@ from torch import nn
 
 from genlab.models.gan import GAN
 from genlab.models.protocols import Grows
-from genlab.nets.progressive import (
+from genlab.nets.progressive_nets import (
     Progress,
     ProgressiveDiscriminator,
     ProgressiveGenerator,

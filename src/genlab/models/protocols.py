@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from genlab.nets.progressive import Progress
+from genlab.nets.progressive_nets import Progress
 
 
 @runtime_checkable
@@ -157,7 +157,7 @@ class CanGenerate(Protocol):
 @runtime_checkable
 class Grows(Protocol):
     """Models trained on a resolution schedule (the progressive GAN): the stage
-    (genlab.nets.progressive.Progress) of an iteration, for callbacks."""
+    (genlab.nets.progressive_nets.Progress) of an iteration, for callbacks."""
 
     def progress_at_step(self, step: int) -> Progress: ...
 

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.losses.gan_objectives import per_image
-from genlab.losses.translation import feature_loss, pixel_loss, psnr_db
+from genlab.losses.translation_losses import feature_loss, pixel_loss, psnr_db
 from genlab.models.adversarial import AdversarialModule
 from genlab.utils.errors import GenlabError
 
@@ -377,6 +377,28 @@ class Translation(AdversarialModule):
 
     def critic(self, cond: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda image: self._d(image, cond)  # (b, ...) patch logits
+
+    def training_critic(
+        self, cond: torch.Tensor, noise: torch.Generator
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D behind the augmentation. A conditional D judges (image, source) pairs, so one
+        geometric transform must move both: the source (in D's units, at the image's size) is
+        stacked after the image, the stack augmented in one call (colour transforms on the
+        image's channels only, `colour_channels`), and split again."""
+        if self.augment is None or not int(getattr(self.discriminator, "source_channels", 0)):
+            return super().training_critic(cond, noise)
+        augment, channels = self.augment, self.channels
+
+        def critic(image: torch.Tensor) -> torch.Tensor:
+            source = cond.to(image.dtype) * 2.0 - 1.0
+            if source.shape[-2:] != image.shape[-2:]:
+                source = F.interpolate(source, size=image.shape[-2:], mode="nearest")
+            both = augment(
+                torch.cat([image, source], 1), generator=noise, colour_channels=channels
+            )
+            return self.discriminator(both[:, :channels], both[:, channels:])  # (b, ...)
+
+        return critic
 
     def extra_generator_terms(
         self, fake: torch.Tensor, real: torch.Tensor, cond: torch.Tensor

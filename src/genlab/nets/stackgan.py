@@ -65,8 +65,10 @@ class ConditioningAugmentation(nn.Module):
         mu, logvar = self.distribution(text)
         if not self.augment:
             return mu, torch.zeros(len(mu), device=mu.device, dtype=mu.dtype)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + (0.5 * logvar).exp() * eps, gaussian_kl(mu, logvar)
+        # drawn where the generator lives (a CPU generator may drive a model on a GPU)
+        where = generator.device if generator is not None else mu.device
+        eps = torch.randn(mu.shape, generator=generator, device=where, dtype=mu.dtype)
+        return mu + (0.5 * logvar).exp() * eps.to(mu.device), gaussian_kl(mu, logvar)
 
 
 # --- blocks ------------------------------------------------------------------------------------
@@ -314,10 +316,111 @@ def matching_aware_terms(
 
 def mismatch_index(n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """A permutation of range(n) with no fixed point (n >= 2): item i is paired with
-    another item's text. A random cycle: shuffle, then each takes the next one's."""
+    another item's text. A random cycle: shuffle, then each takes the next one's. Drawn on
+    the generator's device (no copy to the host: usable inside a training step)."""
     if n < 2:
         raise GenlabError("mismatched text needs a batch of at least 2 samples.")
-    order = torch.randperm(n, generator=generator)
-    out = torch.empty(n, dtype=torch.long)
+    device = generator.device if generator is not None else None
+    order = torch.randperm(n, generator=generator, device=device)
+    out = torch.empty(n, dtype=torch.long, device=order.device)
     out[order] = order.roll(-1)
     return out
+
+
+# --- the stacked nets, as the adversarial loop sees them -----------------------------------------
+@dataclass
+class StackOutput:
+    """What the stacked generator makes of a batch of captions: the Stage-I image (B, C, s, s),
+    the Stage-II image (B, C, scale * s, ...) or None for one stage, and the KL to N(0, I) of
+    the conditioning augmentations that train, per sample (B,)."""
+
+    low: torch.Tensor
+    high: torch.Tensor | None
+    kl: torch.Tensor
+
+
+class StackGenerator(nn.Module):
+    """StackGAN's generator side as one module (so the adversarial loop's G optimizer, EMA
+    and DDP see one net): a text encoder giving phi_t, Stage-I's conditioning augmentation
+    and G, and optionally Stage-II's own conditioning augmentation and G reading phi_t again.
+
+    `freeze_stage1`: the text encoder, Stage-I's CA and Stage-I's G take no gradient and stay
+    in eval mode (the paper's Stage-II training on a trained Stage-I); their KL is not
+    counted. Otherwise (one stage, or both trained jointly as StackGAN++) the KL of every CA
+    is summed, and Stage-II's loss reaches Stage-I through its input image."""
+
+    def __init__(
+        self,
+        *,
+        text_encoder: nn.Module,
+        ca1: ConditioningAugmentation,
+        stage1: nn.Module,
+        ca2: ConditioningAugmentation | None = None,
+        stage2: nn.Module | None = None,
+        freeze_stage1: bool = False,
+    ) -> None:
+        super().__init__()
+        if (ca2 is None) != (stage2 is None) or (freeze_stage1 and stage2 is None):
+            raise GenlabError(
+                "StackGenerator: Stage-II needs both its CA and its G; freezing Stage-I needs "
+                "a Stage-II to train."
+            )
+        self.text_encoder, self.ca1, self.stage1 = text_encoder, ca1, stage1
+        self.ca2, self.stage2 = ca2, stage2
+        self.freeze_stage1 = freeze_stage1
+        if freeze_stage1:
+            for part in self.stage1_parts():
+                part.requires_grad_(False)
+
+    def stage1_parts(self) -> list[nn.Module]:
+        """What Stage-I is made of (and what a Stage-I checkpoint gives Stage-II)."""
+        return [self.text_encoder, self.ca1, self.stage1]
+
+    def train(self, mode: bool = True) -> StackGenerator:
+        super().train(mode)
+        if self.freeze_stage1:
+            for part in self.stage1_parts():
+                part.train(False)
+        return self
+
+    def forward(
+        self, tokens: torch.Tensor, z: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> StackOutput:
+        """tokens (B, L), z (B, latent_dim) -> StackOutput; the CAs draw from `generator`."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_stage1):
+            phi = self.text_encoder(tokens)  # (b, embed_dim)
+            c1, kl = self.ca1(phi, generator=generator)
+            low = self.stage1(z, c1)  # (b, c, s, s)
+        if self.freeze_stage1:
+            kl = torch.zeros_like(kl)
+        if self.stage2 is None:
+            return StackOutput(low, None, kl)
+        assert self.ca2 is not None
+        c2, kl2 = self.ca2(phi, generator=generator)
+        return StackOutput(low, self.stage2(low, c2), kl + kl2)
+
+
+class StackDiscriminator(nn.Module):
+    """StackGAN's discriminator side as one module: a text encoder of its own (D learns what
+    a matching caption looks like from its own gradient) and a matching-aware D per stage
+    that is trained: `stage1` on Stage-I's resolution, `stage2` on Stage-II's."""
+
+    def __init__(
+        self,
+        *,
+        text_encoder: nn.Module,
+        stage1: nn.Module | None = None,
+        stage2: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if stage1 is None and stage2 is None:
+            raise GenlabError("StackDiscriminator needs a Stage-I or a Stage-II D.")
+        self.text_encoder, self.stage1, self.stage2 = text_encoder, stage1, stage2
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, level: str) -> torch.Tensor:
+        """Images (B, C, s, s) in [-1, 1] and captions (B, L) -> one logit each (B,), from the
+        D of `level` (`stage1` or `stage2`)."""
+        d = self.stage1 if level == "stage1" else self.stage2
+        if d is None:
+            raise GenlabError(f"this StackDiscriminator has no {level} D.")
+        return d(x, self.text_encoder(tokens))

@@ -77,7 +77,7 @@ class OptunaSweeper(Sweeper):
 
     @exit_on_user_error  # a bad search config: one paragraph, exit status 2, no traceback
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
-        from genlab.callbacks.checkpoint import RunInterrupted
+        from genlab.callbacks.last_checkpoint import RunInterrupted
         from genlab.search.study import reading_journal
 
         try:

@@ -10,7 +10,7 @@ from torchvision.utils import make_grid
 
 from genlab.callbacks.images import images_dir
 from genlab.models.protocols import CanSample, Grows
-from genlab.nets.progressive import Progress
+from genlab.nets.progressive_nets import Progress
 from genlab.utils.loggers import log_image
 
 

@@ -39,7 +39,7 @@ from genlab.data.paired import load_pairs, translation_pairing
 from genlab.data.pairing import luma
 from genlab.data.subsets import evenly_spaced
 from genlab.evaluation.context import EvalContext, accepts
-from genlab.losses.translation import pixel_loss, psnr_db, region_mean
+from genlab.losses.translation_losses import pixel_loss, psnr_db, region_mean
 from genlab.metrics.generation import MetricSpec, real_indices
 from genlab.models.protocols import CanTranslate
 from genlab.utils.errors import GenlabError
