@@ -30,11 +30,13 @@ def main(cfg: DictConfig) -> None:
     from genlab.utils.checkpoint import load_model, pick_device
 
     with output_folder(cfg, "samples folder") as out_dir:
+        psi = truncation_option(cfg.get("truncation"))  # refused before anything is read
         torch.manual_seed(cfg.seed)
         model, run_cfg = load_model(cfg.ckpt_path)
         model = model.to(pick_device(cfg.device))
         datamodule = run_data(run_cfg)
         conditions = sample_conditions(cfg, model, datamodule)
+        truncate(model, psi)
         summary = write_samples(
             model,
             out_dir,
@@ -50,8 +52,51 @@ def main(cfg: DictConfig) -> None:
             grid_max=cfg.grid_max,
             batch_size=cfg.batch_size,
         )
+        if psi is not None:  # write_samples does not know of it
+            from genlab.utils.run import write_json
+
+            write_json(out_dir / "samples.json", {**summary, "truncation": psi})
     log.info("samples written to %s", out_dir)
     print(summary["grid"])
+
+
+def truncation_option(value: object) -> float | None:
+    """The `truncation` option as psi > 0, or None (off); a GenlabError naming it otherwise."""
+    from genlab.utils.errors import GenlabError
+
+    if value is None:
+        return None
+    try:
+        psi = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        psi = float("nan")
+    if not psi > 0 or psi == float("inf"):
+        raise GenlabError(
+            f"truncation={value!r} must be a number > 0 (z drawn from N(0, 1) truncated to "
+            "[-psi, psi]), or null for no truncation."
+        )
+    return psi
+
+
+def truncate(model, psi: float | None) -> None:  # noqa: ANN001
+    """With psi, the model's samples are drawn with the truncation trick (GANs: z from a
+    normal truncated to [-psi, psi], see GAN.sample_latent); refused, naming the option, for
+    models that do not take it."""
+    import functools
+    import inspect
+
+    from genlab.utils.errors import GenlabError
+
+    if psi is None:
+        return
+    sample = getattr(model, "sample", None)
+    if sample is None or "truncation" not in inspect.signature(sample).parameters:
+        raise GenlabError(
+            f"truncation={psi}: {type(model).__name__} does not sample with the truncation "
+            "trick (GANs do). Leave truncation=null, or use temperature= to scale the prior."
+        )
+    # write_samples draws through model.sample: this model's draws are truncated from here
+    model.sample = functools.partial(sample, truncation=psi)
 
 
 def run_data(run_cfg: DictConfig):  # noqa: ANN201 (a datamodule, or None)

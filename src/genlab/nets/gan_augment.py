@@ -339,10 +339,14 @@ class AdaptiveAugment(nn.Module):
         if "xfrac" in self.ops:
             tx, ty = n[2] * self.xfrac_std * w, n[3] * self.xfrac_std * h
             then(mat(one, zero, zero, one, tx, ty), self._chosen(u[7], p))
-        # centred pixel coordinates -> grid_sample's normalised ones (align_corners=False)
-        to_norm = torch.diag(torch.tensor([2.0 / w, 2.0 / h, 1.0], device=x.device))
-        from_norm = torch.diag(torch.tensor([w / 2.0, h / 2.0, 1.0], device=x.device))
-        theta = (to_norm @ m @ from_norm)[:, :2].to(x.dtype)
+        # centred pixel coordinates -> grid_sample's normalised ones (align_corners=False):
+        # diag(2/w, 2/h, 1) @ m @ diag(w/2, h/2, 1), by Python scalars (no host-to-device copy)
+        theta = m[:, :2].clone()
+        theta[:, 0, 1] *= h / w
+        theta[:, 1, 0] *= w / h
+        theta[:, 0, 2] *= 2.0 / w
+        theta[:, 1, 2] *= 2.0 / h
+        theta = theta.to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         warped = F.grid_sample(
             x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
