@@ -49,7 +49,11 @@ class GenlabModule(L.LightningModule):
         # a conditional model's classes (or attributes) against the data's, once before
         # training: the nets do not read the labels' range during training steps (a sync)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        have = getattr(dm, "num_classes", None)
+        condition = getattr(dm, "condition", None)
+        if condition is not None and condition.kind in ("class", "attributes"):
+            have = condition.num_classes
+        else:
+            have = getattr(dm, "num_classes", None)
         if self.num_classes and dm is not None and have != self.num_classes:
             raise GenlabError(
                 f"model.num_classes={self.num_classes} but the data ({type(dm).__name__}) has "
