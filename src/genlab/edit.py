@@ -1,0 +1,98 @@
+"""Change one attribute of real images by a chosen amount and keep the rest:
+`python -m genlab.edit ckpt_path=PATH attribute=NAME amount=X [input_dir=DIR]`
+(conf/edit.yaml).
+
+Images are coded by the model's encoder (autoencoders, VAEs, WAEs, the CAAE) or by GAN
+inversion, moved along an InterFaceGAN boundary normal or a mean-difference vector (or, for
+models conditioned on attributes, decoded with the changed condition), and written as
+strips (input | reconstruction | edits), edited files and edit.json to RUN/edit/<time>/
+(genlab.analysis.editing). A model that can neither encode nor be inverted is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
+from genlab.utils.errors import exit_on_user_error
+from genlab.utils.run import output_folder
+
+log = logging.getLogger("genlab.edit")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="edit")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    # torch and the models load when the command runs, not for --help or a refusal
+    import torch
+    from hydra.utils import instantiate
+
+    from genlab.analysis.editing import amounts_of, check_method, code_route, write_edits
+    from genlab.utils.checkpoint import load_model, pick_device
+    from genlab.utils.run import write_json
+
+    with output_folder(cfg, "edit folder") as out_dir:
+        amounts = amounts_of(
+            OmegaConf.to_object(cfg.amount) if OmegaConf.is_config(cfg.amount) else cfg.amount,
+            cfg.steps,
+        )
+        torch.manual_seed(cfg.seed)
+        model, run_cfg = load_model(cfg.ckpt_path)
+        code_route(model)  # the refusal, before anything else is built
+        model = model.to(pick_device(cfg.device)).eval()
+        data = run_data(run_cfg)
+        check_method(model, cfg.method, data)
+        labeler = instantiate(cfg.labeler) if cfg.get("labeler") else None
+        judges = (
+            [instantiate(j) for j in cfg.judges]
+            if cfg.get("judges") is not None
+            else ([labeler] if labeler is not None else [])
+        )
+        summary = write_edits(
+            model,
+            data,
+            out_dir,
+            attribute=str(cfg.attribute),
+            amounts=amounts,
+            method=cfg.method,
+            baselines=list(cfg.baselines),
+            keep=[str(k) for k in cfg.keep],
+            labeler=labeler,
+            judges=judges,
+            boundary=cfg.boundary,
+            fraction=cfg.fraction,
+            n_samples=cfg.n_samples,
+            source=cfg.source,
+            input_dir=cfg.input_dir,
+            split=cfg.split,
+            n_inputs=cfg.n_inputs,
+            inversion=OmegaConf.to_container(cfg.inversion, resolve=True),
+            feature=cfg.feature,
+            classifier_ckpt=cfg.classifier_ckpt,
+            seed=cfg.seed,
+            max_image_pixels=cfg.max_image_pixels,
+        )
+        write_json(out_dir / "edit.json", summary)
+    log.info("edits written to %s", out_dir)
+    print(summary["methods"][summary["method"]]["strip"])
+
+
+def run_data(run_cfg: DictConfig):  # noqa: ANN201 (a datamodule, or None)
+    """The run's datamodule (not set up), for its shape, condition and attributes; None when
+    it cannot be built here (its data live elsewhere): inputs then come from input_dir."""
+    from hydra.utils import instantiate
+
+    from genlab.utils.checkpoint import data_config
+
+    try:
+        return instantiate(data_config(run_cfg))
+    except Exception as exc:  # noqa: BLE001  (any data problem: edit files without the data)
+        log.info("the run's data cannot be built here (%s): only input files can be edited", exc)
+        return None
+
+
+if __name__ == "__main__":
+    main()
