@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from PIL import Image
 
 import genlab.utils.resolvers  # noqa: F401
 
@@ -98,6 +102,40 @@ def assert_same_state(a: dict, b: dict) -> None:
                 assert torch.equal(torch.as_tensor(va), torch.as_tensor(vb)), (i, name)
             else:
                 assert va == vb, (i, name, va, vb)
+
+
+# --- trained checkpoints shared by many test files, made once per session -------------------
+# FAST, but one epoch of 30 batches: enough for a VAE to learn that MNIST's background is black
+QUICK = [
+    o for o in FAST if not o.startswith(("trainer.max_epochs", "trainer.limit_train_batches"))
+] + ["trainer.max_epochs=1", "trainer.limit_train_batches=30"]
+
+
+@cache
+def trained(model: str = "vae", *extra: str) -> dict:
+    """Train `model` on static-binarized mnist_5k for 30 batches; return the run summary."""
+    from genlab.train import train
+
+    root = Path(tempfile.mkdtemp(prefix=f"genlab_{model}_"))
+    summary = train(make_cfg(root, *QUICK, f"model={model}", "data.binarize=static", *extra))
+    summary["root"] = root
+    return summary
+
+
+# --- reading back the grids genlab writes ------------------------------------------------------
+def tiles(path: Path, rows: int, cols: int, size: int = 28) -> torch.Tensor:
+    """The tiles of a make_grid PNG (padding 2) of grey images: (rows, cols, size, size)."""
+    pixels = torch.from_numpy(np.array(Image.open(path))[..., 0]).float() / 255
+    assert pixels.shape == (rows * (size + 2) + 2, cols * (size + 2) + 2)
+    step = size + 2
+    return torch.stack(
+        [
+            torch.stack(
+                [pixels[2 + r * step :, 2 + c * step :][:size, :size] for c in range(cols)]
+            )
+            for r in range(rows)
+        ]
+    )
 
 
 def options(group: str) -> list[str]:

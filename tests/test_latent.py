@@ -6,13 +6,11 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, tiles, trained
 from hydra.utils import instantiate
 from PIL import Image
-from test_vae_helpers import trained
 
 from genlab.analysis.latent_space import (
     apply_attribute,
@@ -65,21 +63,6 @@ def test_attribute_masks_by_class_and_by_name():
         attribute_mask(attrs, "Bald", ["Eyeglasses", "Smiling"])
     with pytest.raises(GenlabError, match="class index"):
         attribute_mask(torch.tensor([1, 2]), "Smiling", None)
-
-
-def tiles(path: Path, rows: int, cols: int, size: int = 28) -> torch.Tensor:
-    """The tiles of a make_grid PNG (padding 2) of grey images: (rows, cols, size, size)."""
-    pixels = torch.from_numpy(np.array(Image.open(path))[..., 0]).float() / 255
-    assert pixels.shape == (rows * (size + 2) + 2, cols * (size + 2) + 2)
-    step = size + 2
-    return torch.stack(
-        [
-            torch.stack(
-                [pixels[2 + r * step :, 2 + c * step :][:size, :size] for c in range(cols)]
-            )
-            for r in range(rows)
-        ]
-    )
 
 
 def test_interpolation_from_data_and_from_the_prior(tmp_path):

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_cfg
+from conftest import make_cfg, trained
 from datafiles import write_cifar10, write_mnist
 from hydra.utils import instantiate
-from test_vae_helpers import trained
 
 from genlab.evaluation.context import EvalContext
 from genlab.evaluation.ood import ood

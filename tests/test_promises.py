@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF, FAST, REPO, TINY_CLASSIFIER, TINY_GAN, make_cfg, run_cli
+from conftest import CONF, FAST, REPO, TINY_CLASSIFIER, TINY_GAN, make_cfg, run_cli, tiles
 from datafiles import write_celeba, write_mnist
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -34,7 +34,6 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from test_latent import tiles
 
 from genlab.data import CelebA
 from genlab.evaluation.context import EvalContext

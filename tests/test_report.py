@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, FAST, TINY_CLASSIFIER, make_cfg, run_cli
+from conftest import CONF, FAST, TINY_CLASSIFIER, make_cfg, run_cli, tiles
 from hydra.utils import instantiate
 from omegaconf import open_dict
-from test_latent import tiles
 
 from genlab.evaluation.runner import evaluate
 from genlab.train import train

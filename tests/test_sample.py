@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, trained
 from PIL import Image
-from test_vae_helpers import trained
 
 from genlab.analysis.samples import write_samples
 from genlab.models import AutoEncoder

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, make_cfg, run_cli
-from test_vae_helpers import trained
+from conftest import FAST, make_cfg, run_cli, trained
 from torchvision.utils import save_image
 
 from genlab.evaluation.context import EvalContext
