@@ -22,6 +22,13 @@ digit (`heldout_per_digit`, `heldout_pairs`): no train, val or test canvas has a
 of its held-out quadrants, and the extra split `test_heldout` has at least one in every
 canvas (compositional generalisation: the words were all seen, the combination never).
 Every item is one (canvas, caption) pair: `captions_per_image` items per canvas.
+
+Label views (`labels`), the same canvases for the baselines and judges that take no text:
+`digits` gives each canvas the class of the digits it holds, whatever their places (10
+single digits + 55 unordered pairs = `DIGIT_SET_CLASSES`; a class-conditional GAN given only
+the digit labels, `model=cgan`), `layout` a multi-hot vector of its 40 (digit, quadrant)
+pairs (a multilabel classifier whose features see digits and places: the domain feature
+network of FID/KID on these canvases). One item per canvas in both.
 """
 
 from __future__ import annotations
@@ -59,6 +66,13 @@ _FILLERS = frozenset(
     {"the", "a", "an", "digit", "is", "at", "in", "corner", "there", "and", "to", "of"}
 )
 SPLITS = ("train", "val", "test", "test_heldout")
+LABEL_VIEWS = ("caption", "digits", "layout")
+# the classes of the `digits` view: one digit, or an unordered pair (repetition allowed)
+DIGIT_SETS = tuple((d,) for d in range(10)) + tuple(
+    (a, b) for a in range(10) for b in range(a, 10)
+)
+DIGIT_SET_CLASSES = len(DIGIT_SETS)  # 65
+LAYOUT_LABELS = len(QUADRANTS) * 10  # (digit, quadrant) pairs: index digit * 4 + quadrant
 
 
 # --- what a caption says ------------------------------------------------------------------
@@ -430,23 +444,56 @@ def heldout_pairs(per_digit: int, seed: int) -> set[tuple[int, int]]:
     return {(d, (perm[d] + k) % 4) for d in range(10) for k in range(per_digit)}
 
 
+def digit_set_class(digits: Sequence[int]) -> int:
+    """The `digits` view's class of one or two digits, in any order (DIGIT_SETS)."""
+    return DIGIT_SETS.index(tuple(sorted(digits)))
+
+
+def spec_digit_class(spec: CaptionSpec) -> int:
+    """The class of the digits a caption names (what a class-conditional model is told)."""
+    return digit_set_class([m.digit for m in spec.mentions])
+
+
+def layout_class(layout: Layout) -> int:
+    """The `digits` view's class of a canvas."""
+    return digit_set_class([d for d in layout.digits if d >= 0])
+
+
+def layout_vector(layout: Layout) -> torch.Tensor:
+    """The `layout` view of a canvas: float (40,), 1 at digit * 4 + quadrant for each digit."""
+    v = torch.zeros(LAYOUT_LABELS)
+    for q, d in enumerate(layout.digits):
+        if d >= 0:
+            v[d * 4 + q] = 1.0
+    return v
+
+
 # --- the dataset and datamodule -------------------------------------------------------------
 class CaptionedCanvases(Dataset):
     """(canvas, caption) pairs: item i is canvas i // K with its caption i % K, as
-    (image float (C, S, S) in [0, 1], tokens int64 (L,))."""
+    (image float (C, S, S) in [0, 1], tokens int64 (L,)). With `labels` (N, ...) (a label
+    view), one item per canvas: (image, its label)."""
 
-    def __init__(self, canvases: Canvases, tokens: torch.Tensor, channels: int = 1) -> None:
+    def __init__(
+        self,
+        canvases: Canvases,
+        tokens: torch.Tensor,
+        channels: int = 1,
+        labels: torch.Tensor | None = None,
+    ) -> None:
         self.images = match_channels(canvases.images, channels, "captioned_digits")
         self.layouts, self.specs, self.texts = canvases.layouts, canvases.specs, canvases.texts
         self.tokens = tokens  # (N, K, L)
-        self.per_image = tokens.shape[1]
+        self.labels = labels
+        self.per_image = tokens.shape[1] if labels is None else 1
 
     def __len__(self) -> int:
         return len(self.images) * self.per_image
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         c, k = divmod(i, self.per_image)
-        return self.images[c].float().div_(255), self.tokens[c, k]
+        y = self.tokens[c, k] if self.labels is None else self.labels[c]
+        return self.images[c].float().div_(255), y
 
     def layout(self, i: int) -> Layout:
         return self.layouts[i // self.per_image]
@@ -459,12 +506,21 @@ class CaptionedCanvases(Dataset):
         c, k = divmod(i, self.per_image)
         return self.texts[c][k]
 
+    def caption_tokens(self, i: int) -> torch.Tensor:
+        """Item i's caption as tokens (L,) (in a label view: the canvas's first caption)."""
+        c, k = divmod(i, self.per_image)
+        return self.tokens[c, k]
+
 
 class CaptionedDigits(SampleDataModule):
     """Captioned digit canvases (module docstring). Batches are (x, y): x float (B, C, S, S)
     in [0, 1], y int64 (B, max_length) token ids, 0-padded (condition `tokens`, with the
     vocabulary built from the training captions). Splits: train, val, test (seen
-    combinations, unseen digit images) and test_heldout (`heldout_dataloader`)."""
+    combinations, unseen digit images) and test_heldout (`heldout_dataloader`).
+
+    `labels`: `caption` (the default, above), or a label view of the same canvases, one item
+    per canvas (module doc): `digits` (a class in [0, 65): condition `class`) or `layout`
+    (float (40,) multi-hot: condition `attributes`)."""
 
     name = "captioned_digits"
 
@@ -485,9 +541,16 @@ class CaptionedDigits(SampleDataModule):
         max_length: int = 24,
         digit_val_fraction: float = 0.1,
         digit_test_fraction: float = 0.1,
+        labels: str = "caption",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if labels not in LABEL_VIEWS:
+            raise GenlabError(
+                f"data.labels={labels!r}: use caption (captions as tokens), digits (the class "
+                "of the digits on each canvas, for class-conditional baselines) or layout (a "
+                "multi-hot of its (digit, quadrant) pairs, for a multilabel classifier)."
+            )
         if image_size < 16 or image_size % 2 or channels not in (1, 3):
             raise GenlabError(
                 f"data.image_size={image_size} / data.channels={channels}: captioned digits "
@@ -528,7 +591,10 @@ class CaptionedDigits(SampleDataModule):
         self.max_length = max_length
         self.digit_fractions = (digit_val_fraction, digit_test_fraction)
         self.vocab: Vocabulary | None = None
-        self.num_classes = None
+        self.labels = labels
+        self.num_classes = {"caption": None, "digits": DIGIT_SET_CLASSES}.get(
+            labels, LAYOUT_LABELS
+        )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -540,6 +606,12 @@ class CaptionedDigits(SampleDataModule):
 
     @property
     def condition(self) -> Condition:
+        if self.labels == "digits":
+            names = tuple(" and ".join(map(str, ds)) for ds in DIGIT_SETS)
+            return Condition("class", (), DIGIT_SET_CLASSES, names=names)
+        if self.labels == "layout":
+            names = tuple(f"{d} at the {q}" for d in range(10) for q in QUADRANTS)
+            return Condition("attributes", (LAYOUT_LABELS,), LAYOUT_LABELS, names=names)
         if self.vocab is None:
             self.setup()
         assert self.vocab is not None
@@ -596,7 +668,12 @@ class CaptionedDigits(SampleDataModule):
                 where=f"data.max_length={self.max_length}",
             )
             tokens = tokens.view(len(canv.images), self.captions_per_image, self.max_length)
-            out[split] = CaptionedCanvases(canv, tokens, self.channels)
+            labels = None
+            if self.labels == "digits":
+                labels = torch.tensor([layout_class(lay) for lay in canv.layouts])
+            elif self.labels == "layout":
+                labels = torch.stack([layout_vector(lay) for lay in canv.layouts])
+            out[split] = CaptionedCanvases(canv, tokens, self.channels, labels)
         return out
 
     def heldout_dataloader(self):
@@ -611,7 +688,11 @@ class CaptionedDigits(SampleDataModule):
     def encode_condition(self, text: str) -> torch.Tensor:
         """`genlab.sample text=...`: one caption as int64 (1, max_length) tokens; it must be a
         caption of the grammar in words of the training captions (else one paragraph naming
-        the word)."""
+        the word). In the `digits` view, the class of the digits the caption names (1,)."""
+        if self.labels == "digits":
+            return torch.tensor([spec_digit_class(parse_caption(text))])
+        if self.labels == "layout":
+            return super().encode_condition(text)
         return self.encode([text])
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:

@@ -152,9 +152,7 @@ class StackGAN(AdversarialModule):
         sizes = {"channels": channels, "embed_dim": embed_dim, "cond_dim": cond_dim}
         discriminator = StackDiscriminator(
             text_encoder=text_encoder(vocab_size=vocab_size, out_dim=embed_dim),
-            stage1=(
-                stage1_discriminator(image_size=low_size, **sizes) if stage != "2" else None
-            ),
+            stage1=(stage1_discriminator(image_size=low_size, **sizes) if stage != "2" else None),
             stage2=(
                 stage2_discriminator(image_size=image_size, **sizes)  # type: ignore[misc]
                 if two
@@ -216,7 +214,7 @@ class StackGAN(AdversarialModule):
         if y is None:
             raise GenlabError(
                 "StackGAN draws images from captions and was given none: pass caption tokens "
-                "as y (genlab.sample text=\"the digit 3 is at the top left\", or source=data "
+                'as y (genlab.sample text="the digit 3 is at the top left", or source=data '
                 "for the test split's captions). Generation metrics of a text-to-image model "
                 "need captions too: use tasks=[captions] in genlab.eval."
             )
@@ -333,7 +331,10 @@ class StackGAN(AdversarialModule):
         model_cfg = config.get("model") if isinstance(config, dict) else None
         if isinstance(model_cfg, dict):
             target = str(model_cfg.get("_target_", ""))
-            if not target.endswith(".StackGAN") or str(model_cfg.get("stage")) not in ("1", "joint"):
+            if not target.endswith(".StackGAN") or str(model_cfg.get("stage")) not in (
+                "1",
+                "joint",
+            ):
                 raise GenlabError(
                     f"model.stage1_ckpt={path!r} is a checkpoint of {target or 'no model'} "
                     f"(stage {model_cfg.get('stage')}), not of a StackGAN Stage-I: train one "
@@ -487,7 +488,10 @@ class StackGAN(AdversarialModule):
         terms = {"kl": (self.kl_weight, kl)}
         if self.stage == "joint" and self.adversarial:
             critic1 = self._training_critic_at("stage1", cond, p.noise)
-            terms["adv_stage1"] = (self.adv_weight, self.objective.generator_loss(critic1, p.out.low))
+            terms["adv_stage1"] = (
+                self.adv_weight,
+                self.objective.generator_loss(critic1, p.out.low),
+            )
         return terms
 
     def _log_iteration(

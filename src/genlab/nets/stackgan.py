@@ -370,7 +370,7 @@ class StackGenerator(nn.Module):
         self.freeze_stage1 = freeze_stage1
         if freeze_stage1:
             for part in self.stage1_parts():
-                part.requires_grad_(False)
+                part.requires_grad_(False).train(False)
 
     def stage1_parts(self) -> list[nn.Module]:
         """What Stage-I is made of (and what a Stage-I checkpoint gives Stage-II)."""
