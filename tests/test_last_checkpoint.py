@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST, load, make_cfg
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from genlab.callbacks.last_checkpoint import (
     LastCheckpoint,
@@ -33,6 +34,7 @@ from genlab.callbacks.last_checkpoint import (
 )
 from genlab.train import train
 from genlab.utils.errors import GenlabError
+from genlab.utils.run import read_summary
 
 TINY_AE = [
     *FAST,
@@ -199,6 +201,36 @@ def test_a_stop_asked_in_the_middle_of_an_epoch_is_written_at_the_end(tmp_path):
     )
     assert summary["global_step"] == summary["last_ckpt_step"] == 5
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
+class SilentlyFailingIO(TorchCheckpointIO):
+    """A checkpoint writer that writes nothing and raises nothing (what Lightning's writer does
+    when it swallows a PermissionError); a user's own writer replaces genlab's atomic one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        return None
+
+
+def test_a_last_checkpoint_that_was_not_written_stops_the_run(tmp_path):
+    """With a writer that silently writes nothing and no best checkpoint to notice it, the
+    first last.ckpt (the end of epoch 0, step 4) fails the run naming the file."""
+    cfg = make_cfg(
+        tmp_path,
+        *TINY_AE,
+        "~callbacks.model_checkpoint",
+        "+trainer.plugins=[{_target_:test_last_checkpoint.SilentlyFailingIO}]",
+    )
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(GenlabError) as err:
+        train(cfg)
+    assert str(err.value).startswith(f"the checkpoint {last} could not be written. ")
+    assert read_summary(tmp_path / "run")["status"] == "failed"
+
+
+def test_fast_dev_run_writes_no_last_checkpoint(tmp_path):
+    summary = train(make_cfg(tmp_path, *TINY_AE, "trainer.fast_dev_run=true"))
+    assert summary["status"] == "completed"
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_every_n_train_steps_must_not_be_negative(tmp_path):
