@@ -1,7 +1,7 @@
 """The progressive GAN's components (src/genlab/nets/progressive_nets.py) against closed forms
-written from the paper (Karras et al. 2018, sections 4.1-4.2 and 3) and docs/progressive-gan.md, not
-from the code: pixel norm, the equalized-learning-rate scale of every layer, G's invariance to
-the scale of z, minibatch standard deviation.
+written from the paper (Karras et al. 2018, sections 4.1-4.2 and 3) and docs/progressive-gan.md,
+not from the code: pixel norm, the equalized-learning-rate scale of every layer, G's invariance
+to the scale of z, minibatch standard deviation.
 
 Seen failing (each in a scratch copy of src/): `pixel_norm` returning its input unchanged
 fails the pixel-norm, per-block and scale-of-z tests, G's first layer fed z instead of its
