@@ -1,22 +1,32 @@
-"""Does a GAN recipe draw every digit? Train it for several seeds, judge the samples with an
-independent classifier, report per-class counts.
+"""Does a GAN recipe draw every digit, well? Train it for several seeds, judge the samples with
+an independent classifier, report per-class counts, and what each of its additions does.
 
     python benchmarks/gan_recipes.py experiment=gan_mnist --seeds 0 1 2
-    python benchmarks/gan_recipes.py experiment=dcgan_mnist --seeds 0 1 2 --threads 2
+    python benchmarks/gan_recipes.py experiment=dcgan_mnist --ablation --jobs 2
+    python benchmarks/gan_recipes.py experiment=gan_mnist --grid-dir docs/images/gans
     python benchmarks/gan_recipes.py --runs logs/train/runs/2026-...   # judge finished runs
 
-Each seed is one `python -m genlab.train <overrides> seed=S` subprocess (what a user types;
-CSV logger only), with `OMP_NUM_THREADS=--threads`. Its last checkpoint's sampling generator
-(the EMA copy the run's sample grids use) draws `--samples` images from fixed noise; a
-classifier trained here, in plain PyTorch, on the same training digits the GAN saw (it
-shares no code with genlab's models) labels them. Reported per run: the count of each class,
-the smallest class fraction, how many classes reach `--min-fraction`, the judge's mean
-confidence (mean max softmax), the Inception-style score exp E KL(p(y|x) || p(y)) in the
-judge's outputs (1 = one class; 10 = ten confident, balanced classes), and for conditional
-models the fraction of samples the judge reads as the class they were asked for. The same
-numbers for real test digits are the yardstick. With `--classifier-ckpt` (a checkpoint of
-`python -m genlab.train experiment=classifier_mnist`), each run also gets the domain FID of
-`python -m genlab.eval ckpt_path=... tasks=[generation]`.
+Each (variant, seed) is one `python -m genlab.train <overrides> seed=S` subprocess (what a user
+types; CSV logger only), with `OMP_NUM_THREADS=--threads`; `--jobs` of them at a time. Its wall
+and CPU time (user + system of that process alone) are recorded. Its last checkpoint's sampling
+generator (the EMA copy the run's sample grids use) draws `--samples` images from fixed noise;
+a classifier trained here, in plain PyTorch, on the same training digits the GAN saw (it shares
+no code with genlab's models) labels them. Reported per run: the count of each class, the
+smallest class fraction, the judge's mean confidence (mean max softmax), the Inception-style
+score exp E KL(p(y|x) || p(y)) in the judge's outputs (1 = one class; 10 = ten confident,
+balanced classes), ADA's final p when the run used ADA, whether it meets the targets
+(`--target-score`, `--target-fraction`: every digit), and for conditional models the
+fraction of samples the judge reads as the class they were asked for. The same numbers for
+real test digits are the yardstick. `--truncation PSI ...` also judges samples drawn with the
+truncation trick. With `--classifier-ckpt` (a checkpoint of `python -m genlab.train
+experiment=classifier_mnist`), each run also gets the domain FID of `python -m genlab.eval
+ckpt_path=... tasks=[generation]`.
+
+`--ablation`: the recipe as shipped, then the recipe without each of its additions (its
+`model.augment`, each of its `model.penalties`), without any of them, and with each addition
+it does not use (DiffAugment, ADA, R1, LeCam) -- each over the same seeds. `--variant NAME
+OVERRIDES` adds a variant of one's own (repeatable). A finished (variant, seed) run found in
+the work folder is judged again, not retrained (delete its folder to retrain).
 
 A GAN's trajectory is chaotic: another CPU's rounding, another thread count or another seed
 gives another run. A recipe is robust when every seed passes, not when one does.
@@ -30,9 +40,11 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,6 +52,20 @@ from torch import nn
 
 from genlab.data import MNIST5k
 from genlab.utils.checkpoint import load_model
+
+# what an ablation adds to a recipe that does not use it: (name, kind, override)
+ADDITIONS = [
+    ("diffaugment", "augment", "+model/augment=diffaugment"),
+    ("ada", "augment", "+model/augment=ada"),
+    ("r1", "penalty", "+model/penalties=r1"),
+    ("lecam", "penalty", "+model/penalties=lecam"),
+]
+
+
+AUGMENTS = {
+    "diffaugment": "genlab.nets.gan_augment.DiffAugment",
+    "ada": "genlab.nets.gan_augment.AdaptiveAugment",
+}
 
 
 def judge_net() -> nn.Module:
@@ -101,8 +127,10 @@ def judge(net: nn.Module, x: torch.Tensor, asked: torch.Tensor | None = None) ->
     return out
 
 
-def train_run(overrides: list[str], seed: int, run_dir: Path, threads: int) -> float:
-    """One `python -m genlab.train` subprocess into run_dir; returns its wall time in s."""
+def train_run(overrides: list[str], seed: int, run_dir: Path, threads: int) -> dict:
+    """One `python -m genlab.train` subprocess into run_dir; its wall and CPU seconds (the
+    child's own rusage, so parallel jobs do not count each other). Kept in run_dir/../
+    <name>.time.json, which marks the run as finished."""
     cmd = [
         sys.executable, "-m", "genlab.train", *overrides, f"seed={seed}", "logger=csv",
         "extras.print_config=false", f"hydra.run.dir={run_dir}",
@@ -111,10 +139,14 @@ def train_run(overrides: list[str], seed: int, run_dir: Path, threads: int) -> f
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed; see {run_dir.parent / run_dir.name}.log")
-    return time.perf_counter() - start
+    times = {"train_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime}
+    (run_dir.parent / f"{run_dir.name}.time.json").write_text(json.dumps(times))
+    return times
 
 
 def domain_fid(ckpt: Path, classifier_ckpt: str, threads: int) -> float:
@@ -146,14 +178,84 @@ def find_key(tree: object, key: str) -> object:
     return None
 
 
-def evaluate_run(run_dir: Path, net: nn.Module, n: int) -> dict:
-    """Judge n samples of a finished run's last checkpoint (its sampling generator)."""
+def draw(run_dir: Path, n: int, truncation: float | None = None) -> tuple:
+    """n samples of a finished run's last checkpoint (its sampling generator, fixed noise),
+    the classes asked for (conditional models, else None), and ADA's p (or None)."""
     model, _ = load_model(str(run_dir / "checkpoints" / "last.ckpt"))
     gen = torch.Generator().manual_seed(0)
     asked = model.default_labels(n)  # classes 0..9 in turn for a conditional GAN, else None
+    options = {"truncation": truncation} if truncation is not None else {}
     with torch.no_grad():
-        x = model.sample(n, generator=gen, y=asked)
-    return judge(net, x, asked)
+        x = model.sample(n, generator=gen, y=asked, **options)
+    p = getattr(getattr(model, "augment", None), "p", None)
+    return x, asked, (float(p) if p is not None else None)
+
+
+def evaluate_run(run_dir: Path, net: nn.Module, args: argparse.Namespace) -> dict:
+    """Judge args.samples samples of a finished run (and with each --truncation)."""
+    x, asked, ada_p = draw(run_dir, args.samples)
+    row = judge(net, x, asked)
+    if ada_p is not None:
+        row["ada_p"] = ada_p
+    row["classes_drawn"] = sum(c >= args.min_fraction * row["n"] for c in row["counts"])
+    row["passes"] = bool(
+        row["score"] >= args.target_score and row["min_fraction"] >= args.target_fraction
+    )
+    for psi in args.truncation or []:
+        xt, _, _ = draw(run_dir, args.samples, psi)
+        t = judge(net, xt, asked)
+        row.setdefault("truncated", {})[str(psi)] = {
+            k: t[k] for k in ("score", "min_fraction", "confidence", "counts")
+        }
+    if args.grid_dir is not None:
+        from torchvision.utils import save_image
+
+        args.grid_dir.mkdir(parents=True, exist_ok=True)
+        save_image(x[:64], args.grid_dir / f"{run_dir.parent.name}-{run_dir.name}.png", nrow=8)
+    return row
+
+
+def compose(overrides: list[str]):  # noqa: ANN201 (a DictConfig)
+    """The training config `python -m genlab.train overrides` would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    import genlab.utils.resolvers  # noqa: F401
+
+    with initialize_config_module(version_base="1.3", config_module="genlab.conf"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def ablation(overrides: list[str]) -> list[tuple[str, list[str]]]:
+    """The variants of an ablation of the recipe `overrides` (module doc)."""
+    model = compose(overrides).model
+    has_augment = model.get("augment") is not None
+    penalties = list((model.get("penalties") or {}).keys())
+    variants: list[tuple[str, list[str]]] = [("recipe", [])]
+    removed: list[str] = []
+    if has_augment:
+        target = str(model.augment.get("_target_", "")).rsplit(".", 1)[-1]
+        variants.append((f"without augment ({target})", ["~model.augment"]))
+        removed.append("~model.augment")
+    for name in penalties:
+        variants.append((f"without {name}", [f"~model.penalties.{name}"]))
+        removed.append(f"~model.penalties.{name}")
+    if len(removed) > 1:
+        variants.append(("without any", removed))
+    used = str(model.augment.get("_target_", "")) if has_augment else ""
+    for name, kind, override in ADDITIONS:
+        if kind == "augment" and not has_augment:
+            variants.append((f"with {name}", [override]))
+        elif kind == "augment" and AUGMENTS[name] != used:
+            # the recipe picks its augmentation in its defaults list: choose another there
+            variants.append((f"{name} instead", [override.lstrip("+")]))
+        elif kind == "penalty" and name not in penalties:
+            variants.append((f"with {name}", [override]))
+    return variants
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "recipe"
 
 
 def main() -> None:
@@ -161,47 +263,75 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=gan_mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at a time")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--min-fraction", type=float, default=0.02)
+    parser.add_argument("--target-score", type=float, default=6.0)
+    parser.add_argument("--target-fraction", type=float, default=0.05)
+    parser.add_argument("--ablation", action="store_true", help="with and without each addition")
+    parser.add_argument(
+        "--variant", nargs="+", action="append", metavar=("NAME", "OVERRIDE"), default=[]
+    )
+    parser.add_argument("--truncation", type=float, nargs="*", help="also judge with these psi")
+    parser.add_argument("--grid-dir", type=Path, help="write an 8x8 grid of each run's samples")
     parser.add_argument("--runs", type=Path, nargs="*", help="judge these run dirs, no training")
     parser.add_argument("--classifier-ckpt", help="also report fid_domain (genlab.eval)")
     parser.add_argument("--name", help="results file name (default: from the overrides)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--work", type=Path, help="run folders (default: next to the results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     name = args.name or "_".join(o.split("=")[-1] for o in args.overrides) or "runs"
-    work = args.out / f"gan_recipes-{name}-runs"
+    work = args.work or args.out / f"gan_recipes-{name}-runs"
 
     net, acc = train_judge()
     print(f"judge: test accuracy {acc:.4f} on the 500 test digits", flush=True)
     if acc < 0.95:
         raise SystemExit(f"the judge reaches only {acc:.3f} test accuracy: not a fair judge")
     x_real, _ = split_tensors("test")
-    rows = [{"run": "real test digits", **judge(net, x_real)}]
+    rows = [{"run": "real test digits", "variant": "", **judge(net, x_real)}]
 
-    runs = [(str(p), None, p) for p in args.runs or []]
-    for seed in [] if args.runs else args.seeds:
-        run_dir = work / f"seed{seed}"
-        wall = train_run(args.overrides, seed, run_dir, args.threads)
-        runs.append((f"seed {seed}", wall, run_dir))
-    for label, wall, run_dir in runs:
-        row = {"run": label, "train_s": wall, **evaluate_run(run_dir, net, args.samples)}
+    variants = ablation(args.overrides) if args.ablation else [("recipe", [])]
+    variants += [(v[0], v[1:]) for v in args.variant]
+    jobs = [] if args.runs else [(v, s) for v in variants for s in args.seeds]
+
+    def run_one(job: tuple[tuple[str, list[str]], int]) -> dict:
+        (variant, extra), seed = job
+        run_dir = work / slug(variant) / f"seed{seed}"
+        done = run_dir.parent / f"seed{seed}.time.json"
+        if done.exists() and (run_dir / "checkpoints" / "last.ckpt").exists():
+            times = json.loads(done.read_text()) | {"reused": True}
+        else:
+            times = train_run([*args.overrides, *extra], seed, run_dir, args.threads)
+        print(f"trained {variant} seed {seed}: {times}", flush=True)
+        return {"variant": variant, "overrides": extra, "seed": seed, "dir": run_dir, **times}
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        trained = list(pool.map(run_one, jobs))
+    trained += [{"variant": "", "seed": None, "dir": p, "run": str(p)} for p in args.runs or []]
+    for t in trained:
+        row = {k: v for k, v in t.items() if k != "dir"}
+        row.setdefault("run", f"{t['variant']}, seed {t['seed']}")
+        row.update(evaluate_run(t["dir"], net, args))
         if args.classifier_ckpt:
-            ckpt = run_dir / "checkpoints" / "last.ckpt"
+            ckpt = t["dir"] / "checkpoints" / "last.ckpt"
             row["fid_domain"] = domain_fid(ckpt, args.classifier_ckpt, args.threads)
-        row["classes_drawn"] = sum(c >= args.min_fraction * row["n"] for c in row["counts"])
         rows.append(row)
         print(json.dumps(row), flush=True)
 
     result = {
         "overrides": args.overrides,
         "threads": args.threads,
+        "jobs": args.jobs,
         "min_fraction": args.min_fraction,
+        "targets": {"score": args.target_score, "min_fraction": args.target_fraction},
         "judge_test_accuracy": acc,
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "torch": torch.__version__,
+        "variants": [{"name": n, "overrides": o} for n, o in variants],
         "rows": rows,
+        "summary": summary(rows),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"gan_recipes-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -209,23 +339,87 @@ def main() -> None:
     print(markdown(result))
 
 
+def machine() -> str:
+    """The CPU's model name (Linux) or architecture, and its core count."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per variant: seeds, score mean/min/max, the smallest class over seeds, seeds passing,
+    mean CPU and wall seconds."""
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows if r.get("seed") is not None):
+        runs = [r for r in rows if r.get("seed") is not None and r["variant"] == variant]
+        scores = [r["score"] for r in runs]
+        entry = {
+            "variant": variant,
+            "seeds": len(runs),
+            "score_mean": statistics.fmean(scores),
+            "score_min": min(scores),
+            "score_max": max(scores),
+            "min_fraction": min(r["min_fraction"] for r in runs),
+            "passing": sum(r["passes"] for r in runs),
+            "cpu_s": statistics.fmean(r.get("cpu_s", float("nan")) for r in runs),
+            "train_s": statistics.fmean(r.get("train_s", float("nan")) for r in runs),
+        }
+        if any("ada_p" in r for r in runs):
+            entry["ada_p"] = [r.get("ada_p") for r in runs]
+        out.append(entry)
+    return out
+
+
 def markdown(result: dict) -> str:
-    """A Markdown table of a result."""
+    """Markdown tables of a result: per variant, then per run."""
+    t = result["targets"]
     lines = [
         f"`{' '.join(result['overrides'])}`, OMP_NUM_THREADS={result['threads']}, "
-        f"{result['date']}, {result['machine']}, torch {result['torch']}; judge test accuracy "
-        f"{result['judge_test_accuracy']:.3f}",
+        f"{result['jobs']} run(s) at a time, {result['date']}, {result['machine']}, torch "
+        f"{result['torch']}; judge test accuracy {result['judge_test_accuracy']:.3f}; target: "
+        f"score >= {t['score']:g} with every digit >= {100 * t['min_fraction']:g} %",
         "",
-        "| run | counts of digits 0-9 | min class | confidence | score | FID (domain) | train s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    if result.get("summary"):
+        lines += [
+            "| variant | seeds passing | score mean (min-max) | smallest class (worst seed) "
+            "| CPU s | wall s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for s in result["summary"]:
+            lines.append(
+                f"| {s['variant']} | {s['passing']}/{s['seeds']} | {s['score_mean']:.2f} "
+                f"({s['score_min']:.2f}-{s['score_max']:.2f}) | {100 * s['min_fraction']:.1f} % "
+                f"| {s['cpu_s']:.0f} | {s['train_s']:.0f} |"
+            )
+        lines.append("")
+    lines += [
+        "| run | counts of digits 0-9 | min class | confidence | score | ADA p | FID (domain) "
+        "| CPU s | wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         fid = f"{r['fid_domain']:.2f}" if "fid_domain" in r else ""
+        p = f"{r['ada_p']:.3f}" if "ada_p" in r else ""
+        cpu = f"{r['cpu_s']:.0f}" if r.get("cpu_s") else ""
         wall = f"{r['train_s']:.0f}" if r.get("train_s") else ""
         lines.append(
             f"| {r['run']} | {' '.join(map(str, r['counts']))} | {100 * r['min_fraction']:.1f} % "
-            f"| {r['confidence']:.3f} | {r['score']:.2f} | {fid} | {wall} |"
+            f"| {r['confidence']:.3f} | {r['score']:.2f} | {p} | {fid} | {cpu} | {wall} |"
         )
+    truncated = [(r, psi, v) for r in result["rows"] for psi, v in r.get("truncated", {}).items()]
+    if truncated:
+        lines += ["", "| run | truncation psi | min class | score |", "|---|---:|---:|---:|"]
+        for r, psi, v in truncated:
+            lines.append(
+                f"| {r['run']} | {psi} | {100 * v['min_fraction']:.1f} % | {v['score']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,8 @@
     python benchmarks/pggan_vs_dcgan.py timing                      # seconds per iteration
     python benchmarks/pggan_vs_dcgan.py compare --classifier-ckpt CLF.ckpt --seeds 0 1 2 \
         --pggan-steps N                                              # train, evaluate
+    python benchmarks/pggan_vs_dcgan.py curves --classifier-ckpt CLF.ckpt --seeds 0 1 2 \
+        --budgets 1 4 --plot docs/images/gans/pggan_vs_dcgan_curves.png   # FID over time
 
 `timing` trains both recipes as shipped (`experiment=dcgan_mnist`, `experiment=pggan_mnist`)
 for a few dozen iterations each, alternating, `--repeats` times, in the same window of time
@@ -12,6 +14,16 @@ phase of its schedule at 20 iterations per phase, and the median time of an iter
 kept per phase. Validation, grids, checkpoints and loggers are off; only iterations count.
 From the medians it prints the number of pggan_mnist iterations that take as long as
 dcgan_mnist's full budget (trainer.max_epochs x iterations per epoch).
+
+`curves` trains dcgan_mnist for the largest `--budgets` multiple of its iterations and
+pggan_mnist once per budget (its phases and iterations scaled by the multiple: the recipe's
+887 iterations of 100-iteration phases are one budget), per seed, with the domain FID (500
+samples against the 500 validation digits, the `generation_metrics` callback) every
+`--every` iterations (DCGAN) or every phase (progressive), and the training time of every
+iteration (`IterationTimer`: validation, metrics and checkpoints excluded). Results:
+pggan_vs_dcgan-curves.json / .md and a plot of FID against training CPU time
+(`--plot`, e.g. docs/images/gans/pggan_vs_dcgan_curves.png). The DCGAN recipe has no
+schedule, so the first budget's curve is the start of the longest run.
 
 `compare` trains each recipe for each seed (`python -m genlab.train experiment=... seed=S`,
 the CSV logger only; pggan with `trainer.max_steps=--pggan-steps`), then scores each run's
@@ -66,6 +78,30 @@ class IterationTimer(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         out = Path(trainer.default_root_dir) / "iteration_times.json"
         out.write_text(json.dumps(self.times))
+
+
+class CurvePoints(IterationTimer):
+    """IterationTimer, then genlab's GenerationMetrics every `every_n_steps` iterations (its
+    options as keyword arguments): the iteration is timed before the metrics run, so the
+    times are the training's alone whatever order the callbacks run in."""
+
+    def __init__(self, **metrics) -> None:
+        from genlab.callbacks import GenerationMetrics
+
+        super().__init__()
+        self.metrics = GenerationMetrics(**metrics)
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self.metrics.setup(trainer, pl_module, stage)
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        self.metrics.on_train_batch_end(trainer, pl_module, *args)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step % self.metrics.every_n_steps:  # the last iteration too
+            self.metrics.compute(trainer, pl_module)
+        super().on_train_end(trainer, pl_module)
 
 
 def genlab(module: str, *args: str, cwd: Path, threads: int) -> float:
@@ -193,6 +229,120 @@ def compare(args: argparse.Namespace) -> dict:
     return {"runs": runs}
 
 
+def cumulative(times: dict[str, dict[str, list[float]]], clock: str) -> list[float]:
+    """Seconds of training after each iteration, from IterationTimer's per-stage lists (the
+    stages are in the order they ran)."""
+    total, out = 0.0, []
+    for values in times[clock].values():
+        for v in values:
+            total += v
+            out.append(total)
+    return out
+
+
+def curves(args: argparse.Namespace) -> dict:
+    """FID over training time for both recipes at every budget (module doc)."""
+    metrics = [
+        "callbacks=[model_checkpoint]",  # last.ckpt; no grids inside the timed iterations
+        "+callbacks.curve._target_=pggan_vs_dcgan.CurvePoints",
+        f"+callbacks.curve.classifier_ckpt={args.classifier_ckpt}",
+        "+callbacks.curve.extractor=domain",
+        "+callbacks.curve.metrics=[fid]",
+        "+callbacks.curve.every_n_epochs=null",
+        "+callbacks.curve.time_budget_s=null",
+        "test=false",
+    ]
+    top = max(args.budgets)
+    plans = []
+    for seed in args.seeds:
+        dcgan_steps = args.dcgan_steps * top
+        plans.append(
+            ("dcgan_mnist", top, seed, args.every, [
+                "experiment=dcgan_mnist", f"trainer.max_epochs={dcgan_steps // 62}",
+            ])
+        )  # fmt: skip
+        for b in args.budgets:
+            phase = args.phase_steps * b
+            plans.append(
+                ("pggan_mnist", b, seed, phase, [
+                    "experiment=pggan_mnist", f"model.fade_images={phase * 64}",
+                    f"model.stabilise_images={phase * 64}",
+                    f"trainer.max_steps={args.pggan_steps_per_budget * b}",
+                ])
+            )  # fmt: skip
+    runs = []
+    for name, budget, seed, every, overrides in plans:
+        work = args.work / f"curves_{name}_x{budget}_s{seed}"
+        work.mkdir(parents=True, exist_ok=True)
+        cpu = genlab(
+            "genlab.train",
+            *overrides,
+            *QUIET,
+            *metrics,
+            f"+callbacks.curve.every_n_steps={every}",
+            f"seed={seed}",
+            cwd=work,
+            threads=args.threads,
+        )
+        run = latest_run(work)
+        times = json.loads((run / "iteration_times.json").read_text())
+        cpu_at, wall_at = cumulative(times, "cpu"), cumulative(times, "wall")
+        points = []
+        for line in (run / "metric-generation.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            step = int(record["step"])
+            points.append(
+                {
+                    "step": step,
+                    "train_cpu_s": round(cpu_at[step - 1], 2),
+                    "train_wall_s": round(wall_at[step - 1], 2),
+                    "fid_domain": record["values"]["fid_domain"],
+                }
+            )
+        runs.append(
+            {
+                "recipe": name,
+                "budget": budget,
+                "seed": seed,
+                "iterations": len(cpu_at),
+                "process_cpu_s": round(cpu, 1),
+                "points": points,
+                "run_dir": str(run),
+            }
+        )
+        print(json.dumps(runs[-1]), flush=True)
+    return {"curves": runs, "dcgan_budget_steps": args.dcgan_steps}
+
+
+def plot_curves(result: dict, path: Path) -> None:
+    """FID (domain) against training CPU seconds, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = {"dcgan_mnist": "tab:blue", "pggan_mnist": "tab:orange"}
+    styles = {1: ":", 2: "-.", 4: "-"}
+    for run in result["curves"]:
+        xs = [p["train_cpu_s"] for p in run["points"]]
+        ys = [p["fid_domain"] for p in run["points"]]
+        label = f"{run['recipe']} x{run['budget']} seed {run['seed']}"
+        ax.plot(xs, ys, styles.get(run["budget"], "-"), color=colours[run["recipe"]],
+                marker=".", label=label, alpha=0.85)  # fmt: skip
+    budget = result.get("dcgan_budget_cpu_s")
+    if budget:
+        ax.axvline(budget, color="grey", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("training CPU seconds (iterations only)")
+    ax.set_ylabel("FID in the domain classifier's features")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def latest_eval(run: Path) -> Path:
     return max((run / "eval").iterdir(), key=lambda p: p.stat().st_mtime)
 
@@ -209,6 +359,22 @@ def markdown(result: dict) -> str:
             lines.append(f"| {k} | {v:.3f} | {t['wall'][k]:.3f} | {t['n'][k]} |")
         for clock, steps in result.get("equal_time_pggan_steps", {}).items():
             lines += ["", f"pggan_mnist iterations for equal {clock} time: {steps}"]
+    if "curves" in result:
+        lines += [
+            "",
+            "| recipe | budget | seed | iterations | training CPU s | FID (domain) at the end "
+            "| best FID | FID at CPU s |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in result["curves"]:
+            pts = r["points"]
+            end = pts[-1] if pts else {"fid_domain": float("nan"), "train_cpu_s": float("nan")}
+            best = min((p["fid_domain"] for p in pts), default=float("nan"))
+            trail = ", ".join(f"{p['fid_domain']:.0f}@{p['train_cpu_s']:.0f}" for p in pts)
+            lines.append(
+                f"| {r['recipe']} | x{r['budget']} | {r['seed']} | {r['iterations']} | "
+                f"{end['train_cpu_s']:.0f} | {end['fid_domain']:.1f} | {best:.1f} | {trail} |"
+            )
     if "runs" in result:
         keys = ["fid_domain", "kid_domain", "precision_domain", "recall_domain", "coverage_domain"]
         head = "| recipe | seed | iterations | wall s | CPU s | " + " | ".join(keys) + " |"
@@ -224,7 +390,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["timing", "compare"])
+    parser.add_argument("what", choices=["timing", "compare", "curves"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dcgan-timing-steps", type=int, default=60)
     parser.add_argument("--dcgan-steps", type=int, default=32 * 62, help="dcgan_mnist's budget")
@@ -235,6 +401,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pggan-steps", type=int)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--every", type=int, default=248, help="DCGAN's FID interval (curves)")
+    parser.add_argument(
+        "--pggan-steps-per-budget", type=int, default=887, help="pggan_mnist's max_steps"
+    )
+    parser.add_argument("--plot", type=Path, help="curves: where to draw FID over time")
     parser.add_argument("--work", type=Path, default=Path("pggan_vs_dcgan_runs"))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="pggan_vs_dcgan")
@@ -251,6 +423,12 @@ def main() -> None:
             clock: equal_time_steps(result["timing"][clock], args.dcgan_steps, args.phase_steps)
             for clock in ("cpu", "wall")
         }
+    elif args.what == "curves":
+        if not args.classifier_ckpt:
+            parser.error("curves needs --classifier-ckpt")
+        result.update(curves(args))
+        if args.plot:
+            plot_curves(result, args.plot)
     else:
         if not (args.classifier_ckpt and args.pggan_steps):
             parser.error("compare needs --classifier-ckpt and --pggan-steps")

@@ -674,14 +674,14 @@ def test_a_multirun_with_a_failed_job_exits_non_zero(tmp_path):
 
 
 # --- DDP: whichever rank dies, the run says which and ends failed ------------------------------
-def _wait_for_step(root: Path, step: int, timeout: float = 180) -> Path:
+def _wait_for_step(root: Path, step: int, stderr: Path, timeout: float = 180) -> Path:
     deadline = time.time() + timeout
     while time.time() < deadline:
         runs = run_dirs(root)
         if runs and read_summary(runs[0]).get("global_step", 0) >= step:
             return runs[0]
         time.sleep(0.3)
-    raise AssertionError("the DDP run never got going")
+    raise AssertionError(f"the DDP run never got going; its stderr:\n{stderr.read_text()[-3000:]}")
 
 
 @pytest.mark.slow
@@ -697,24 +697,28 @@ def test_ddp_rank_death_is_named_and_recorded(tmp_path, victim):
         "trainer.check_val_every_n_epoch=1000",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    main = subprocess.Popen(
-        [sys.executable, "-m", "genlab.train", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # the output goes to files: a pipe nobody reads until the end blocks a chatty run
+    err_file = tmp_path / "stderr.txt"
+    with open(tmp_path / "stdout.txt", "w") as out, open(err_file, "w") as errors:
+        main = subprocess.Popen(
+            [sys.executable, "-m", "genlab.train", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=errors,
+            text=True,
+        )
     old = run_module.HEARTBEAT_S
     try:
-        run = _wait_for_step(tmp_path, 1)
+        run = _wait_for_step(tmp_path, 1, err_file)
         children = subprocess.run(
             ["pgrep", "-P", str(main.pid)], capture_output=True, text=True
         ).stdout.split()
         assert children, "rank 1 was not started as a child of rank 0"
         killed = main.pid if victim == "rank0" else int(children[0])
         os.kill(killed, signal.SIGKILL)
-        _, err = main.communicate(timeout=120)
+        main.wait(timeout=120)
+        err = err_file.read_text()
     finally:
         run_module.HEARTBEAT_S = old
         if main.poll() is None:

@@ -6,6 +6,7 @@ Real training of tiny models, real subprocesses for signals."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 import torch
 from conftest import FAST, TINY_GAN, assert_same_state, load, make_cfg, run_cli, run_dirs
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from runlogs import train_rows
 
 from genlab.analysis.comparison import compare_runs
 from genlab.models.base import Diverged
@@ -70,34 +72,27 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_resume_is_exact_mid_epoch_for_every_family(tmp_path, family):
-    """10 steps straight == 6 steps (stopped in the middle of epoch 1: 4 batches an epoch),
-    then resumed to 10: bit-equal weights, EMA, buffers, optimizer states, step counters."""
-    common = [*FAST, "test=false", "trainer.max_epochs=5", *FAMILIES[family]]
-    straight = train(make_cfg(tmp_path / "a", *common, "trainer.max_steps=10"))
-    first = train(make_cfg(tmp_path / "b", *common, "trainer.max_steps=6"))
-    assert load(first["last_ckpt"])["global_step"] == 6
-    resumed = train(
-        make_cfg(
-            tmp_path / "c", *common, "trainer.max_steps=10", f"ckpt_path={first['last_ckpt']}"
-        )
-    )
-    assert straight["global_step"] == resumed["global_step"] == 10
-    assert_same_state(load(straight["last_ckpt"]), load(resumed["last_ckpt"]))
+# Exact resume in the middle of an epoch, for every family, and shown to start at the
+# checkpoint's step: tests/test_family_contracts.py (family_contract.FamilyContract).
 
 
 @pytest.mark.parametrize("family", ["vae", "gan"])
 def test_resume_is_exact_across_epoch_boundaries_in_a_chain(tmp_path, family):
-    """0 -> 4 (the end of epoch 0) -> 7 (mid-epoch) -> 12 equals 12 straight."""
+    """0 -> 4 (the end of epoch 0) -> 7 (mid-epoch) -> 12 equals 12 straight, and each part
+    started where the one before stopped (its logged steps)."""
     common = [*FAST, "test=false", "trainer.max_epochs=5", *FAMILIES[family]]
+    key = "train/loss_g" if family == "gan" else "train/loss"
     straight = train(make_cfg(tmp_path / "s", *common, "trainer.max_steps=12"))
-    ckpt = None
+    ckpt, before = None, 0
     for i, steps in enumerate((4, 7, 12)):
         resume = [f"ckpt_path={ckpt}"] if ckpt else []
         part = train(make_cfg(tmp_path / str(i), *common, f"trainer.max_steps={steps}", *resume))
         ckpt = part["last_ckpt"]
         assert load(ckpt)["global_step"] == steps
+        if before:
+            rows = train_rows(part["run_dir"], key)
+            assert min(rows) == before and max(rows) == steps - 1, sorted(rows)
+        before = steps
     assert_same_state(load(straight["last_ckpt"]), load(ckpt))
 
 
@@ -151,6 +146,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["attempts"][-1]["status"] == "interrupted"
     straight = train(make_cfg(tmp_path / "straight", *common, f"trainer.max_steps={target}"))
     assert_same_state(load(straight["last_ckpt"]), load(run / "checkpoints" / "last.ckpt"))
+    # the continuation started at the checkpoint's step: the run's log has every step once
+    # (a restart from 0 would have logged steps 0..stopped a second time)
+    with open(run / "csv" / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert len(steps) == len(set(steps)) and max(steps) == target - 1
 
 
 # --- refused resume ----------------------------------------------------------------------------

@@ -95,7 +95,7 @@ class LastCheckpoint(Checkpoint):
             return
         started = time.time()
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # and no log line saying so
         self.saved_step = trainer.global_step
         self.saved_at = (trainer.global_step, where)
         own = isinstance(getattr(trainer.strategy, "checkpoint_io", None), AtomicCheckpointIO)

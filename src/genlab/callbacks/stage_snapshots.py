@@ -65,7 +65,7 @@ class StageSnapshots(L.Callback):
             # every rank calls it (it ends in a barrier); rank 0 writes
             dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
             if dirpath:
-                trainer.save_checkpoint(Path(dirpath) / f"{name}.ckpt")
+                trainer.save_checkpoint(Path(dirpath) / f"{name}.ckpt", weights_only=False)
         if trainer.is_global_zero and isinstance(pl_module, CanSample):
             was_training = pl_module.training
             pl_module.eval()

@@ -336,7 +336,8 @@ class MorphoDigits(MNIST5k):
     `thickness_steps` (pixels) makes the versions of every digit by morphology (0 = the digit
     itself, 1 = one pixel thicker, -0.5 = half a pixel thinner): the same digit at known,
     different thicknesses, the ground truth of a thickness edit. A digit's versions stay in
-    its split. `digit_labels(split)`, `measures(split)` (all four measures, in their units)
+    its split; `max_digits` keeps the first digits of each split only (quick looks, tests).
+    `digit_labels(split)`, `measures(split)` (all four measures, in their units)
     and `steps(split)` (the step each image was made with) are there for evaluation.
 
     What editing asks of attribute data (genlab.analysis.editing): `edit_attributes` (the
@@ -352,6 +353,7 @@ class MorphoDigits(MNIST5k):
         attributes: Sequence[str] = ("thickness", "slant"),
         thickness_steps: Sequence[float] = (-0.5, 0.0, 1.0, 2.0),
         scale: int = 4,
+        max_digits: int | None = None,
         **kwargs: Any,
     ) -> None:
         attributes = list(attributes)
@@ -375,6 +377,8 @@ class MorphoDigits(MNIST5k):
             )
         if scale < 1 or scale > 8:
             raise GenlabError(f"data.scale={scale}: use 1 to 8 (4 is Morpho-MNIST's).")
+        if max_digits is not None and max_digits < 1:
+            raise GenlabError(f"data.max_digits={max_digits}: a positive number, or null (all).")
         kwargs["num_classes"] = len(attributes)
         super().__init__(**kwargs)
         if self.channels != 1:
@@ -383,7 +387,7 @@ class MorphoDigits(MNIST5k):
                 "data.channels=1."
             )
         self.attr_names = attributes
-        self.thickness_steps, self.scale = steps, scale
+        self.thickness_steps, self.scale, self.max_digits = steps, scale, max_digits
         self._extra: dict[str, dict[str, torch.Tensor]] = {}
 
     # --- what editing asks of attribute data ------------------------------------------------
@@ -412,6 +416,8 @@ class MorphoDigits(MNIST5k):
         s = len(self.thickness_steps)
         for split, data in digit_splits.items():
             images, labels, _ = materialize(data)
+            if self.max_digits is not None:  # the first digits of the split (quick looks)
+                images, labels = images[: self.max_digits], labels[: self.max_digits]
             variants, values = digit_variants(images, self.thickness_steps, scale=self.scale)
             out[split] = ArrayImages(variants, to_condition(values[:, cols], self.attr_names))
             self._extra[split] = {

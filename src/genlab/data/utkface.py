@@ -224,7 +224,7 @@ class UTKFace(FileDataModule):
     def age_group(self, ages: torch.Tensor) -> torch.Tensor:
         """The group index of each age (years) (N,) long."""
         starts = torch.tensor(self.age_starts, dtype=torch.float32)
-        return (torch.bucketize(ages.float(), starts, right=True) - 1).clamp_min(0)
+        return (torch.bucketize(ages.float().contiguous(), starts, right=True) - 1).clamp_min(0)
 
     def attribute_values(
         self, images: torch.Tensor | None, paths: Sequence[str] | None

@@ -132,18 +132,19 @@ def train_reader(
     opt = torch.optim.Adam(reader.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     reader.train()
-    for _ in range(steps):
-        idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen)
-        d_logits, s_logits, t_logits = reader(_as_float(images[idx]))
-        loss = F.cross_entropy(d_logits.reshape(-1, 11), digits[idx].reshape(-1))
-        for logits, target in ((s_logits, sizes[idx]), (t_logits, thick[idx])):
-            if (target >= 0).any():
-                loss = loss + F.cross_entropy(
-                    logits.reshape(-1, 2), target.reshape(-1), ignore_index=-1
-                )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # also when called under no_grad (an eval task)
+        for _ in range(steps):
+            idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=gen)
+            d_logits, s_logits, t_logits = reader(_as_float(images[idx]))
+            loss = F.cross_entropy(d_logits.reshape(-1, 11), digits[idx].reshape(-1))
+            for logits, target in ((s_logits, sizes[idx]), (t_logits, thick[idx])):
+                if (target >= 0).any():
+                    loss = loss + F.cross_entropy(
+                        logits.reshape(-1, 2), target.reshape(-1), ignore_index=-1
+                    )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return reader.eval()
 
 
@@ -229,17 +230,18 @@ def train_text_image_encoder(
     gen = torch.Generator().manual_seed(seed)
     n, k = tokens.shape[:2]
     enc.train()
-    for _ in range(steps):
-        idx = torch.randperm(n, generator=gen)[: min(batch_size, n)]
-        which = torch.randint(k, (len(idx),), generator=gen)
-        zi = enc.embed_images(images[idx])
-        zt = enc.embed_text(tokens[idx, which])
-        logits = enc.log_scale.exp() * zi @ zt.T  # (b, b)
-        target = torch.arange(len(idx))
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # also when called under no_grad (an eval task)
+        for _ in range(steps):
+            idx = torch.randperm(n, generator=gen)[: min(batch_size, n)]
+            which = torch.randint(k, (len(idx),), generator=gen)
+            zi = enc.embed_images(images[idx])
+            zt = enc.embed_text(tokens[idx, which])
+            logits = enc.log_scale.exp() * zi @ zt.T  # (b, b)
+            target = torch.arange(len(idx))
+            loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return enc.eval()
 
 

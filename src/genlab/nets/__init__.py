@@ -1,7 +1,7 @@
 """Plain nn.Modules (no Lightning): encoders, decoders, generators, discriminators."""
 
-from genlab.nets.conv_classifier import ConvClassifier
 from genlab.nets.conv import ConvDecoder, ConvEncoder
+from genlab.nets.conv_classifier import ConvClassifier
 from genlab.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from genlab.nets.gan_mlp import MLPDiscriminator, MLPGenerator
 from genlab.nets.mlp import MLPDecoder, MLPEncoder

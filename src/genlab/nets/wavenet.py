@@ -207,7 +207,12 @@ class WaveNet(nn.Module):
                     "and got none: pass them."
                 )
             ids = torch.as_tensor(ids, device=table.weight.device).long().reshape(-1)
-            if len(ids) != n or int(ids.min()) < 0 or int(ids.max()) >= table.num_embeddings:
+            # the range is read outside training only: reading it waits for the device, and
+            # the model checks the data's classes once before training
+            bad_range = not self.training and (
+                int(ids.min()) < 0 or int(ids.max()) >= table.num_embeddings
+            )
+            if len(ids) != n or bad_range:
                 raise GenlabError(
                     f"{what}: {len(ids)} values in [{int(ids.min())}, {int(ids.max())}] for "
                     f"{n} clips and {table.num_embeddings} embeddings: give one index in "

@@ -1,0 +1,154 @@
+"""Every model family passes the shared checks of family_contract.FamilyContract (exact resume
+that starts at the checkpoint's step; no host-device sync between logging steps), each with a
+configuration small enough for a few seconds of CPU."""
+
+from __future__ import annotations
+
+from conftest import TINY_GAN
+from family_contract import FamilyContract
+
+TINY_AE = (
+    "model.encoder.hidden_dims=[32]",
+    "model.decoder.hidden_dims=[32]",
+    "model.latent_dim=8",
+)
+
+
+class TestAutoEncoder(FamilyContract):
+    overrides = TINY_AE
+
+
+class TestSparseTopK(FamilyContract):
+    overrides = ("model=sparse_ae", "model/sparsity=topk", *TINY_AE[:2])
+
+
+class TestDenoisingOnTheDataLoaderPath(FamilyContract):
+    # a random corruption drawn from the global generator, the DataLoader path
+    overrides = ("model=denoising_ae", *TINY_AE, "data.device_resident=false")
+
+
+class TestVAE(FamilyContract):
+    overrides = ("model=vae", *TINY_AE[:2])
+
+
+class TestConditionalVAE(FamilyContract):
+    overrides = ("model=cvae",)
+
+
+class TestWAE(FamilyContract):
+    overrides = ("model=wae", *TINY_AE[:2])
+
+
+class TestClassifier(FamilyContract):
+    overrides = ("model=classifier", "model.net.hidden_channels=[4,8]")
+
+
+class TestGAN(FamilyContract):
+    overrides = (*TINY_GAN, "model.n_critic=2")
+    loss_key = "train/loss_g"
+
+
+class TestConditionalWGANGP(FamilyContract):
+    overrides = (*TINY_GAN, "model=cgan", "model.loss=wgan_gp", "model.n_critic=2")
+    loss_key = "train/loss_g"
+
+
+class TestProgressiveGAN(FamilyContract):
+    overrides = (
+        "experiment=pggan_mnist",
+        "model.latent_dim=8",
+        "model.generator.max_channels=8",
+        "model.discriminator.max_channels=8",
+        "data.batch_size=8",
+        # a fade-in within the 10 steps: 4x4 for 32 images, then 8x8 fading in over 32
+        "model.stabilise_images=32",
+        "model.fade_images=32",
+    )
+    sync_overrides = ("model.stabilise_images=100000",)
+    loss_key = "train/loss_g"
+
+
+class TestPix2Pix(FamilyContract):
+    overrides = (
+        "experiment=pix2pix_edges_mnist",
+        "model.generator.base_channels=4",
+        "model.discriminator.base_channels=4",
+        "data.batch_size=8",
+    )
+    loss_key = "train/loss_g"
+
+
+VIDEO = (
+    "data.image_size=16",
+    "data.context_frames=3",
+    "data.future_frames=3",
+    "data.batch_size=4",
+    "data.train_size=64",
+    "data.val_size=8",
+    "data.test_size=8",
+)
+
+
+class TestConvLSTM(FamilyContract):
+    overrides = (
+        "model=convlstm",
+        *VIDEO,
+        "model.net.hidden_channels=[4]",
+        "model.net.frame_channels=4",
+        "model.net.downsample=1",
+    )
+
+
+class TestSVGLP(FamilyContract):
+    overrides = (
+        "model=svg_lp",
+        *VIDEO,
+        "model.g_dim=8",
+        "model.z_dim=2",
+        "model.encoder.hidden_channels=[4,8]",
+        "model.posterior.hidden_size=8",
+        "model.prior.hidden_size=8",
+        "model.predictor.hidden_size=8",
+        "model.eval_samples=2",
+    )
+
+
+class TestWaveNet(FamilyContract):
+    overrides = (
+        "model=wavenet",
+        "data.speakers=2",
+        "data.takes=3",
+        "data.length=256",
+        "data.batch_size=4",
+        "model.net.residual_channels=4",
+        "model.net.gate_channels=4",
+        "model.net.skip_channels=8",
+        "model.net.layers_per_stack=3",
+        "model.net.stacks=1",
+        "callbacks.sample_grid.n=2",
+    )
+
+
+class TestVoxelVAE(FamilyContract):
+    overrides = (
+        "model=voxel_vae",
+        "data.size=16",
+        "data.shapes_per_category=4",
+        "data.batch_size=4",
+        "model.latent_dim=8",
+        "model.encoder.base_channels=4",
+        "model.decoder.base_channels=4",
+    )
+
+
+class TestShapeCompletion(FamilyContract):
+    overrides = (
+        "model=shape_completion",
+        "data.size=16",
+        "data.image_size=16",
+        "data.shapes_per_category=4",
+        "data.batch_size=4",
+        "model.net.encoder_channels=4",
+        "model.net.decoder_channels=4",
+        "model.net.latent_dim=8",
+    )
