@@ -387,12 +387,8 @@ def test_minibatch_stddev_keeps_the_dtype_and_its_default_group():
     assert torch.allclose(five[:, 2], torch.full((5, 3, 3), 1e-4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in src/genlab/nets/progressive_nets.py, ProgressiveDiscriminator.__init__: "
-    "mbstd_group_size=1 is accepted (the check is `< 0`) though its own message says 'use 0 "
-    "(off) or a group size >= 2'; a group of one has no spread, so D gets a constant map",
-)
 def test_a_minibatch_group_of_one_is_refused_as_the_message_says():
+    """A group of one has no spread, so D would get a constant map (found by this test: the
+    check was `< 0` while its message said 0 or >= 2)."""
     with pytest.raises(GenlabError, match="mbstd_group_size=1: use 0"):
         ProgressiveDiscriminator(channels=1, image_size=8, mbstd_group_size=1)

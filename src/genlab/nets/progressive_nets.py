@@ -336,7 +336,7 @@ class ProgressiveDiscriminator(_Progressive):
         super().__init__()
         who = "ProgressiveDiscriminator (model.discriminator)"
         self.resolution = _check(image_size, num_classes, who)
-        if mbstd_group_size < 0:
+        if mbstd_group_size < 0 or mbstd_group_size == 1:
             raise GenlabError(
                 f"model.discriminator.mbstd_group_size={mbstd_group_size}: use 0 (off) or a "
                 "group size >= 2 (the paper: 4)."
