@@ -181,6 +181,50 @@ def test_the_run_uses_and_records_the_thread_count(tmp_path):
     assert summary["threads"] == 2 and summary["threads_from"] == "threads option"
 
 
+def test_a_busy_machine_gets_one_thread_unless_told_otherwise(monkeypatch):
+    """Load figures as measured (docs/performance.md#cpu-threads): 14-19 on 2 CPUs, where one
+    thread was four times faster, takes 1; 1.2-1.8, where two were faster, keeps 2."""
+    import genlab.utils.preflight as preflight
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(preflight, "usable_cpus", lambda: 2)
+    assert choose_threads("auto", load=1.8) == (2, "2 usable CPU(s) / 1 process(es)")
+    assert choose_threads("auto", load=None) == (2, "2 usable CPU(s) / 1 process(es)")
+    n, why = choose_threads("auto", load=14.0)
+    assert n == 1
+    assert why == (
+        "the machine is busy: load average 14.0 on 2 usable CPU(s), where 2 threads would "
+        "wait for one another; threads=2 to use them anyway"
+    )
+    assert choose_threads("auto", load=2.0)[0] == 1  # as many running as there are CPUs
+    monkeypatch.setattr(preflight, "usable_cpus", lambda: 8)
+    assert choose_threads("auto", load=6.5)[0] == 8
+    assert choose_threads("auto", load=8.0)[0] == 1
+    # an explicit choice wins
+    assert choose_threads(2, load=14.0) == (2, "threads option")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads("auto", load=14.0) == (2, "OMP_NUM_THREADS")
+
+
+def test_a_run_on_a_busy_machine_says_and_records_its_choice(tmp_path, monkeypatch, caplog):
+    import genlab.utils.preflight as preflight
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(preflight, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(preflight, "_LOAD_AT_START", 3.5)  # measured once per process
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO, logger="genlab.train"):
+            summary = train(make_cfg(tmp_path, *FAST, "trainer.max_epochs=1", "test=false"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert summary["threads"] == 1
+    assert summary["threads_from"].startswith("the machine is busy: load average 3.5 on 2")
+    said = [r.getMessage() for r in caplog.records if "torch threads" in r.getMessage()]
+    assert said == [f"torch threads: 1 ({summary['threads_from']})"]
+
+
 # --- domain metrics on other data ------------------------------------------------------------
 def test_domain_classifier_trained_on_other_data_is_flagged(tmp_path):
     """A classifier trained on grey-level digits judging a binarized VAE's samples: the

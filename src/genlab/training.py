@@ -45,7 +45,6 @@ from genlab.utils.preflight import (
     collect,
     option_problems,
     raise_problems,
-    usable_cpus,
 )
 from genlab.utils.resolvers import RESUME_CHOICE, in_multirun, unwritable, write_problem
 from genlab.utils.resume import resumed_config
@@ -430,23 +429,13 @@ def warn_if_never_validated(cfg: DictConfig, datamodule: Any) -> None:
 
 def set_threads(cfg: DictConfig) -> tuple[int, str]:
     """torch's intra-op thread count from the `threads` option (auto: the usable CPUs shared
-    by this node's training processes); returns (threads, why)."""
+    by this node's training processes, one on a busy machine); returns (threads, why)."""
     devices = cfg.trainer.get("devices", 1)
     on_cpu = cfg.trainer.get("accelerator") == "cpu" and isinstance(devices, int)
     per_node = devices if on_cpu else 1
-    n, why = choose_threads(cfg.get("threads", "auto"), max(1, per_node))
+    n, why = choose_threads(cfg.get("threads", "auto"), max(1, per_node), load=busy_cpus())
     torch.set_num_threads(n)
     log.info("torch threads: %d (%s)", n, why)
-    busy = busy_cpus()
-    if n > 1 and busy is not None and busy >= usable_cpus():
-        log.warning(
-            "the machine is busy (load average %.1f on %d usable CPUs): with %d threads each "
-            "step waits for the slowest thread; threads=1 is often several times faster on a "
-            "shared machine (docs/performance.md#cpu-threads)",
-            busy,
-            usable_cpus(),
-            n,
-        )
     return n, why
 
 

@@ -189,9 +189,14 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
-def choose_threads(setting: Any, processes_per_node: int = 1) -> tuple[int, str]:
+def choose_threads(
+    setting: Any, processes_per_node: int = 1, *, load: float | None = None
+) -> tuple[int, str]:
     """(intra-op thread count, why). `setting` is `auto` or a number; auto honours an explicit
-    OMP_NUM_THREADS, else shares the usable CPUs between this node's training processes."""
+    OMP_NUM_THREADS, else shares the usable CPUs between this node's training processes, and
+    takes one thread when `load` (the load average, see `busy_cpus`) says other work already
+    keeps those CPUs busy: each step waits for its slowest thread, and a thread that loses its
+    CPU holds the step up (docs/performance.md#cpu-threads)."""
     if setting not in (None, "auto"):
         n = _int(setting)
         if n is None or n < 1:
@@ -201,17 +206,30 @@ def choose_threads(setting: Any, processes_per_node: int = 1) -> tuple[int, str]
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
     cpus = usable_cpus()
-    return max(1, cpus // max(1, processes_per_node)), (
-        f"{cpus} usable CPU(s) / {processes_per_node} process(es)"
-    )
+    n = max(1, cpus // max(1, processes_per_node))
+    if n > 1 and load is not None and load >= cpus:
+        return 1, (
+            f"the machine is busy: load average {load:.1f} on {cpus} usable CPU(s), where "
+            f"{n} threads would wait for one another; threads={n} to use them anyway"
+        )
+    return n, f"{cpus} usable CPU(s) / {processes_per_node} process(es)"
 
 
 def busy_cpus() -> float | None:
-    """The 1-minute load average when this machine has no more CPUs than this process may use
-    (then it measures the competition for them); None on larger hosts, where the load of
-    other containers or jobs says nothing about ours, or where it is unknown."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-    return load if (os.cpu_count() or 0) <= usable_cpus() else None
+    """The 1-minute load average when this process's first run started, if this machine has
+    no more CPUs than this process may use (then it measures the competition for them); None
+    on larger hosts, where the load of other containers or jobs says nothing about ours, or
+    where it is unknown. Read once per process, so that the jobs of a sweep that runs in one
+    process do not count its own earlier jobs as other work."""
+    global _LOAD_AT_START
+    if _LOAD_AT_START is _UNREAD:
+        try:
+            load: float | None = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = None
+        _LOAD_AT_START = load if (os.cpu_count() or 0) <= usable_cpus() else None
+    return _LOAD_AT_START  # type: ignore[return-value]
+
+
+_UNREAD = object()
+_LOAD_AT_START: object = _UNREAD
