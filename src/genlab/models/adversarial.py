@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,10 +56,10 @@ Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
 @contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Turn off `requires_grad` on every parameter of `module`; restore the old flags on exit,
-    also when the body raises."""
-    params = list(module.parameters())
+def frozen(module: nn.Module, params: Sequence[nn.Parameter] | None = None) -> Iterator[None]:
+    """Turn off `requires_grad` on every parameter of `module` (`params`, when the caller has
+    the list already); restore the old flags on exit, also when the body raises."""
+    params = list(module.parameters()) if params is None else params
     flags = [p.requires_grad for p in params]
     try:
         for p in params:
@@ -84,6 +85,46 @@ def _no_closure() -> None:
     return None
 
 
+@dataclass(frozen=True)
+class _NetTensors:
+    """The parameter and buffer lists of G, its EMA copy and D, taken at one time (`nets`)."""
+
+    nets: tuple[nn.Module | None, ...]
+    g_params: list[torch.Tensor]
+    ema_params: list[torch.Tensor]
+    g_buffers: list[torch.Tensor]
+    ema_buffers: list[torch.Tensor]
+    d_params: list[nn.Parameter]
+
+    @classmethod
+    def of(cls, g: nn.Module, ema: nn.Module | None, d: nn.Module) -> _NetTensors:
+        g_params, g_buffers = list(g.parameters()), list(g.buffers())
+        ema_params = list(ema.parameters()) if ema is not None else []
+        ema_buffers = list(ema.buffers()) if ema is not None else []
+        if ema is not None and (
+            len(ema_params) != len(g_params) or len(ema_buffers) != len(g_buffers)
+        ):
+            raise GenlabError(
+                f"the EMA copy of G has {len(ema_params)} parameters and {len(ema_buffers)} "
+                f"buffers, G {len(g_params)} and {len(g_buffers)}: a family that changes G's "
+                "structure must change its EMA copy alike."
+            )
+        return cls(
+            nets=(g, ema, d),
+            g_params=g_params,
+            ema_params=ema_params,
+            g_buffers=g_buffers if ema is not None else [],
+            ema_buffers=ema_buffers,
+            d_params=list(d.parameters()),
+        )
+
+
+def _forget_tensor_lists(module: nn.Module, incompatible_keys: Any) -> None:
+    """After `load_state_dict` (which may put new tensors in place, `assign=True`)."""
+    if isinstance(module, AdversarialModule):
+        module.invalidate_tensor_lists()
+
+
 class AdversarialModule(GenlabModule):
     """G and D trained against each other by the loop above (module doc).
 
@@ -105,6 +146,7 @@ class AdversarialModule(GenlabModule):
     """
 
     ddp_find_unused_parameters = True  # G and D step separately (on_fit_start)
+    _tensor_lists: _NetTensors | None = None  # `_nets_tensors`
     # whether each D step draws new fakes (the GAN) or all reuse one G pass (translation)
     fresh_fakes = True
 
@@ -183,6 +225,7 @@ class AdversarialModule(GenlabModule):
         self._signs: torch.Tensor | None = None
         self._grad_norms: dict[str, torch.Tensor] = {}
         self._health: dict[str, Any] = {}
+        self.register_load_state_dict_post_hook(_forget_tensor_lists)
 
     # --- the game, read back ----------------------------------------------------------------
     @property
@@ -298,7 +341,7 @@ class AdversarialModule(GenlabModule):
                 self._step_uncounted(opt_d)
             opt_d.zero_grad(set_to_none=True)  # so the G step provably leaves D's .grad at None
 
-        with frozen(self.discriminator):
+        with frozen(self.discriminator, self._nets_tensors().d_params):
             if fake is None:
                 fake = self.make_fake(cond, b, noise)
             terms = self.generator_terms(fake, real, cond, critic=critic)
@@ -359,12 +402,14 @@ class AdversarialModule(GenlabModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called by the precision plugin after AMP's unscale: these are the true gradients.
-        net = "d" if optimizer is self.trainer.optimizers[1] else "g"
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if grads and self.logs_now("train"):
-            norm = torch.nn.utils.get_total_norm(grads)
-            self.log_scalars("train", {f"grad_norm_{net}": norm}, batch_size=1)
-            self._grad_norms[net] = norm.detach().float()
+        if self.logs_now("train"):  # the gradient list and norm only on logging steps
+            net = "d" if optimizer is self.trainer.optimizers[1] else "g"
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"]]
+            grads = [g for g in grads if g is not None]
+            if grads:
+                norm = torch.nn.utils.get_total_norm(grads)
+                self.log_scalars("train", {f"grad_norm_{net}": norm}, batch_size=1)
+                self._grad_norms[net] = norm.detach().float()
         if self.gradient_clip_val:
             self.clip_gradients(
                 optimizer,
@@ -374,14 +419,42 @@ class AdversarialModule(GenlabModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        """EMA copy <- lerp towards G's parameters, G's buffers copied (batch-norm statistics):
+        two foreach calls over lists built once (`_nets_tensors`), the same values as a
+        per-tensor `lerp_`/`copy_` loop, bit for bit (tests/test_gan_step_cost.py)."""
         if self.generator_ema is None:
             return
         t = self.global_step  # G updates so far; warm-up so early weights fade fast
         decay = min(self.ema_decay, (1.0 + t) / (10.0 + t))
-        ema_p, g_p = list(self.generator_ema.parameters()), list(self.generator.parameters())
-        torch._foreach_lerp_(ema_p, [p.detach() for p in g_p], 1.0 - decay)
-        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            b_ema.copy_(b)
+        lists = self._nets_tensors()
+        torch._foreach_lerp_(lists.ema_params, lists.g_params, 1.0 - decay)
+        if lists.ema_buffers:
+            torch._foreach_copy_(lists.ema_buffers, lists.g_buffers)
+
+    def _nets_tensors(self) -> _NetTensors:
+        """G's, its EMA copy's and D's parameters and buffers as lists, built once: walking
+        the module tree every iteration costs more host time than the update itself on a
+        GPU. Rebuilt when a net is replaced, after a device/dtype/memory-format conversion
+        (`_apply`, which replaces buffers) and after `load_state_dict`."""
+        nets = (self.generator, self.generator_ema, self.discriminator)
+        cached = self._tensor_lists
+        if cached is None or any(a is not b for a, b in zip(cached.nets, nets, strict=True)):
+            cached = self._tensor_lists = _NetTensors.of(*nets)
+        return cached
+
+    def invalidate_tensor_lists(self) -> None:
+        """Forget the cached parameter and buffer lists (`_nets_tensors`): a family that adds
+        or replaces parameters or buffers of its nets in place calls it."""
+        self._tensor_lists = None
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # Every device, dtype and memory-format conversion (.to, .cuda, .half, ...) goes
+        # through nn.Module._apply, which puts new tensors in place of the buffers (and of
+        # the parameters under torch.__future__'s overwrite switch): the cached lists would
+        # then point at the old ones. A private hook of torch's; test_gan_step_cost.py fails
+        # loudly if conversions stop passing through it.
+        self._tensor_lists = None
+        return super()._apply(fn, *args, **kwargs)
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()

@@ -142,20 +142,56 @@ class GenlabModule(L.LightningModule):
     # before every checkpoint is written; between them the host never waits for the device.
     nan_check_every_n_steps: int | None = None
     _nonfinite: torch.Tensor | None = None
+    # the losses of consecutive steps since the last fold, one row per step (on the device)
+    _loss_rows: torch.Tensor | None = None
+    _rows_used = 0
+    _rows_first_step = 0
+    LOSS_ROWS = 64
 
     def track_finite(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
         """Remember, on the device (no sync), the first step whose losses are not all finite:
-        (step, *losses), step -1 while all is well."""
-        values = [v.detach().double().reshape(()) for v in losses.values()]
-        # torch.full, not torch.tensor: a Python number copied to a CUDA device is a blocking
-        # host-to-device copy, which would make the host wait for the GPU at every step
-        at = torch.full((), float(step), dtype=torch.float64, device=values[0].device)
-        rec = torch.stack([at, *values])
-        if self._nonfinite is None or self._nonfinite.shape != rec.shape:
-            self._nonfinite = torch.full_like(rec, -1.0)
-            self._loss_names = list(losses)
-        bad = ~torch.isfinite(rec[1:]).all() & (self._nonfinite[0] < 0)
-        self._nonfinite = torch.where(bad, rec, self._nonfinite)
+        (step, *losses), step -1 while all is well. Per step this is one copy of the losses
+        into a row of a buffer (one kernel); the rows are looked at when they are checked
+        (`raise_if_diverged`) or the buffer is full (`_fold_losses`, a few kernels)."""
+        values = [v.detach() if v.dim() == 0 else v.detach().reshape(()) for v in losses.values()]
+        rows, n = self._loss_rows, self._rows_used
+        if (
+            rows is None
+            or n == len(rows)
+            or rows.shape[1] != len(values)
+            or rows.device != values[0].device
+            or step != self._rows_first_step + n
+        ):
+            self._fold_losses()
+            device, record = values[0].device, self._nonfinite
+            if rows is None or rows.shape[1] != len(values) or rows.device != device:
+                rows = self._loss_rows = torch.empty(
+                    (self.LOSS_ROWS, len(values)), dtype=torch.float64, device=device
+                )
+            if record is None or record.shape != (len(values) + 1,):
+                self._nonfinite = torch.full(
+                    (len(values) + 1,), -1.0, dtype=torch.float64, device=device
+                )
+                self._loss_names = list(losses)
+            elif record.device != device:
+                self._nonfinite = record.to(device)
+            self._rows_first_step, n = step, 0
+        torch.stack(values, out=rows[n])
+        self._rows_used = n + 1
+
+    def _fold_losses(self) -> None:
+        """The buffered rows into the record of the first non-finite step, on the device."""
+        n, self._rows_used = self._rows_used, 0
+        if not n or self._loss_rows is None or self._nonfinite is None:
+            return
+        rows = self._loss_rows[:n]  # (n, losses)
+        bad = ~torch.isfinite(rows).all(dim=1)  # (n,)
+        first = bad.to(torch.uint8).argmax().reshape(1)  # the first bad row (0 when none)
+        # index_select, not rows[first]: indexing by a tensor would read it on the host
+        at = first.double() + float(self._rows_first_step)  # a Python number: no copy
+        rec = torch.cat([at, rows.index_select(0, first)[0]])
+        take = bad.any() & (self._nonfinite[0] < 0)
+        self._nonfinite = torch.where(take, rec, self._nonfinite)
 
     def divergence_advice(self) -> str:
         """What to try after a divergence (model-specific)."""
@@ -163,6 +199,7 @@ class GenlabModule(L.LightningModule):
 
     def raise_if_diverged(self) -> None:
         """Raise `Diverged` if a tracked loss was ever non-finite."""
+        self._fold_losses()
         if self._nonfinite is None:
             return
         step, *values = self._nonfinite.tolist()
