@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -36,6 +37,7 @@ from genlab.callbacks.record import Heartbeat, StoreConfig
 from genlab.models.base import Diverged
 from genlab.search.multirun import single_job_argv_for_ddp_children
 from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
+from genlab.utils.console import expect_own_checkpoints, quiet_framework_noise
 from genlab.utils.errors import GenlabError, find_user_error, lost_peer
 from genlab.utils.loggers import StepWandbLogger, wandb_offline_dirs
 from genlab.utils.preflight import (
@@ -76,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     has one writer (`RunLock`), and a continued run goes on with its own stored config
     (`genlab.utils.resume`)."""
     global PARENT_AT_START
+    quiet_framework_noise()
     run_dir = Path(cfg.paths.output_dir)
     is_rank_zero = launch_rank() == 0
     PARENT_AT_START = None if is_rank_zero else os.getppid()
@@ -121,8 +124,13 @@ def train_locked(
     if is_rank_zero:
         if not resumed:  # a continued run's config.yaml is its record: never rewritten
             save_config(cfg, run_dir)
-        if cfg.extras.get("print_config"):
-            print_config(cfg, None if resumed else run_dir)
+        if cfg.extras.get("print_config"):  # a sweep's jobs: to the file and the debug log
+            print_config(cfg, None if resumed else run_dir, echo=not in_multirun())
+    if resumed:
+        own = (run_dir / "checkpoints").resolve()
+        for cb in callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath and Path(cb.dirpath) == own:
+                expect_own_checkpoints(cb.dirpath)
 
     plain_cfg = to_plain(cfg)
     callbacks += [StoreConfig(plain_cfg), RandomState(), Heartbeat(record, lock)]

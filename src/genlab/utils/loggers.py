@@ -91,6 +91,14 @@ class StepWandbLogger(WandbLogger):
 
     _last_step = -1
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Lightning 2.6 passes anonymous=None to wandb.init when it is not asked for, and W&B
+        # 0.31 warns on every run that the setting has no effect; unset, W&B says nothing.
+        # (Lightning's init arguments are private; tests/test_console.py sees the line return.)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
     def continue_after(self, step: int) -> None:
         """A resumed run: the W&B run logged up to `step` (the checkpoint's step, where the
         earlier segment also wrote its last rows), so this segment's rows start after it."""

@@ -52,8 +52,12 @@ def save_config(cfg: DictConfig, run_dir: Path) -> None:
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg))))
 
 
-def print_config(cfg: DictConfig, run_dir: Path | None = None) -> None:
-    """Print the config as a rich tree (and save the printout as `config_tree.log`)."""
+def print_config(cfg: DictConfig, run_dir: Path | None = None, *, echo: bool = True) -> None:
+    """Print the config as a rich tree (and save the printout as `config_tree.log`); with
+    `echo=False` (a job of a sweep, whose config the user gave once) only the file and a
+    debug-level log line."""
+    import io
+
     import rich
     import rich.syntax
     import rich.tree
@@ -65,13 +69,15 @@ def print_config(cfg: DictConfig, run_dir: Path | None = None) -> None:
             OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         )
         branch.add(rich.syntax.Syntax(text, "yaml"))
-    rich.print(tree)
-    if run_dir is not None:
-        import io
-
-        text = io.StringIO()
-        rich.print(tree, file=text)
-        write_text_atomic(run_dir / "config_tree.log", text.getvalue())
+    if echo:
+        rich.print(tree)
+    if run_dir is not None or not echo:
+        printed = io.StringIO()
+        rich.print(tree, file=printed)
+        if run_dir is not None:
+            write_text_atomic(run_dir / "config_tree.log", printed.getvalue())
+        if not echo:
+            log.debug("config:\n%s", printed.getvalue())
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
