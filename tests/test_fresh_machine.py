@@ -132,6 +132,36 @@ def test_a_gan_run_too_short_to_validate_still_leaves_its_grids(tmp_path, caplog
     assert list(images.glob("prior_interpolation_spherical_s00000004.png"))
 
 
+def test_the_budget_that_ends_the_run_is_said_at_the_start(tmp_path, caplog):
+    """max_steps=200 with max_epochs=2 of 4 batches: the epochs end it at step 8, said before
+    the first step and recorded; with max_steps=6 the steps end it."""
+    fast = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+    for max_steps, end, ends_by in ((200, 8, "max_epochs"), (6, 6, "max_steps")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="genlab.train"):
+            summary = train(
+                make_cfg(
+                    tmp_path / ends_by,
+                    *fast,
+                    "trainer.max_epochs=2",
+                    f"trainer.max_steps={max_steps}",
+                    "test=false",
+                )
+            )
+        assert summary["status"] == "completed"
+        assert summary["global_step"] == end
+        assert (summary["expected_end_step"], summary["ends_by"]) == (end, ends_by)
+        said = [r.getMessage() for r in caplog.records if "this run ends at" in r.getMessage()]
+        other = {"max_epochs": "max_steps=200", "max_steps": "max_epochs=2"}[ends_by]
+        assert said == [
+            f"this run ends at step {end} by trainer.{ends_by}={2 if end == 8 else 6}, before "
+            f"trainer.{other} is reached (4 steps per epoch)"
+        ]
+    # one budget: nothing to say
+    summary = train(make_cfg(tmp_path / "one", *FAST, "test=false"))
+    assert "expected_end_step" not in summary and "ends_by" not in summary
+
+
 # --- threads ---------------------------------------------------------------------------------
 def test_thread_count_follows_the_usable_cpus(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

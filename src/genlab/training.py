@@ -33,7 +33,7 @@ from genlab.callbacks.last_checkpoint import (
     check_written,
     wait_for_checkpoints,
 )
-from genlab.callbacks.record import Heartbeat, StoreConfig
+from genlab.callbacks.record import Heartbeat, StoreConfig, TrainingBudget
 from genlab.models.base import Diverged
 from genlab.search.multirun import single_job_argv_for_ddp_children
 from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
@@ -134,6 +134,7 @@ def train_locked(
 
     plain_cfg = to_plain(cfg)
     callbacks += [StoreConfig(plain_cfg), RandomState(), Heartbeat(record, lock)]
+    callbacks.append(TrainingBudget(record))
     changed = optimizer_changes(cfg) if cfg.get("ckpt_path") and not resumed else []
     if changed:
         callbacks.append(ConfiguredLearningRates(changed))
