@@ -162,6 +162,43 @@ def test_the_budget_that_ends_the_run_is_said_at_the_start(tmp_path, caplog):
     assert "expected_end_step" not in summary and "ends_by" not in summary
 
 
+def test_without_a_validation_split_the_grids_show_training_examples(
+    tmp_path, monkeypatch, caplog
+):
+    """data.val_fraction=0 with trainer.limit_val_batches=0 (as the refusal of an empty val
+    split advises): the end-of-run grids draw fixed training examples, say so once, and the
+    run completes (it failed in the grid before)."""
+    import genlab.callbacks.images as images
+
+    captions = {}
+    real = images.log_image
+    monkeypatch.setattr(
+        images,
+        "log_image",
+        lambda trainer, key, grid, **kw: (
+            captions.update({key: kw.get("caption")}) or real(trainer, key, grid, **kw)
+        ),
+    )
+    with caplog.at_level(logging.INFO, logger="genlab.callbacks.images"):
+        summary = train(
+            make_cfg(
+                tmp_path,
+                *FAST,
+                "data.val_fraction=0",
+                "trainer.limit_val_batches=0",
+                "trainer.max_epochs=1",
+                "test=false",
+            )
+        )
+    assert summary["status"] == "completed"
+    run = tmp_path / "run"
+    assert (run / "images" / "reconstructions_s00000004.png").is_file()
+    assert list((run / "images").glob("interpolation_linear_*.png"))
+    assert "fixed training samples" in captions["val/reconstructions"]
+    notes = [r.getMessage() for r in caplog.records if "split is empty" in r.getMessage()]
+    assert notes == ["the val split is empty: the grids show fixed training examples instead"]
+
+
 # --- threads ---------------------------------------------------------------------------------
 def test_thread_count_follows_the_usable_cpus(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import weakref
 from pathlib import Path
 
 import lightning as L
@@ -15,13 +17,33 @@ from genlab.models.protocols import CanGenerate, CanReconstruct, CanSample, CanT
 from genlab.utils.loggers import log_image
 from genlab.writers import log_media, writer_for
 
+log = logging.getLogger(__name__)
+
+
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+_FELL_BACK: weakref.WeakSet = weakref.WeakSet()  # datamodules whose grids were said to fall back
+
+
+def examples_split(trainer: L.Trainer, split: str = "val") -> str:
+    """The split the grids draw their fixed examples from: `split`, or the training split when
+    `split` is empty (`data.val_fraction=0` with `trainer.limit_val_batches=0`), said in one
+    line per run."""
+    dm = trainer.datamodule  # type: ignore[attr-defined]
+    if split == "train" or len(dm.dataset(split)) > 0:
+        return split
+    if dm not in _FELL_BACK:
+        _FELL_BACK.add(dm)
+        log.info("the %s split is empty: the grids show fixed training examples instead", split)
+    return "train"
+
 
 def fixed_batch(
     trainer: L.Trainer, n: int, split: str = "val"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` images spread evenly over a split (the same images every time) and their labels:
-    (n, c, h, w), (n,) or (n, k). Evenly spaced rather than the first n, since some datasets
-    are stored sorted by class."""
+    """`n` images spread evenly over a split (the same images every time; the training split's
+    when that split is empty: `examples_split`) and their labels: (n, c, h, w), (n,) or (n, k).
+    Evenly spaced rather than the first n, since some datasets are stored sorted by class."""
+    split = examples_split(trainer, split)
     return spread_batch(trainer.datamodule.dataset(split), n)  # type: ignore[attr-defined]
 
 
@@ -96,12 +118,13 @@ class ReconstructionGrid(_EveryN):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, CanReconstruct):  # e.g. GANs
             return
-        x, y = fixed_batch(trainer, self.n)
+        split = examples_split(trainer)
+        x, y = fixed_batch(trainer, self.n, split)
         x = x.to(pl_module.device)
         x_hat = pl_module.reconstruct(x, y.to(pl_module.device))
         caption = (
-            f"odd rows: {len(x)} fixed validation samples; even rows: their reconstructions "
-            f"({self.when(trainer)})"
+            f"odd rows: {len(x)} fixed {SPLIT_WORDS[split]} samples; even rows: their "
+            f"reconstructions ({self.when(trainer)})"
         )
         modality = data_modality(trainer, x)
         stem = images_dir(trainer) / f"reconstructions_{self.stamp}"
@@ -210,7 +233,8 @@ class ConditionalGrid(_EveryN):
         if not isinstance(pl_module, CanGenerate) or isinstance(pl_module, CanTranslate):
             return
         dm = trainer.datamodule  # type: ignore[attr-defined]
-        truth, y = fixed_batch(trainer, self.n, self.split)
+        split = examples_split(trainer, self.split)
+        truth, y = fixed_batch(trainer, self.n, split)
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         out = pl_module.generate(y.to(pl_module.device), generator=gen, samples=self.samples)
         outs = out.float().cpu() if self.samples > 1 else out.float().cpu()[None]
@@ -228,7 +252,7 @@ class ConditionalGrid(_EveryN):
             )
             caption = (
                 f"per clip: the {context.shape[1]} context frames, {len(outs)} predicted "
-                f"future(s), the true future ({self.split} clips, {self.when(trainer)})"
+                f"future(s), the true future ({split} clips, {self.when(trainer)})"
             )
             log_image(
                 trainer,
@@ -249,6 +273,6 @@ class ConditionalGrid(_EveryN):
             captions=(captions or [""] * len(truth)) * (len(outs) + 1),
             caption=(
                 f"{len(outs)} generated row(s) then the truth, for {len(truth)} fixed "
-                f"{self.split} conditions ({self.when(trainer)})"
+                f"{split} conditions ({self.when(trainer)})"
             ),
         )

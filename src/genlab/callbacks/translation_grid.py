@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from genlab.analysis.grids import translation_triplets, triplet_grid
-from genlab.callbacks.images import _EveryN, images_dir
+from genlab.callbacks.images import _EveryN, examples_split, images_dir
 from genlab.models.protocols import CanTranslate
 from genlab.utils.loggers import log_image
 
@@ -30,7 +30,8 @@ class TranslationGrid(_EveryN):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, CanTranslate):
             return
-        columns, _ = translation_triplets(pl_module, trainer.datamodule, self.split, self.n)  # type: ignore[attr-defined]
+        split = examples_split(trainer, self.split)
+        columns, _ = translation_triplets(pl_module, trainer.datamodule, split, self.n)  # type: ignore[attr-defined]
         grid = triplet_grid(columns, self.n_per_row)
         name = f"translations_{self.stamp}.png"
         log_image(
@@ -38,5 +39,5 @@ class TranslationGrid(_EveryN):
             "val/translations",
             grid,
             path=images_dir(trainer) / name,
-            caption=f"input | output | target, {self.split} pairs ({self.when(trainer)})",
+            caption=f"input | output | target, {split} pairs ({self.when(trainer)})",
         )
