@@ -164,8 +164,32 @@ class LastCheckpoint(Checkpoint):
         except Exception as err:  # never hide the original error behind this one
             log.error("could not write %s after %s: %s", self.path, type(exception).__name__, err)
 
+    # --- the CSV log at a checkpoint ---------------------------------------------------
+    # Every checkpoint notes how many rows the run's CSV log held when it was taken (the
+    # logger writes its rows then); a run resumed from it drops the rows written after it
+    # (genlab.utils.loggers.CSVLogger.continue_from), so its CSV log continues the checkpoint.
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer", None)
+        loggers = trainer.loggers if trainer is not None else []
+        marks = [lg.checkpoint_mark() for lg in loggers if hasattr(lg, "checkpoint_mark")]
+        marks = [m for m in marks if m]  # None on ranks other than 0
+        return {"csv_logs": marks} if marks else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._csv_marks = list(state_dict.get("csv_logs", []))
+
+    def _continue_csv_logs(self, trainer: L.Trainer) -> None:
+        marks, self._csv_marks = getattr(self, "_csv_marks", []), []
+        for logger in trainer.loggers:
+            for mark in marks if hasattr(logger, "continue_from") else []:
+                logger.continue_from(mark, trainer.global_step)
+
     # --- signals -------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._continue_csv_logs(trainer)
         self._signal = None
         self._steps_seen = trainer.global_step
         if trainer.is_global_zero or trainer.world_size == 1:

@@ -7,6 +7,7 @@ import logging
 import netrc
 import os
 import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -172,17 +173,33 @@ class CSVLogger(Logger):
     and one per metric, sorted; the format of Lightning's CSVLogger), the run's
     hyperparameters as `hparams.yaml` next to it.
 
+    Rows are kept in memory and written every `flush_every_n_rows` rows or `flush_every_s`
+    seconds (whichever comes first; null: no time limit), when a checkpoint is taken
+    (`checkpoint_mark`, called by LastCheckpoint, and once more after the rows that step
+    logs), and when the run ends, fails or is interrupted (`finalize`). Lightning calls
+    `save()` after every row it logs; that writes only what is due, so the interval holds.
+
     Unlike Lightning's, it never deletes an existing metrics.csv: a resumed run appends its
-    rows to the history of the part before (new metric names widen the header).
+    rows to the history of the part before (new metric names widen the header), after
+    dropping the rows that were written after its checkpoint was taken (`continue_from`).
     """
 
     def __init__(
-        self, save_dir: str, name: str = "csv", version: str = "", flush_every_n_rows: int = 100
+        self,
+        save_dir: str,
+        name: str = "csv",
+        version: str = "",
+        flush_every_n_rows: int = 100,
+        flush_every_s: float | None = 60.0,
     ) -> None:
         super().__init__()
         self._save_dir, self._name, self._version = str(save_dir), name, str(version)
-        self.flush_every_n_rows = flush_every_n_rows
+        self.flush_every_n_rows = max(int(flush_every_n_rows), 1)
+        self.flush_every_s = flush_every_s
         self.rows: list[dict[str, Any]] = []
+        self._file_rows: int | None = None  # data rows in metrics.csv (read when first needed)
+        self._last_flush = time.monotonic()
+        self._flush_soon = False  # a checkpoint was taken: write at the next save()
 
     @property
     def name(self) -> str:
@@ -220,15 +237,88 @@ class CSVLogger(Logger):
         row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
         row["step"] = step
         self.rows.append(row)
+        if self._due():
+            self.flush()
+
+    def _due(self) -> bool:
         if len(self.rows) >= self.flush_every_n_rows:
-            self.save()
+            return True
+        limit = self.flush_every_s
+        return limit is not None and time.monotonic() - self._last_flush >= limit
 
     @rank_zero_only
     def save(self) -> None:
+        # Lightning's call after every row it logs: write only what is due
+        if self.rows and (self._flush_soon or self._due()):
+            self.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.flush()
+
+    @rank_zero_only
+    def checkpoint_mark(self) -> dict[str, Any]:
+        """At a checkpoint: write the rows so far, and say how many the file holds then
+        (with the file's path), for `continue_from` when a run resumes from it. The step's
+        own rows, logged after its checkpoint, are written at the next `save()`."""
+        self.flush()
+        self._flush_soon = True
+        return {"file": str(self.metrics_file.resolve()), "rows": self._count_file_rows()}
+
+    @rank_zero_only
+    def continue_from(self, mark: Mapping[str, Any], step: int) -> None:
+        """A run resuming from a checkpoint taken at `step` whose `checkpoint_mark` was
+        `mark`: drop the rows of this file that the run wrote after that checkpoint, so the
+        continuation does not log them twice (a run killed without warning may have written
+        rows after its last checkpoint). Kept: the first `mark["rows"]` rows, and later rows
+        of steps before `step` (those the checkpoint's step logged after it was taken). Another
+        file (a new run started from the checkpoint) is left alone."""
+        path = self.metrics_file
+        if str(mark.get("file")) != str(path.resolve()) or not path.is_file():
+            return
+        keep = int(mark.get("rows", 0))
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+        tail = [r for r in rows[keep:] if r.get("step") and int(float(r["step"])) < step]
+        if len(rows) <= keep or len(tail) == len(rows) - keep:
+            return
+        log.info(
+            "%s: %d rows written after the checkpoint of step %d are dropped (the run "
+            "continues from that step)",
+            path,
+            len(rows) - keep - len(tail),
+            step,
+        )
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows[:keep] + tail)
+        tmp.replace(path)
+        self._file_rows = keep + len(tail)
+
+    def _count_file_rows(self) -> int:
+        if self._file_rows is None:
+            path = self.metrics_file
+            if path.is_file() and path.stat().st_size:
+                with open(path, newline="") as f:
+                    self._file_rows = sum(1 for _ in csv.DictReader(f))
+            else:
+                self._file_rows = 0
+        return self._file_rows
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write the rows kept in memory to metrics.csv (appended; the file is rewritten
+        when new metric names widen its header)."""
+        self._last_flush, self._flush_soon = time.monotonic(), False
         if not self.rows:
             return
         path = self.metrics_file
         path.parent.mkdir(parents=True, exist_ok=True)
+        stored = self._count_file_rows()
         old_rows: list[dict[str, Any]] = []
         header: list[str] = []
         if path.is_file() and path.stat().st_size:
@@ -250,8 +340,5 @@ class CSVLogger(Logger):
                 writer.writerows(old_rows)
                 writer.writerows(self.rows)
             tmp.replace(path)
+        self._file_rows = stored + len(self.rows)
         self.rows = []
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        self.save()
