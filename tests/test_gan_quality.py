@@ -372,11 +372,9 @@ def test_resume_with_ada_and_lecam_mid_run_is_exact(tmp_path):
 # --- no host sync ------------------------------------------------------------------------------
 def test_augmentations_and_penalties_add_no_host_sync(tmp_path):
     """ADA's `observe`, LeCam's anchors and R1 run on the device: the training steps between
-    logging steps make none of the watched host calls (tests/test_host_sync.py's counter).
+    logging steps make none of the watched host calls (family_contract.py's counter).
     Seen failing with `float(self.p)` in ADA's adjustment."""
-    from test_host_sync import LOG_EVERY, Counter
-
-    import genlab.training as training
+    from family_contract import LOG_EVERY, SyncCounter, train_counting
 
     fast = [o for o in FAST if "log_every" not in o and "rich_progress_bar" not in o]
     cfg = make_cfg(
@@ -391,15 +389,8 @@ def test_augmentations_and_penalties_add_no_host_sync(tmp_path):
         "trainer.limit_val_batches=1",
         "test=false",
     )
-    counter = Counter()
-    build = training.build_trainer
-    training.build_trainer = lambda cfg, model, callbacks, loggers: build(
-        cfg, model, [*callbacks, counter], loggers
-    )
-    try:
-        summary = train(cfg)
-    finally:
-        training.build_trainer = build
+    counter = SyncCounter()
+    summary = train_counting(cfg, counter)
     assert summary["status"] == "completed" and counter.batches >= 6
     assert not counter.counts, f"{dict(counter.counts)} at {counter.sites.most_common(5)}"
 
