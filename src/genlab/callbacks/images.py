@@ -62,14 +62,17 @@ class _EveryN(L.Callback):
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.stamp = "e0000"  # names this drawing's files
         self.drawn_at_step: int | None = None
+        self.batch_epoch: int | None = None  # the epoch of the last training batch
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         raise NotImplementedError
 
-    @staticmethod
-    def when(trainer: L.Trainer) -> str:
-        """'epoch E, step S' of the state drawn, for captions."""
-        return f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+    def when(self, trainer: L.Trainer) -> str:
+        """'epoch E, step S' of the state drawn, for captions: E is the epoch of the last
+        training batch, so a drawing at the end of training names the same epoch as one made
+        at that step's validation (Lightning has counted the next epoch by then)."""
+        epoch = trainer.current_epoch if self.batch_epoch is None else self.batch_epoch
+        return f"epoch {epoch}, step {trainer.global_step}"
 
     @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -99,6 +102,7 @@ class _EveryN(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object
     ) -> None:
+        self.batch_epoch = trainer.current_epoch
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self._draw(trainer, pl_module, f"s{trainer.global_step:08d}")
 

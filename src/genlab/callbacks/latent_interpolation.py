@@ -5,15 +5,23 @@ from __future__ import annotations
 import lightning as L
 
 from genlab.analysis.latent_space import encoded_interpolations, modes_of
-from genlab.callbacks.images import _EveryN, data_modality, fixed_batch, images_dir
+from genlab.callbacks.images import (
+    SPLIT_WORDS,
+    _EveryN,
+    data_modality,
+    examples_split,
+    fixed_batch,
+    images_dir,
+)
 from genlab.models.protocols import CanDecode, CanEncode
 from genlab.utils.loggers import log_image
 
 
 class LatentInterpolation(_EveryN):
-    """Decoded interpolations between the codes of fixed validation images, one row per pair,
-    the real images at both ends. `mode`: linear, spherical or both. Written as
-    `images/interpolation_<mode>_eEEEE.png`, logged as `val/interpolation_<mode>`. Models
+    """Decoded interpolations between the codes of fixed validation images (training images
+    when the run has no validation split), one row per pair, the real images at both ends.
+    `mode`: linear, spherical or both. Written as `images/interpolation_<mode>_<stamp>.png`,
+    logged as `val/interpolation_<mode>` with a caption saying what the rows are. Models
     without `encode_latent` and `decode` are skipped.
     """
 
@@ -27,10 +35,25 @@ class LatentInterpolation(_EveryN):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (isinstance(pl_module, CanEncode) and isinstance(pl_module, CanDecode)):
             return
-        x, y = fixed_batch(trainer, 2 * self.pairs)
+        split = examples_split(trainer)
+        x, y = fixed_batch(trainer, 2 * self.pairs, split)
         if len(x) < 2 or data_modality(trainer, x).kind != "image":
             return  # interpolation strips are drawn for images
         grids = encoded_interpolations(pl_module, x, y, self.modes, steps=self.steps)
         for mode, grid in grids.items():
-            name = f"interpolation_{mode}_e{trainer.current_epoch:04d}.png"
-            log_image(trainer, f"val/interpolation_{mode}", grid, path=images_dir(trainer) / name)
+            caption = (
+                f"{PATHS[mode]} interpolation, one row per pair of fixed {SPLIT_WORDS[split]} "
+                f"images ({len(x) // 2} rows): the first image, {self.steps} decodings along "
+                f"the path between the two codes, the second image ({self.when(trainer)})"
+            )
+            log_image(
+                trainer,
+                f"val/interpolation_{mode}",
+                grid,
+                path=images_dir(trainer) / f"interpolation_{mode}_{self.stamp}.png",
+                caption=caption,
+            )
+
+
+# how each mode moves between two codes, for captions
+PATHS = {"linear": "linear (lerp)", "spherical": "spherical (slerp)"}

@@ -11,6 +11,7 @@ import torch
 
 from genlab.analysis.latent_space import modes_of, prior_interpolations
 from genlab.callbacks.images import _EveryN, images_dir
+from genlab.callbacks.latent_interpolation import PATHS
 from genlab.models.protocols import CanEncode, HasPrior
 from genlab.utils.loggers import log_image
 
@@ -49,8 +50,9 @@ class PriorInterpolation(_EveryN):
     have no encoder (GANs): one row per pair, `steps` decoded points, spherical (slerp, the
     DCGAN paper's latent walks) and/or linear. Written as
     `images/prior_interpolation_<mode>_<stamp>.png` and logged as
-    `val/prior_interpolation_<mode>`, every `every_n_epochs` epochs and/or `every_n_steps`
-    steps. Models with an encoder are left to `LatentInterpolation`.
+    `val/prior_interpolation_<mode>` with a caption saying what the rows are, every
+    `every_n_epochs` epochs and/or `every_n_steps` steps. Models with an encoder are left to
+    `LatentInterpolation`.
     """
 
     def __init__(
@@ -77,8 +79,20 @@ class PriorInterpolation(_EveryN):
         grids = prior_interpolations(
             pl_module, self.pairs, self.modes, steps=self.steps, generator=gen
         )
+        labels = pl_module.default_labels(self.pairs) is not None
         for mode, grid in grids.items():
+            caption = (
+                f"{PATHS[mode]} interpolation, one row per pair of fixed prior draws (seed "
+                f"{self.seed}, {self.pairs} rows): {self.steps} decodings from the first draw "
+                "to the second"
+                + (", each row with one of the model's default labels" if labels else "")
+                + f" ({self.when(trainer)})"
+            )
             name = f"prior_interpolation_{mode}_{self.stamp}.png"
             log_image(
-                trainer, f"val/prior_interpolation_{mode}", grid, path=images_dir(trainer) / name
+                trainer,
+                f"val/prior_interpolation_{mode}",
+                grid,
+                path=images_dir(trainer) / name,
+                caption=caption,
             )
