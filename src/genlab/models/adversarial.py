@@ -3,7 +3,8 @@ GAN, image-to-image translation, and the families built on them) trains through 
 says how it generates and what else its generator is judged by; the game is an objective object
 (genlab.losses.gan_objectives); the loop owns everything else.
 
-Each iteration (= one training batch = one counted step everywhere):
+Each iteration (= one training batch, or one of its k parts with `perf.steps_per_batch=k`
+= one counted step everywhere):
 
 1. `n_critic` discriminator steps on the real batch and fakes (the iteration's seeded noise),
    D's loss and penalties from the objective;
@@ -117,6 +118,26 @@ class _NetTensors:
             ema_buffers=ema_buffers,
             d_params=list(d.parameters()),
         )
+
+
+def split_batch(batch: Any, k: int) -> list[Any]:
+    """A batch of k batches -> k batches in order: each tensor cut along its first dimension
+    into parts of ceil(n / k) (tuples, lists and dicts of them alike; anything else is given
+    to every part)."""
+    if isinstance(batch, torch.Tensor):
+        return list(batch.split(-(-len(batch) // k)))
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (str, int, float)):
+        size = -(-len(batch) // k)  # one value per sample (e.g. captions as text)
+        return [batch[i : i + size] for i in range(0, len(batch), size)]
+    if isinstance(batch, (tuple, list)):
+        columns = [split_batch(x, k) for x in batch]
+        n = min(len(c) for c in columns) if columns else 0
+        return [type(batch)(c[i] for c in columns) for i in range(n)]
+    if isinstance(batch, Mapping):
+        columns = {key: split_batch(x, k) for key, x in batch.items()}
+        n = min(len(c) for c in columns.values()) if columns else 0
+        return [{key: c[i] for key, c in columns.items()} for i in range(n)]
+    return [batch] * k
 
 
 def _forget_tensor_lists(module: nn.Module, incompatible_keys: Any) -> None:
@@ -313,7 +334,31 @@ class AdversarialModule(GenlabModule):
         """Step a LightningOptimizer's optimizer without advancing `global_step` (module doc)."""
         self.trainer.strategy.optimizer_step(optimizer.optimizer, _no_closure, model=self)
 
+    def use_steps_per_batch(self, k: int) -> None:
+        """`perf.steps_per_batch=k`: the data hands over k batches at once and each Lightning
+        batch runs k iterations, one on each of its k parts in order (module doc)."""
+        if k < 1:
+            raise GenlabError(f"perf.steps_per_batch={k} must be at least 1.")
+        self.steps_per_batch = k
+
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.steps_per_batch == 1:
+            self.train_iteration(batch)
+            return
+        max_steps = self.trainer.max_steps
+        for part in split_batch(batch, self.steps_per_batch):
+            if 0 < max_steps <= self.global_step:
+                break  # stop at max_steps exactly, in the middle of the group
+            self._row_step = self.global_step  # the iteration's rows carry its step
+            try:
+                self.train_iteration(part)
+            finally:
+                self._row_step = None
+
+    def train_iteration(self, batch: Any) -> None:
+        """One iteration (module doc) on one batch: D steps, the G step (the counted step),
+        EMA, schedulers, the non-finite record, and its scalars on a logging step."""
+        logs = self.logs_now("train")  # before the G step moves global_step
         real, cond = self.prepare_batch(batch)
         b = len(real)
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
@@ -354,7 +399,7 @@ class AdversarialModule(GenlabModule):
         if self.scheduler_interval == "step":
             self._step_schedulers()
         self.track_finite(self.global_step - 1, {"loss_d": loss_d, "loss_g": loss_g})
-        if self.logs_now("train"):
+        if logs:
             self._log_iteration(b, loss_d, loss_g, d_logs, terms)
 
     def generator_terms(

@@ -84,6 +84,9 @@ class GenlabModule(L.LightningModule):
         return (steps + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
 
     _steps_before_batch: int | None = None
+    # the step a loop's training rows are logged at when it is not global_step (the GAN's
+    # iteration, which logs after its G step; with several steps per batch)
+    _row_step: int | None = None
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # for `logs_now`: global_step before any optimizer step of this batch moves it (a
@@ -121,9 +124,10 @@ class GenlabModule(L.LightningModule):
         self, values: Mapping[str, torch.Tensor | float], prog_bar: Collection[str]
     ) -> None:
         row = {f"train/{k}": float(v) for k, v in values.items()}  # a logging step: one sync
+        step = self.global_step if self._row_step is None else self._row_step
         if self.trainer.is_global_zero:
             for logger in self.loggers:
-                logger.log_metrics({**row, "epoch": self.current_epoch}, step=self.global_step)
+                logger.log_metrics({**row, "epoch": self.current_epoch}, step=step)
         for name in prog_bar:
             self.log(f"train/{name}", row[f"train/{name}"], prog_bar=True, logger=False)
 

@@ -200,7 +200,7 @@ class ProgressiveGAN(GAN):
                 top,
             )
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def train_iteration(self, batch: Any) -> None:
         x, y = batch
         self.images_per_step = len(x) * self.trainer.world_size
         step = self.global_step
@@ -214,7 +214,7 @@ class ProgressiveGAN(GAN):
                 opt.optimizer.state.clear()
         self._set_progress(now, step * self.images_per_step)
         logs = self.logs_now("train")
-        super().training_step((self.reals(x, now), y), batch_idx)
+        super().train_iteration((self.reals(x, now), y))
         if logs:
             # logged after the optimizer hooks ran: in the first batch Lightning drops what
             # training_step logged before a hook (its per-hook result reset)
