@@ -30,10 +30,10 @@ fi
 echo "installed $(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE in $(( $(date +%s) - start )) s" \
   | tee -a "$OUT/run.log"
 export PYTHONPATH="$SITE:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-# bytecode is written (into the temporary site folder and src/), so the dozen Python
-# processes the benchmarks start do not each compile the wheels' sources again. On an
-# H100 machine `import genlab.train` still took 11.7-17.3 s, most of it torch, Lightning
-# and torchmetrics (docs/gpu.md)
+# bytecode is written (into the temporary site folder and src/), so the two Python
+# processes of the check (tests, benchmarks) do not each compile the wheels' sources again.
+# On an H100 machine `import genlab.train` still took 11.7-17.3 s, most of it torch,
+# Lightning and torchmetrics (docs/gpu.md)
 export PYTHONUNBUFFERED=1
 export WANDB_MODE=offline WANDB_SILENT=true
 # deterministic cuBLAS for the exact-resume test (read when CUDA starts)
