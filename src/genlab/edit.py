@@ -12,12 +12,13 @@ strips (input | reconstruction | edits), edited files and edit.json to RUN/edit/
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import genlab.utils.resolvers  # noqa: F401  (registers ${genlab.*} before Hydra composes)
-from genlab.utils.errors import exit_on_user_error
+from genlab.utils.errors import GenlabError, exit_on_user_error
 from genlab.utils.run import output_folder
 
 log = logging.getLogger("genlab.edit")
@@ -26,15 +27,21 @@ log = logging.getLogger("genlab.edit")
 @hydra.main(version_base="1.3", config_path="conf", config_name="edit")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    # torch and the models load when the command runs, not for --help or a refusal
-    import torch
-    from hydra.utils import instantiate
-
-    from genlab.analysis.editing import amounts_of, check_method, code_route, write_edits
-    from genlab.utils.checkpoint import load_model, pick_device
-    from genlab.utils.run import write_json
-
     with output_folder(cfg, "edit folder") as out_dir:
+        if cfg.input_dir is not None and not Path(str(cfg.input_dir)).is_dir():
+            # said before torch loads and the checkpoint is read: there is nothing to edit
+            raise GenlabError(
+                f"input_dir={cfg.input_dir!r} is not a directory: give a folder of image files "
+                "(PNG, JPEG, ...), or input_dir=null to edit images of the run's data."
+            )
+        # torch and the models load when the command runs, not for --help or a refusal
+        import torch
+        from hydra.utils import instantiate
+
+        from genlab.analysis.editing import amounts_of, check_method, code_route, write_edits
+        from genlab.utils.checkpoint import load_model, pick_device
+        from genlab.utils.run import write_json
+
         amounts = amounts_of(
             OmegaConf.to_object(cfg.amount) if OmegaConf.is_config(cfg.amount) else cfg.amount,
             cfg.steps,

