@@ -105,6 +105,7 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
+        self._note_log_step(trainer)
         step = trainer.global_step
         # whether this batch ends its epoch (else a stop here leaves the epoch unfinished)
         self._epoch_finished = i + 1 >= trainer.num_training_batches
@@ -176,10 +177,37 @@ class LastCheckpoint(Checkpoint):
         loggers = trainer.loggers if trainer is not None else []
         marks = [lg.checkpoint_mark() for lg in loggers if hasattr(lg, "checkpoint_mark")]
         marks = [m for m in marks if m]  # None on ranks other than 0
-        return {"csv_logs": marks} if marks else {}
+        state: dict[str, Any] = {"csv_logs": marks} if marks else {}
+        if self._next_log_step is not None:
+            state["next_log_step"] = self._next_log_step
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._csv_marks = list(state_dict.get("csv_logs", []))
+        self._resume_log_step = state_dict.get("next_log_step")
+
+    # --- the loggers' step on resume ---------------------------------------------------
+    # Lightning logs a batch's rows at its count of batches that stepped, which it increments
+    # after the batch's end hooks and validation, and stores in checkpoints as it is when they
+    # are written; on resume it guesses whether the checkpoint was written before or after the
+    # increment from where the epoch stood. A checkpoint written at the end of an epoch that a
+    # max_steps stop also ended is guessed wrong, and every later row is one step late. So each
+    # checkpoint also records the step the next batch logs at, and a resumed run starts there
+    # (Lightning's `_batches_that_stepped`, an internal; tests/test_trust.py's chain test fails
+    # when it is off).
+    _next_log_step: int | None = None
+    _resume_log_step: int | None = None
+
+    def _note_log_step(self, trainer: L.Trainer) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        self._next_log_step = loop._batches_that_stepped + (not loop._should_accumulate())
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
+    ) -> None:
+        if self._resume_log_step is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_log_step
+            self._resume_log_step = None
 
     def _continue_csv_logs(self, trainer: L.Trainer) -> None:
         marks, self._csv_marks = getattr(self, "_csv_marks", []), []
