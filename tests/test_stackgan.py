@@ -249,6 +249,28 @@ def test_genlab_sample_draws_from_text_and_writes_captioned_grids(tmp_path, stag
     assert grid.width == 4 * (cell + 2) + 2 and grid.height > cell + 12  # text under them
 
 
+def test_genlab_sample_refuses_an_unknown_word_naming_it(tmp_path, stage1):
+    """A caption with a word the model cannot read stops genlab.sample before anything is
+    drawn: exit status 2, one paragraph naming the word, no traceback, no samples. 'small'
+    is a word of the digit grammar that the training captions never use (no attributes), so
+    the vocabulary built from them refuses it (words outside the grammar are refused by the
+    parser first: test_text2image_data). Seen failing with the user's text encoded as the
+    test split's is, an unknown word read as <unk> (in a scratch copy: exit status 0)."""
+    proc = run_cli(
+        f"ckpt_path={stage1['last_ckpt']}",
+        "text=a small 7 is at the top left",
+        "n=4",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        module="genlab.sample",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "genlab: error:" in proc.stderr and "'small', not in the vocabulary" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "samples.png").exists()
+
+
 # --- capabilities and refusals ------------------------------------------------------------------
 def tiny_model(tmp_path: Path, *overrides: str) -> StackGAN:
     return instantiate(make_cfg(tmp_path, *TINY, *overrides).model).eval()
