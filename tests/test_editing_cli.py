@@ -17,6 +17,8 @@ having no prior, not for what it lacks)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,10 +177,10 @@ def test_dcgan_inverts_and_edits_along_interfacegan_and_mean_difference(dcgan_ck
         assert change[0] < 0 < change[1], (method, thickness)
 
 
-def classifier_ckpt(tmp_path: Path) -> Path:
+def classifier_ckpt(tmp_path: Path, *overrides: str) -> Path:
     """A checkpoint of a (tiny, untrained) genlab classifier, as genlab.train stores one: its
     weights and its config."""
-    cfg = make_cfg(tmp_path, "model=classifier", "model.net.hidden_channels=[4,8]")
+    cfg = make_cfg(tmp_path, "model=classifier", "model.net.hidden_channels=[4,8]", *overrides)
     model = instantiate(cfg.model)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
@@ -187,26 +189,91 @@ def classifier_ckpt(tmp_path: Path) -> Path:
     return path
 
 
-def refused(ckpt: Path, *args: str) -> str:
-    """The command exits 2 with one paragraph on stderr, no traceback, no new edit folder."""
-    edits = ckpt.parents[1] / "edit"
-    before = sorted(edits.iterdir()) if edits.exists() else []
-    proc = edit(ckpt, *args, check=False)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert (sorted(edits.iterdir()) if edits.exists() else []) == before
-    return proc.stderr
+def refusals(*commands: tuple[Path, list[str]]) -> list[str]:
+    """Run the commands at once (each mostly waits on imports and checkpoint reading); each
+    exits 2 with one paragraph on stderr, no traceback, and leaves no new edit folder. Their
+    stderr in order."""
+    edits = [ckpt.parents[1] / "edit" for ckpt, _ in commands]
+    before = [sorted(e.iterdir()) if e.exists() else [] for e in edits]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "genlab.edit", f"ckpt_path={ckpt}", *args],
+            cwd=ckpt.parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ckpt, args in commands
+    ]
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    for proc, err, folder, was in zip(procs, errors, edits, before, strict=True):
+        assert proc.returncode == 2, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        assert (sorted(folder.iterdir()) if folder.exists() else []) == was
+    return errors
 
 
 def test_bad_input_is_refused_before_any_folder_is_written(dcgan_ckpt, pngs, tmp_path):
     """A missing folder, an attribute nobody scores (said before the inversion and the draws:
     well under the time they take), and a model that can neither encode nor be inverted."""
-    err = refused(dcgan_ckpt, f"input_dir={tmp_path / 'nowhere'}", "attribute=thickness")
-    assert "is not a directory" in err and "nowhere" in err
-    start = time.perf_counter()
     slow = ["n_samples=200000", "inversion.steps=100000"]  # minutes, were they run
-    err = refused(dcgan_ckpt, f"input_dir={pngs}", "attribute=age", *slow)
+    start = time.perf_counter()
+    missing, unknown, cannot = refusals(
+        (dcgan_ckpt, [f"input_dir={tmp_path / 'nowhere'}", "attribute=thickness"]),
+        (dcgan_ckpt, [f"input_dir={pngs}", "attribute=age", *slow]),
+        (classifier_ckpt(tmp_path), [f"input_dir={pngs}", "attribute=thickness"]),
+    )
     assert time.perf_counter() - start < 60
-    assert "attribute='age'" in err and "thickness, slant, width, height" in err
-    err = refused(classifier_ckpt(tmp_path), f"input_dir={pngs}", "attribute=thickness")
-    assert "can neither encode images" in err and "nor be inverted" in err
+    assert "is not a directory" in missing and "nowhere" in missing
+    assert "attribute='age'" in unknown and "thickness, slant, width, height" in unknown
+    assert "can neither encode images" in cannot and "nor be inverted" in cannot
+
+
+def test_help_names_the_command_its_options_examples_and_page():
+    """`--help` prints at once (no torch), with the options, three examples and the docs page
+    that exists. (Seen failing with the footer naming a page the docs did not have.)"""
+    from conftest import REPO
+
+    probe = (
+        "import runpy, sys; sys.argv = ['genlab.edit', '--help']\n"
+        "try:\n    runpy.run_module('genlab.edit', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit:\n    pass\n"
+        "print('LOADED:', sorted(m for m in ('torch', 'lightning') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    out = proc.stdout
+    assert "Usage: genlab-edit" in out and out.count("\n  genlab-edit ") == 3, out
+    for option in ("input_dir=DIR", "keep=[slant]", "baselines=[mean_difference,pixel]"):
+        assert option in out, option
+    assert "LOADED: []" in out
+    page = out.split("Docs: ")[1].split(",")[0].strip()
+    assert (REPO / page).is_file(), page
+
+
+@pytest.mark.parametrize("recipe", ["interfacegan_dcgan_mnist", "interfacegan_celeba"])
+def test_edit_recipes_compose_and_build_their_labelers(recipe, tmp_path):
+    """Each edit recipe composes with the edit config and its labeler and judges build: the
+    CelebA one on a 40-attribute classifier checkpoint, whose 40 outputs its names must match.
+    (Seen failing on the recipe as first shipped: its ClassifierLabeler was merged into the
+    default MorphoLabeler's node and got its `attributes`; labelers are now a config group.)"""
+    from genlab.analysis.editing import METHODS, Labeler
+
+    clf = tmp_path / "clf"
+    overrides = ["data=celeba", "+data.num_classes=40", "model.multilabel=true"]
+    ckpt = classifier_ckpt(clf, *overrides, "model.net.image_size=64")
+    cfg = make_cfg(
+        tmp_path,
+        f"ckpt_path={ckpt}",
+        f"edit_recipe={recipe}",
+        *([f"labeler.ckpt_path={ckpt}", "labeler.device=cpu"] if "celeba" in recipe else []),
+        config_name="edit",
+    )
+    labeler = instantiate(cfg.labeler)
+    assert isinstance(labeler, Labeler) and labeler.index(cfg.attribute) >= 0
+    for name in cfg.keep:
+        labeler.index(name, "keep")
+    for judge in cfg.judges or []:
+        assert cfg.attribute in instantiate(judge).names
+    assert cfg.method in METHODS

@@ -155,8 +155,8 @@ class MorphoLabeler(Labeler):
         if images.shape[1] != 1:
             raise GenlabError(
                 f"the morpho labeler measures grey digit images; these have {images.shape[1]} "
-                "channels: score other images with a classifier checkpoint (labeler: "
-                "genlab.analysis.editing.ClassifierLabeler, docs/editing.md)."
+                "channels: score other images with a classifier checkpoint (labeler=classifier "
+                "labeler.ckpt_path=CLF.ckpt)."
             )
         return measure(images.float().cpu(), scale=self.scale, names=self.names)
 
