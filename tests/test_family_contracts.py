@@ -129,6 +129,15 @@ class TestWaveNet(FamilyContract):
     )
 
 
+# voxel grids are ray-cast from several views and as turntable GIFs at every validation: two
+# shapes per grid keep the contracts about resume and syncs, not about rendering
+FEW_RENDERS = (
+    "callbacks.sample_grid.n=2",
+    "callbacks.reconstruction_grid.n=2",
+    "callbacks.conditional_grid.n=2",
+)
+
+
 class TestVoxelVAE(FamilyContract):
     overrides = (
         "model=voxel_vae",
@@ -138,6 +147,7 @@ class TestVoxelVAE(FamilyContract):
         "model.latent_dim=8",
         "model.encoder.base_channels=4",
         "model.decoder.base_channels=4",
+        *FEW_RENDERS,
     )
 
 
@@ -151,4 +161,5 @@ class TestShapeCompletion(FamilyContract):
         "model.net.encoder_channels=4",
         "model.net.decoder_channels=4",
         "model.net.latent_dim=8",
+        *FEW_RENDERS,
     )
