@@ -100,7 +100,7 @@ GROUPS: dict[str, dict] = {
         ],
     },
     "data": {
-        "mutate": ["src/genlab/data/base.py"],
+        "mutate": ["src/genlab/data/datamodules.py"],
         # what exact resume rests on: the device-resident batches, the epoch shuffle, the
         # resumable DataLoader
         "functions": ["xǁTensorBatchesǁ", "xǁEpochShuffleǁ", "xǁResumableLoaderǁ"],

@@ -412,7 +412,7 @@ def run_plain(
         torch.set_float32_matmul_precision(cfg.perf.matmul_precision)
     dm = instantiate(cfg.data)
     dm.setup("fit")
-    from genlab.data.base import materialize
+    from genlab.data.datamodules import materialize
 
     images, _, _ = materialize(dm.dataset("train"))
     images = images.to(device)

@@ -20,7 +20,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from genlab.evaluation.runner import evaluate
-from genlab.models.base import StepModule
+from genlab.models.genlab_module import StepModule
 from genlab.models.protocols import (
     CanDecode,
     CanEncode,

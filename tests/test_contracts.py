@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from genlab.data.base import SampleDataModule
+from genlab.data.datamodules import SampleDataModule
 from genlab.data.modality import Condition, Modality, image, tokens, video, voxels, waveform
 from genlab.evaluation.runner import check_modalities
 from genlab.utils.errors import GenlabError

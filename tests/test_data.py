@@ -278,7 +278,7 @@ def test_device_resident_batches_equal_the_dataloader_path():
 
 
 def test_device_resident_shuffle_is_per_epoch_and_sharded():
-    from genlab.data.base import TensorBatches, materialize
+    from genlab.data.datamodules import TensorBatches, materialize
 
     dm = MNIST5k(image_size=28, channels=1)
     images, labels, _ = materialize(dm.dataset("train"))

@@ -21,8 +21,8 @@ from PIL import Image
 
 from genlab.data import CelebA, ImageFolder
 from genlab.data import cache as cache_module
-from genlab.data.base import TensorBatches
 from genlab.data.cache import CachedImages
+from genlab.data.datamodules import TensorBatches
 
 
 def all_batches(dm, split: str) -> tuple[torch.Tensor, torch.Tensor]:

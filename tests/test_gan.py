@@ -14,7 +14,7 @@ from conftest import FAST, assert_same_state, load, make_cfg, run_cli, run_dirs
 from hydra.utils import instantiate
 from runlogs import assert_resumed_at
 
-from genlab.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
+from genlab.losses.gan_losses import discriminator_loss, generator_loss, gradient_penalty
 from genlab.models.gan import GAN, frozen
 from genlab.nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from genlab.train import train

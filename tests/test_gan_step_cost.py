@@ -18,7 +18,7 @@ from conftest import make_cfg
 from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
-from genlab.models.base import Diverged
+from genlab.models.genlab_module import Diverged
 
 DCGAN = (
     "model=dcgan",

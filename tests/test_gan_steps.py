@@ -14,8 +14,8 @@ import torch
 from conftest import make_cfg
 from hydra.utils import instantiate
 
-from genlab.models.base import Diverged
 from genlab.models.gan import GAN
+from genlab.models.genlab_module import Diverged
 from genlab.utils.errors import GenlabError
 
 TINY = [

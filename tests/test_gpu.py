@@ -201,7 +201,7 @@ def test_divergence_tracking_does_not_wait_for_the_gpu(tmp_path):
     finally:
         if ON_CUDA:
             torch.cuda.set_sync_debug_mode("default")
-    from genlab.models.base import Diverged
+    from genlab.models.genlab_module import Diverged
 
     with pytest.raises(Diverged, match="step 8"):
         model.raise_if_diverged()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from genlab.distributions import DiagonalGaussian, std_normal_log_prob
-from genlab.losses.adversarial import (
+from genlab.losses.gan_losses import (
     KINDS,
     SMOOTHABLE,
     d_output,

@@ -21,7 +21,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from genlab.evaluation.runner import evaluate
-from genlab.losses.adversarial import epsilon_drift, gradient_penalty
+from genlab.losses.gan_losses import epsilon_drift, gradient_penalty
 from genlab.models.progressive_gan import GrowthSchedule, Progress, ProgressiveGAN
 from genlab.nets import DCGANGenerator
 from genlab.nets.progressive_nets import (

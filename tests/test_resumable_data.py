@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.data.base import ArrayImages, EpochShuffle, ResumableLoader, TensorBatches
+from genlab.data.datamodules import ArrayImages, EpochShuffle, ResumableLoader, TensorBatches
 
 N = 10
 IMAGES = torch.arange(N * 4, dtype=torch.uint8).view(N, 1, 2, 2) * 6  # (n, 1, 2, 2), distinct
@@ -147,7 +147,7 @@ def test_a_wrapped_sampler_follows_the_epoch_under_ddp():
     change each epoch). Seen failing with the epoch not handed on (Lightning < 2.6's wrapper)."""
     from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-    from genlab.data.base import EpochShuffle, ResumableLoader
+    from genlab.data.datamodules import EpochShuffle, ResumableLoader
 
     data = torch.arange(40).float()[:, None]
     inner = EpochShuffle(data, seed=3)

@@ -26,7 +26,7 @@ from genlab.data.mnist import MNIST5k
 from genlab.data.pairing import Downsample, Edges, Greyscale, Mask, sobel_edges
 from genlab.evaluation.context import EvalContext
 from genlab.evaluation.translation_task import translation
-from genlab.losses.adversarial import generator_loss
+from genlab.losses.gan_losses import generator_loss
 from genlab.losses.translation_losses import psnr_db
 from genlab.models.protocols import CanDecode, CanSample, CanTranslate
 from genlab.models.translation import FeatureNet, Translation, per_image

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from runlogs import train_rows
 
 from genlab.analysis.comparison import compare_runs
-from genlab.models.base import Diverged
+from genlab.models.genlab_module import Diverged
 from genlab.train import train
 from genlab.utils.errors import GenlabError
 from genlab.utils.run import effective_status, read_summary

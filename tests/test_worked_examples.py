@@ -18,9 +18,9 @@ from conftest import run_cli, run_dirs
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from genlab.data.base import SampleDataModule
+from genlab.data.datamodules import SampleDataModule
 from genlab.data.modality import Condition, Modality, waveform
-from genlab.models.base import StepModule
+from genlab.models.genlab_module import StepModule
 
 TESTS = Path(__file__).resolve().parent
 ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}

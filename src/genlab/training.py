@@ -34,7 +34,7 @@ from genlab.callbacks.last_checkpoint import (
     wait_for_checkpoints,
 )
 from genlab.callbacks.record import Heartbeat, StoreConfig, TrainingBudget
-from genlab.models.base import Diverged
+from genlab.models.genlab_module import Diverged
 from genlab.search.multirun import single_job_argv_for_ddp_children
 from genlab.utils.checkpoint import CONFIG_KEY, check_state_dict, load_checkpoint
 from genlab.utils.console import expect_own_checkpoints, quiet_framework_noise

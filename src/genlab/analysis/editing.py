@@ -226,7 +226,7 @@ class DigitRegressorLabeler(Labeler):
         cols = [MEASURES.index(a) for a in self.names]
 
         def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-            from genlab.data.base import materialize
+            from genlab.data.datamodules import materialize
 
             images, _, _ = materialize(data.dataset(name))
             targets = to_condition(data.measures(name)[:, cols], self.names)

@@ -1,8 +1,8 @@
 """LightningDataModules: every batch is (images in [0, 1] of shape (B, C, H, W), labels)."""
 
-from genlab.data.base import ImageDataModule
 from genlab.data.celeba import CelebA
 from genlab.data.cifar import CIFAR10
+from genlab.data.datamodules import ImageDataModule
 from genlab.data.folder import ImageFolder
 from genlab.data.mnist import MNIST5k, TorchvisionMNIST
 from genlab.data.paired import PairedImages

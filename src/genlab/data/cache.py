@@ -41,7 +41,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from genlab.data.base import ArrayImages, ImageDataModule, Indexed
+from genlab.data.datamodules import ArrayImages, ImageDataModule, Indexed
 from genlab.data.untrusted_files import (
     DEFAULT_MAX_IMAGE_PIXELS,
     check_links_option,

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from genlab.data.base import SampleDataModule, match_channels
 from genlab.data.caption_vocab import Vocabulary, words
+from genlab.data.datamodules import SampleDataModule, match_channels
 from genlab.data.modality import Condition, Modality, image
 from genlab.utils.errors import GenlabError
 

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from genlab.data.base import Indexed, check_files
 from genlab.data.cache import FileDataModule, Source, image_transform
+from genlab.data.datamodules import Indexed, check_files
 from genlab.utils.errors import GenlabError
 
 __all__ = ["CelebA", "image_transform"]

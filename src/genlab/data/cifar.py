@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from genlab.data.base import (
+from genlab.data.datamodules import (
     ArrayImages,
     ImageDataModule,
     check_files,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from genlab.data.base import SampleDataModule
+from genlab.data.datamodules import SampleDataModule
 from genlab.data.modality import Condition, Modality, video
 from genlab.utils.errors import GenlabError
 

@@ -54,8 +54,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from genlab.data.base import SampleDataModule, check_files
 from genlab.data.caption_vocab import Vocabulary
+from genlab.data.datamodules import SampleDataModule, check_files
 from genlab.data.modality import Condition, Modality, image
 from genlab.data.untrusted_files import (
     DEFAULT_MAX_IMAGE_PIXELS,

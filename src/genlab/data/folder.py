@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from genlab.data.base import Indexed
 from genlab.data.cache import FileDataModule, Source
+from genlab.data.datamodules import Indexed
 from genlab.data.untrusted_files import check_link, list_files, walk_files
 from genlab.utils.errors import GenlabError
 

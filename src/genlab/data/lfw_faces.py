@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from genlab.data.base import ArrayImages, ImageDataModule, match_channels
+from genlab.data.datamodules import ArrayImages, ImageDataModule, match_channels
 from genlab.utils.errors import GenlabError
 
 N_FACES = 100
@@ -58,7 +58,7 @@ class LFWFaces(ImageDataModule):
         rest, test = self.split_off(full, self.test_fraction)
         train, val = self.split_off(rest, self.val_fraction / (1 - self.test_fraction))
         if self.repeat > 1:
-            from genlab.data.base import Indexed
+            from genlab.data.datamodules import Indexed
 
             train = Indexed(train, torch.arange(len(train)).repeat(self.repeat))
         return {"train": train, "val": val, "test": test}

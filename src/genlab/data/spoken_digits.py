@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from genlab.data.base import Indexed, SampleDataModule
+from genlab.data.datamodules import Indexed, SampleDataModule
 from genlab.data.espeak_synth import WORDS, ensure_synthesized
 from genlab.data.modality import Condition, Modality, waveform
 from genlab.data.untrusted_files import check_links_option, list_files

@@ -55,8 +55,8 @@ from torch.utils.data import Dataset
 
 from genlab.data import procedural_shapes as procedural
 from genlab.data import voxel_render as render
-from genlab.data.base import SampleDataModule
 from genlab.data.binvox import DEFAULT_MAX_DIM, read_binvox
+from genlab.data.datamodules import SampleDataModule
 from genlab.data.modality import Condition, Modality, voxels
 from genlab.data.untrusted_files import (
     DEFAULT_MAX_IMAGE_PIXELS,

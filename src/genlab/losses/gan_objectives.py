@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genlab.losses.adversarial import (
+from genlab.losses.gan_losses import (
     KINDS,
     SMOOTHABLE,
     d_output,

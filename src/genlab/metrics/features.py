@@ -57,8 +57,8 @@ def sha256_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """Float network inputs (B, C, H, W): grey -> RGB by repetition, RGB -> grey by luma
-    weights. (genlab.data.base.match_channels does the same to stored uint8 images, rounding,
-    and names data.channels in its error: kept apart, as one function serving both would
+    weights. (genlab.data.datamodules.match_channels does the same to stored uint8 images,
+    rounding, and names data.channels in its error: kept apart, as one function serving both would
     need a dtype branch and an error-message argument.)"""
     c = x.shape[1]
     if c == channels:

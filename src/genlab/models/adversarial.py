@@ -48,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab.losses.gan_objectives import AdversarialObjective, Penalty
 from genlab.losses.gan_objectives import objective as make_objective
-from genlab.models.base import GenlabModule
+from genlab.models.genlab_module import GenlabModule
 from genlab.utils.errors import GenlabError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]

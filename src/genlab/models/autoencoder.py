@@ -11,7 +11,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from genlab.data.corruptions import CorruptionSpec, as_corruption
 from genlab.losses.reconstruction import KINDS, reconstruction_loss
 from genlab.losses.sparsity import Sparsity, code_stats
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.utils.errors import GenlabError
 
 

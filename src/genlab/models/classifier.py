@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MultilabelAccuracy
 
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.utils.errors import GenlabError
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.models.protocols import SampleFromPrior
 from genlab.nets.conditional import ConditionalDecoder, ConditionalEncoder
 from genlab.utils.errors import GenlabError

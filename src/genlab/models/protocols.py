@@ -19,7 +19,8 @@ Conventions shared by every protocol:
   raises a GenlabError where labels cannot be made up (encoding or scoring real images, or
   a condition such as a caption that only the data can give).
 
-Every genlab model is a `genlab.models.base.GenlabModule`, which adds two answers to these:
+Every genlab model is a `genlab.models.genlab_module.GenlabModule`, which adds two answers to
+these:
 `num_classes` (how many classes or attributes the model is conditioned on; 0 = none) and
 `default_labels(n)` (the labels used when a conditional model gets `y=None`: classes
 0, 1, ..., K-1, 0, 1, ... round-robin; None for unconditional models).

@@ -34,7 +34,7 @@ from genlab.metrics.video_metrics import (
     per_step_diversity,
     step_metrics,
 )
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.utils.errors import GenlabError
 
 

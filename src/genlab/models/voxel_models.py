@@ -15,7 +15,7 @@ from torch import nn
 from genlab.distributions import DiagonalGaussian, std_normal_log_prob
 from genlab.losses.likelihood import bits_per_dim
 from genlab.metrics.shape_metrics import chamfer_batch, iou
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.models.protocols import SampleFromPrior
 from genlab.nets.voxel_nets import DepthEstimator
 from genlab.utils.errors import GenlabError

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from genlab.losses.mu_law import mu_law_decode, mu_law_encode
-from genlab.models.base import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.nets.spectrogram import LogMel
 from genlab.utils.errors import GenlabError
 
@@ -34,7 +34,7 @@ class WaveNetModel(StepModule):
       `y` speaks the digits 0, 1, ..., 9, 0, ... (`default_labels`).
     - `log_likelihood(x, y=None)` -> log p(x) of each clip's μ-law classes, nats (B,).
     - `nll_bits_per_sample(x, y=None)` -> -log2 p(x) / length per clip (B,).
-    - `num_classes`, `default_labels(n)` (genlab.models.base.GenlabModule).
+    - `num_classes`, `default_labels(n)` (genlab.models.genlab_module.GenlabModule).
     """
 
     def __init__(

@@ -265,6 +265,9 @@ RENAMED = {
     "genlab.models.corruption.": "genlab.data.corruptions.",
     "genlab.callbacks.progressive.": "genlab.callbacks.",
     "genlab.utils.sweep.": "genlab.search.multirun.",
+    "genlab.data.base.": "genlab.data.datamodules.",
+    "genlab.models.base.": "genlab.models.genlab_module.",
+    "genlab.losses.adversarial.": "genlab.losses.gan_losses.",
 }
 
 
