@@ -316,10 +316,18 @@ class Translation(AdversarialModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None:
-            from genlab.data.paired import source_shape, translation_pairing
-            from genlab.data.pairing import Mask
-
-            data_source = tuple(source_shape(dm))  # a GenlabError for data without pairs
+            # the data's condition contract: pairs are images conditioned on a source image
+            condition = getattr(dm, "condition", None)
+            if condition is None or condition.kind != "image":
+                raise GenlabError(
+                    f"the data ({getattr(dm, 'name', type(dm).__name__)}) gives "
+                    f"{'single images' if condition is None else condition.kind + ' conditions'}"
+                    ", but image-to-image translation needs pairs: derive the sources with a "
+                    "pairing (data/pairing=edges, sr_x4, sr_x2, center_mask, rectangles, "
+                    "strokes or greyscale; with `+` for models other than pix2pix, srgan and "
+                    "inpaint) or read pairs from files with data=paired."
+                )
+            data_source = tuple(condition.shape)
             if data_source != self.source_shape:
                 raise GenlabError(
                     f"the data's sources are {data_source} (channels, height, width) but the "
@@ -333,7 +341,7 @@ class Translation(AdversarialModule):
                     f"{(self.channels, self.image_size, self.image_size)}: set model.channels="
                     "${data.channels} and model.image_size=${data.image_size}."
                 )
-            if self.uses_hole and not isinstance(translation_pairing(dm), Mask):
+            if self.uses_hole and getattr(getattr(dm, "pairing", None), "kind", "") != "mask":
                 raise GenlabError(
                     "model.composite / model.recon_region=hole need masked sources: use a mask "
                     "pairing (data/pairing=center_mask, rectangles or strokes)."

@@ -81,7 +81,6 @@ OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.num_workers": _count(0),
     "data.image_size": _count(4),
     "model.latent_dim": _count(1),
-    "model.n_critic": _count(1),
     "model.optimizer.lr": _positive,
     "model.optimizer_g.lr": _positive,
     "model.optimizer_d.lr": _positive,
