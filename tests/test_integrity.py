@@ -428,9 +428,22 @@ def test_two_runs_into_one_directory(tmp_path):
     into a finished run's directory is refused too (continue it with resume=)."""
     shared = tmp_path / "shared"
     common = [*FAST, "test=false", f"hydra.run.dir={shared}"]
+    # the first run's steps sleep (tests/slow_steps.py): it stays live without taking the CPU
+    # the second one needs to start
+    slow = [
+        "+callbacks.slow._target_=slow_steps.SlowSteps",
+        f"+callbacks.slow.out={tmp_path / 'step.txt'}",
+        "+callbacks.slow.seconds=0.5",
+    ]
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]),
+    }
     first = subprocess.Popen(
-        [sys.executable, "-m", "genlab.train", *common, "trainer.max_epochs=1000"],
+        [sys.executable, "-m", "genlab.train", *common, *slow, "trainer.max_epochs=1000"],
         cwd=tmp_path,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
