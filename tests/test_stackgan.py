@@ -2,7 +2,9 @@
 pairings and the authors' weighting inside a real loop iteration, conditioning augmentation's
 KL in G's loss with its weight (against the closed form of the CA's own mu and sigma), exact
 resume in the middle of Stage-II (started at the checkpoint's step), the recipes, sampling
-from text through genlab.sample, and the options refused before training.
+from text through genlab.sample (an unknown word refused, named), a short training whose
+images put the digits where their captions say more often than the shuffled captions do,
+and the options refused before training.
 
 Broken variants each test was seen failing on (in a scratch copy): the wrong pairing given
 the matching captions, wrong and fake weighted 1 each, the KL added with weight 1 (and left
