@@ -2,8 +2,9 @@
 
 Writes `samples.png` (a grid; one row per class for conditional models) and samples.json to
 RUN/samples/<time>/, and with `save_individual=true` each of the n samples as its own PNG in
-`images/` (for external FID tools). Works for every model satisfying `CanSample`
-(genlab.analysis.samples).
+`images/` (for external FID tools); other modalities add their own files by their writer
+(waveforms: `samples_<i>.wav`, 16-bit, at the data's rate; `digit=7 n=8`: eight of the
+digit). Works for every model satisfying `CanSample` (genlab.analysis.samples).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(cfg: DictConfig) -> None:
         datamodule = run_data(run_cfg)
         conditions = sample_conditions(cfg, model, datamodule)
         truncate(model, psi)
+        classes, n_per_row = one_class(cfg, model)
         summary = write_samples(
             model,
             out_dir,
@@ -44,11 +46,11 @@ def main(cfg: DictConfig) -> None:
             condition=getattr(datamodule, "condition", None),
             conditions=conditions,
             n=cfg.n,
-            n_per_row=cfg.n_per_row,
+            n_per_row=n_per_row,
             temperature=cfg.temperature,
             seed=cfg.seed,
             save_individual=cfg.save_individual,
-            classes=list(cfg.classes) if cfg.classes is not None else None,
+            classes=classes,
             grid_max=cfg.grid_max,
             batch_size=cfg.batch_size,
         )
@@ -58,6 +60,22 @@ def main(cfg: DictConfig) -> None:
             write_json(out_dir / "samples.json", {**summary, "truncation": psi})
     log.info("samples written to %s", out_dir)
     print(summary["grid"])
+
+
+def one_class(cfg: DictConfig, model) -> tuple[list[int] | None, int]:  # noqa: ANN001
+    """(classes, n_per_row): `digit=D` draws n samples of the one class D (one row of n: for
+    spoken digits, n WAV files of the digit); else the `classes` and `n_per_row` options."""
+    from genlab.utils.errors import GenlabError
+
+    digit = cfg.get("digit")
+    if digit is None:
+        return (list(cfg.classes) if cfg.classes is not None else None), cfg.n_per_row
+    if not getattr(model, "num_classes", 0):
+        raise GenlabError(
+            f"digit={digit}: {type(model).__name__} is not conditioned on a class (its "
+            "num_classes is 0), so it cannot be asked for one; leave digit=null."
+        )
+    return [int(digit)], int(cfg.n)
 
 
 def truncation_option(value: object) -> float | None:
