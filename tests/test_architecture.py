@@ -78,6 +78,7 @@ CAPABILITIES = {
     "lstm_predictor": {GEN},
     "svg_lp": {GEN},
     "wavenet": {SAMPLE},
+    "wavegan": GAN_LIKE,
     "voxel_vae": VAE,
     "shape_completion": {GEN},
 }
@@ -91,7 +92,7 @@ PROTOCOLS = {
     LIK: HasLikelihood,
     TRANS: CanTranslate,
 }
-CONDITIONAL = {"cvae", "cgan"}
+CONDITIONAL = {"cvae", "cgan", "wavegan"}
 
 
 def build(tmp_path: Path, model: str) -> nn.Module:

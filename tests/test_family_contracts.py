@@ -163,3 +163,20 @@ class TestShapeCompletion(FamilyContract):
         "model.net.latent_dim=8",
         *FEW_RENDERS,
     )
+
+
+class TestWaveGAN(FamilyContract):
+    # clips of 16 * 4^2 samples; phase shuffle on, its shifts drawn from the iteration's noise
+    overrides = (
+        "model=wavegan",
+        "data.speakers=2",
+        "data.takes=3",
+        "data.length=256",
+        "data.batch_size=4",
+        "model.latent_dim=8",
+        "model.generator.model_size=4",
+        "model.discriminator.model_size=4",
+        "model.n_critic=2",
+        "callbacks.sample_grid.n=2",
+    )
+    loss_key = "train/loss_g"

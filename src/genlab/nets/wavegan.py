@@ -34,12 +34,18 @@ def wavegan_layers(length: int, base_length: int, stride: int) -> int:
     return n
 
 
-def phase_shuffle(x: torch.Tensor, radius: int, generator: torch.Generator | None = None):
+def phase_shuffle(
+    x: torch.Tensor, radius: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Shift each clip of x (b, c, l) by its own random k in [-radius, radius] samples,
-    filling the gap by reflection (Donahue et al. 2019, section 3.3)."""
+    filling the gap by reflection (Donahue et al. 2019, section 3.3): out[i, :, t] =
+    x[i, :, t - k_i], with x[-j] = x[j] and x[l - 1 + j] = x[l - 1 - j] at the ends. The shifts
+    are drawn from `generator` (on its device; the global generator when None), so a run
+    that seeds it per iteration shuffles the same way when resumed."""
     if radius <= 0:
         return x
-    shifts = torch.randint(-radius, radius + 1, (len(x),), generator=generator)
+    where = generator.device if generator is not None else x.device
+    shifts = torch.randint(-radius, radius + 1, (len(x),), generator=generator, device=where)
     padded = F.pad(x, (radius, radius), mode="reflect")
     length = x.shape[-1]
     # clip i takes the window starting at radius - k_i of its padded copy
@@ -126,16 +132,23 @@ class WaveGANDiscriminator(nn.Module):
         self.score = nn.Linear(self.feature_dim, 1)
         self.project = nn.Embedding(num_classes, self.feature_dim) if num_classes else None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(b, feature_dim); phase shuffle (in training mode only) draws from `generator`."""
         h = x
         for i, conv in enumerate(self.convs):
             h = F.leaky_relu(conv(h), 0.2)
             if self.training and i < len(self.convs) - 1:
-                h = phase_shuffle(h, self.radius)
+                h = phase_shuffle(h, self.radius, generator)
         return h.flatten(1)  # (b, feature_dim)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.features(x)
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        f = self.features(x, generator)
         out = self.score(f)[:, 0]
         if self.project is not None:
             if y is None:
