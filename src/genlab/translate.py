@@ -28,19 +28,13 @@ log = logging.getLogger("genlab.translate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     # torch and the models load when the command runs, not for --help or a refusal
-    import torch
-    from hydra.utils import instantiate
-
     from genlab.analysis.translate_folder import translate_folder
     from genlab.data.paired import translation_pairing
-    from genlab.utils.checkpoint import data_config, load_model, pick_device
+    from genlab.utils.commands import load_for_command
 
     with output_folder(cfg, "translate folder") as out_dir:
-        torch.manual_seed(0)
-        model, run_cfg = load_model(cfg.ckpt_path)
-        model = model.to(pick_device(cfg.device))
-        # the run's data, for its pairing and image shape (nothing is read from it)
-        datamodule = instantiate(data_config(run_cfg))
+        # the run's data: its pairing and image shape (nothing is read from it)
+        model, _, datamodule = load_for_command(cfg, seed=0, data="required")
         summary = translate_folder(
             model,
             translation_pairing(datamodule),
