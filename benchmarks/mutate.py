@@ -85,6 +85,7 @@ GROUPS: dict[str, dict] = {
                     "_step_uncounted",
                     "training_step",
                     "_update_ema",
+                    "_track_ema_statistics",
                     "_step_schedulers",
                     "on_train_epoch_end",
                     "adopt_trainer_options",

@@ -61,6 +61,7 @@ def reference_ema(ema, g, decay: float) -> None:
 
 def test_ema_is_the_per_tensor_update_bit_for_bit(gan):
     assert len(list(gan.generator.buffers())) >= 3  # batch-norm statistics are covered
+    gan.ema_batchnorm = "copy"  # the buffers copied here (own: test_gan_steps.py)
     ref = copy.deepcopy(gan.generator_ema)
     for step in range(6):
         gan.step_now = step
@@ -83,6 +84,7 @@ def test_ema_is_the_per_tensor_update_bit_for_bit(gan):
 def test_the_cached_lists_follow_conversions_and_loads(gan):
     """`.double()` puts new buffers in place; `load_state_dict(assign=True)` new parameters:
     the EMA must update the tensors the module holds now."""
+    gan.ema_batchnorm = "copy"
     gan._update_ema()  # the lists are cached now
     gan.double()
     wander(gan, 1)

@@ -3,6 +3,7 @@ iteration, the EMA update with its warm-up, and the trainer options the GAN take
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -55,8 +56,17 @@ def test_noise_is_seeded_by_seed_step_rank_and_salt(tmp_path):
 @pytest.mark.parametrize("step", [0, 40, 100_000])
 def test_ema_moves_towards_g_with_a_warm_up(tmp_path, step):
     """ema <- ema + (1 - decay) (g - ema), decay = min(ema_decay, (1 + t) / (10 + t)) after t
-    G updates; buffers are copied."""
-    model = at_step(tiny_gan(tmp_path, "model.generator.batch_norm=true"), step)
+    G updates; buffers are copied with `ema_batchnorm=copy`."""
+    bn = "model.generator.batch_norm=true"
+    own = at_step(tiny_gan(tmp_path, bn), step)
+    own_buffers = [b.clone() for b in own.generator_ema.buffers()]
+    with torch.no_grad():
+        for b in own.generator.buffers():
+            b.add_(2)
+    own._update_ema()  # own statistics: the weights' update leaves the buffers alone
+    for before, ema in zip(own_buffers, own.generator_ema.buffers(), strict=True):
+        assert torch.equal(before, ema)
+    model = at_step(tiny_gan(tmp_path, bn, "model.ema_batchnorm=copy"), step)
     with torch.no_grad():
         for p in model.generator.parameters():
             p.add_(1.0)
@@ -76,6 +86,43 @@ def test_ema_moves_towards_g_with_a_warm_up(tmp_path, step):
     off = tiny_gan(tmp_path, "model.ema_decay=null")
     off._update_ema()  # no EMA: nothing to do, and sampling uses G itself
     assert off.generator_ema is None and off.sampling_generator is off.generator
+
+
+def eval_vs_batch_statistics_gap(net: torch.nn.Module, z: torch.Tensor) -> float:
+    """How far `net` in eval mode (its running statistics) is from `net` normalising by the
+    batch's own statistics, on a large batch: near 0 when the running statistics are its own."""
+    with torch.no_grad():
+        by_batch = copy.deepcopy(net).train()(z)
+        by_running = copy.deepcopy(net).eval()(z)
+    return (by_running - by_batch).abs().mean().item()
+
+
+def test_ema_batchnorm_statistics_are_the_ema_copys_own(tmp_path):
+    """G's weights have moved far from its EMA copy's (x3: another activation scale). With
+    `ema_batchnorm=copy` the EMA copy normalises by G's statistics and its eval-mode output
+    is far from what its own batch statistics give; with `own` (the default) the loop's
+    `_track_ema_statistics` (the EMA copy drawing from each iteration's noise) brings the
+    two together. Seen failing with `_track_ema_statistics` a no-op (own 0.17, copy 0.22; with
+    it, own 0.015)."""
+    z = torch.randn(2048, 4, generator=torch.Generator().manual_seed(1))
+    gaps = {}
+    for mode in ("own", "copy"):
+        model = at_step(
+            tiny_gan(tmp_path, "model.generator.batch_norm=true", f"model.ema_batchnorm={mode}"),
+            100_000,
+        )
+        with torch.no_grad():
+            for p in model.generator.parameters():
+                p.mul_(3.0)
+        model.generator.train()
+        model.generator_ema.train()
+        for i in range(60):  # what 60 iterations do to the statistics
+            noise = torch.Generator().manual_seed(i)
+            model.generator(model.sample_latent(64, generator=noise))  # G's own, as G steps
+            model._update_ema()
+            model._track_ema_statistics(None, 64, torch.Generator().manual_seed(i))
+        gaps[mode] = eval_vs_batch_statistics_gap(model.generator_ema, z)
+    assert gaps["own"] < 0.25 * gaps["copy"], gaps
 
 
 def test_trainer_options_the_gan_takes_over(tmp_path, caplog):

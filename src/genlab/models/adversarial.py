@@ -11,7 +11,8 @@ Each iteration (= one training batch, or one of its k parts with `perf.steps_per
 2. one generator step through D with D frozen (`requires_grad=False`, restored in a
    `finally`), so D gets no gradient and no update: the objective's adversarial term times
    `adv_weight`, plus the family's `generator_terms`;
-3. the EMA copy of G moves towards G; schedulers step.
+3. the EMA copy of G moves towards G (its batch-norm statistics: the docstring of
+   `_update_ema`); schedulers step.
 
 Steps: Lightning counts `global_step` once per `LightningOptimizer.step()`, so two optimizers
 would count every iteration twice (max_steps, checkpoint intervals and the logged step would
@@ -154,7 +155,9 @@ class AdversarialModule(GenlabModule):
     (non-saturating, default) | `minimax` | `hinge` | `ls` | `wgan_gp` with `gp_weight`,
     `label_smoothing` (one-sided), `drift_weight` (epsilon * D(x)^2), `penalties` (extra D
     terms, e.g. R1 or LeCam) -- or a whole `objective` object, which replaces those options;
-    `n_critic` D steps per G step; `ema_decay` (null = sample from G itself);
+    `n_critic` D steps per G step; `ema_decay` (null = sample from G itself) and
+    `ema_batchnorm` (`own` | `copy`: where the EMA copy's batch-norm statistics come from,
+    `_update_ema`);
     `gradient_clip_val` (per net, on unscaled gradients); `seed` of the iteration noise;
     `nan_check_every_n_steps`; `monitor`.
 
@@ -191,6 +194,7 @@ class AdversarialModule(GenlabModule):
         adv_weight: float = 1.0,
         n_critic: int = 1,
         ema_decay: float | None = 0.999,
+        ema_batchnorm: str = "own",
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
         seed: int = 0,
@@ -212,6 +216,11 @@ class AdversarialModule(GenlabModule):
             )
         if adv_weight < 0:
             raise GenlabError(f"model.adv_weight={adv_weight} must be >= 0.")
+        if ema_batchnorm not in ("own", "copy"):
+            raise GenlabError(
+                f"model.ema_batchnorm={ema_batchnorm!r}: use own (the EMA copy's batch-norm "
+                "statistics are those of its own activations) or copy (G's, copied)."
+            )
         self.generator, self.discriminator = generator, discriminator
         # the game: an object given whole, or the one the options name (genlab.losses)
         self.objective = objective or make_objective(
@@ -233,7 +242,7 @@ class AdversarialModule(GenlabModule):
         self.scheduler_g_factory, self.scheduler_d_factory = scheduler_g, scheduler_d
         self.scheduler_interval = scheduler_interval
         self.adv_weight, self.n_critic = float(adv_weight), n_critic
-        self.ema_decay = ema_decay
+        self.ema_decay, self.ema_batchnorm = ema_decay, ema_batchnorm
         self.gradient_clip_val, self.gradient_clip_algorithm = (
             gradient_clip_val,
             gradient_clip_algorithm,
@@ -396,6 +405,7 @@ class AdversarialModule(GenlabModule):
             opt_g.step()  # the one counted step of this iteration
 
         self._update_ema()
+        self._track_ema_statistics(cond, b, noise)
         if self.scheduler_interval == "step":
             self._step_schedulers()
         self.track_finite(self.global_step - 1, {"loss_d": loss_d, "loss_g": loss_g})
@@ -464,17 +474,48 @@ class AdversarialModule(GenlabModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """EMA copy <- lerp towards G's parameters, G's buffers copied (batch-norm statistics):
-        two foreach calls over lists built once (`_nets_tensors`), the same values as a
-        per-tensor `lerp_`/`copy_` loop, bit for bit (tests/test_gan_step_cost.py)."""
+        """EMA copy <- lerp towards G's parameters: one foreach call over lists built once
+        (`_nets_tensors`), the same values as a per-tensor `lerp_` loop, bit for bit
+        (tests/test_gan_step_cost.py). Its buffers (batch-norm running statistics):
+
+        - `ema_batchnorm=own` (default): `_track_ema_statistics` runs the EMA copy on the
+          iteration's inputs, so its running statistics average its own activations, as G's
+          average G's. Averaged weights give activations of another scale than G's current
+          ones: with G's statistics the EMA copy normalises by the wrong mean and variance
+          (StackGAN's Stage-II EMA samples collapsed to one blur that way).
+        - `copy`: G's buffers copied here, as StyleGAN's EMA does (its G has no batch norm);
+          no extra forward pass."""
         if self.generator_ema is None:
             return
         t = self.global_step  # G updates so far; warm-up so early weights fade fast
         decay = min(self.ema_decay, (1.0 + t) / (10.0 + t))
         lists = self._nets_tensors()
         torch._foreach_lerp_(lists.ema_params, lists.g_params, 1.0 - decay)
-        if lists.ema_buffers:
+        if lists.ema_buffers and self.ema_batchnorm == "copy":
             torch._foreach_copy_(lists.ema_buffers, lists.g_buffers)
+
+    @torch.no_grad()
+    def _track_ema_statistics(self, cond: Any, n: int, noise: torch.Generator) -> None:
+        """`ema_batchnorm=own`: the EMA copy generates from the iteration's condition and
+        noise (`make_fake`, no gradient, training mode), which moves its batch-norm running
+        statistics as G's forward pass moved G's. One more forward pass of G per iteration,
+        only when G has buffers; seeded like the iteration, so a resumed run repeats it."""
+        if self.generator_ema is None or self.ema_batchnorm != "own":
+            return
+        if not self._nets_tensors().ema_buffers:
+            return
+        with self._generating_with(self.generator_ema):
+            self.make_fake(cond, n, noise)
+
+    @contextmanager
+    def _generating_with(self, net: nn.Module) -> Iterator[None]:
+        """`make_fake` (which draws with `self.generator`) draws with `net` inside the block."""
+        own = self._modules["generator"]
+        self._modules["generator"] = net
+        try:
+            yield
+        finally:
+            self._modules["generator"] = own
 
     def _nets_tensors(self) -> _NetTensors:
         """G's, its EMA copy's and D's parameters and buffers as lists, built once: walking
