@@ -77,6 +77,7 @@ CAPABILITIES = {
     "convlstm": {GEN},
     "lstm_predictor": {GEN},
     "svg_lp": {GEN},
+    "video_gan": {GEN},
     "wavenet": {SAMPLE},
     "wavegan": GAN_LIKE,
     "voxel_vae": VAE,

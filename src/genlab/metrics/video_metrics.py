@@ -11,6 +11,10 @@ Tensors are clips (B, T, C, H, W) in [0, 1]; several samples add a leading K. Co
   over clips (a frame predicted exactly counts as `MAX_PSNR`, not infinity).
 - SSIM is Wang et al.'s (2004) with an 11 x 11 Gaussian window (sigma 1.5), per frame, then
   averaged over clips.
+- Sharpness is the mean absolute difference between neighbouring pixels (vertical plus
+  horizontal: the total variation per pixel), reported as the ratio of the predictions' to
+  the truth's on the same clips: 1 as sharp as the truth, below 1 blurrier (a blur spreads
+  a digit's edges), above 1 noisier.
 
 Every `per_step_*` function returns a (T,) tensor: one value per predicted step, the curve over
 the horizon; `.mean()` of it is the average over steps.
@@ -65,6 +69,21 @@ def per_step_ssim(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return frame_ssim(pred, truth).mean(0)
 
 
+def frame_sharpness(frames: torch.Tensor) -> torch.Tensor:
+    """Mean |vertical| + mean |horizontal| neighbour difference of each frame:
+    (..., T, C, H, W) -> (..., T); 0 for a constant frame, 2 for a 0/1 checkerboard."""
+    x = frames.float()
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(-3).mean(-1)
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(-3).mean(-1)
+    return dy + dx
+
+
+def per_step_sharpness(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """The predictions' sharpness over the truth's, per step (each averaged over clips first):
+    (B, T, C, H, W) -> (T,); 1 = as sharp as the truth, below 1 blurrier."""
+    return frame_sharpness(pred).mean(0) / frame_sharpness(truth).mean(0).clamp(min=1e-12)
+
+
 # --- baselines -------------------------------------------------------------------------------
 def copy_last_frame(context: torch.Tensor, n_future: int) -> torch.Tensor:
     """The last context frame repeated: (B, T_c, C, H, W) -> (B, n_future, C, H, W)."""
@@ -105,9 +124,11 @@ def per_step_diversity(samples: torch.Tensor) -> torch.Tensor:
 
 
 def step_metrics(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{'mse', 'psnr', 'ssim'}: per-step curves (T,) of predictions against the truth."""
+    """{'mse', 'psnr', 'ssim', 'sharpness'}: per-step curves (T,) of predictions against the
+    truth."""
     return {
         "mse": per_step_mse(pred, truth),
         "psnr": per_step_psnr(pred, truth),
         "ssim": per_step_ssim(pred, truth),
+        "sharpness": per_step_sharpness(pred, truth),
     }

@@ -21,6 +21,7 @@ logged beside the copy-last-frame and mean-frame baselines on the same clips.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,20 +36,27 @@ from genlab.metrics.video_metrics import (
     step_metrics,
 )
 from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
+from genlab.nets.video_predictors import CellStates
 from genlab.utils.errors import GenlabError
+
+Params = tuple[torch.Tensor, torch.Tensor]  # a diagonal Gaussian's (mean, logvar), (B, z_dim)
+# SVG-LP's recurrent states: the posterior's, the prior's, the predictor's (None: zeros)
+SVGStates = tuple[CellStates | None, CellStates | None, CellStates | None]
 
 
 def prediction_scalars(
     pred: torch.Tensor, truth: torch.Tensor, context: torch.Tensor, *, baselines: bool = True
 ) -> dict[str, torch.Tensor]:
     """Scalars of predictions (B, T, C, H, W) against the truth: `mse_per_frame`, `psnr`,
-    `ssim` (averaged over the horizon), `mse_step01`... (the curve over the horizon), and the
-    same three for each baseline (`mse_copy_last`, `ssim_mean_frame`, ...) made from `context`."""
+    `ssim`, `sharpness` (averaged over the horizon), `mse_step01`... (the curve over the
+    horizon), and the same four for each baseline (`mse_copy_last`, `ssim_mean_frame`, ...)
+    made from `context`."""
     curves = step_metrics(pred, truth)
     out = {
         "mse_per_frame": curves["mse"].mean(),
         "psnr": curves["psnr"].mean(),
         "ssim": curves["ssim"].mean(),
+        "sharpness": curves["sharpness"].mean(),
     }
     out.update({f"mse_step{k + 1:02d}": v for k, v in enumerate(curves["mse"])})
     if baselines:
@@ -56,6 +64,34 @@ def prediction_scalars(
             base = step_metrics(baseline(context, truth.shape[1]), truth)
             out.update({f"{metric}_{name}": v.mean() for metric, v in base.items()})
     return out
+
+
+def rollout(
+    net: nn.Module,
+    context: torch.Tensor,
+    n_future: int,
+    *,
+    truth: torch.Tensor | None = None,
+    p_truth: float = 0.0,
+) -> torch.Tensor:
+    """Logits of `n_future` frames after `context` (B, T_c, C, H, W) from a frame-by-frame
+    predictor `net` (`encode_context`, `step`): (B, n_future, C, H, W). Each frame is
+    predicted from the one before: the last context frame, then the prediction; with `truth`
+    (B, n_future, C, H, W), each clip's next input is its true frame with probability
+    `p_truth` (drawn per clip and step from torch's global generator)."""
+    state = net.encode_context(context)
+    frame = context[:, -1]  # (b, c, h, w)
+    out = []
+    for k in range(n_future):
+        logits, state = net.step(frame, state)
+        out.append(logits)
+        if k + 1 == n_future:
+            break
+        frame = torch.sigmoid(logits)
+        if truth is not None and p_truth > 0:
+            use = torch.rand(len(frame), device=frame.device) < p_truth
+            frame = torch.where(use[:, None, None, None], truth[:, k], frame)
+    return torch.stack(out, dim=1)
 
 
 class Predicts:
@@ -152,22 +188,8 @@ class VideoPredictor(Predicts, StepModule):
         truth: torch.Tensor | None = None,
         p_truth: float = 0.0,
     ) -> torch.Tensor:
-        """Logits of `n_future` frames after `context` (B, T_c, C, H, W): (B, n_future, C, H, W).
-        With `truth` (B, n_future, C, H, W), each clip's next input is its true frame with
-        probability `p_truth` (drawn per clip and step from torch's global generator)."""
-        state = self.net.encode_context(context)
-        frame = context[:, -1]  # (b, c, h, w)
-        out = []
-        for k in range(n_future):
-            logits, state = self.net.step(frame, state)
-            out.append(logits)
-            if k + 1 == n_future:
-                break
-            frame = torch.sigmoid(logits)
-            if truth is not None and p_truth > 0:
-                use = torch.rand(len(frame), device=frame.device) < p_truth
-                frame = torch.where(use[:, None, None, None], truth[:, k], frame)
-        return torch.stack(out, dim=1)
+        """`rollout` (the function) with this model's net."""
+        return rollout(self.net, context, n_future, truth=truth, p_truth=p_truth)
 
     # --- capability -------------------------------------------------------------------------
     def predict(
@@ -273,20 +295,41 @@ class SVGLP(Predicts, StepModule):
         clip = torch.cat([context, future], dim=1)  # (b, t, c, h, w)
         t_c, t_all = context.shape[1], clip.shape[1]
         codes, skips = self.encode(clip)
-        s_q = s_p = s_f = None
+        states: SVGStates = (None, None, None)
         recon, kl = clip.new_zeros(len(clip)), clip.new_zeros(len(clip))
         for t in range(1, t_all):
-            h_prev, h_t = codes[:, t - 1], codes[:, t]
             skip = [s[:, min(t - 1, t_c - 1)] for s in skips]
-            q_mean, q_logvar, s_q = self.posterior(h_t, s_q)
-            p_mean, p_logvar, s_p = self.prior(h_prev, s_p)
-            q = self.gaussian(q_mean, q_logvar)
-            z = q.rsample()
-            g, s_f = self.predictor(torch.cat([h_prev, z], dim=1), s_f)
+            g, q, p, states = self.transition(codes[:, t - 1], codes[:, t], states, self._rsample)
             logits = self.decoder(g, skip)
             recon = recon + reconstruction_loss(logits, clip[:, t], self.reconstruction)
-            kl = kl + q.kl(self.gaussian(p_mean, p_logvar))
+            kl = kl + self.gaussian(*q).kl(self.gaussian(*p))
         return {"recon": recon, "kl": kl}
+
+    def _rsample(self, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return self.gaussian(mean, logvar).rsample()
+
+    def transition(
+        self,
+        h_prev: torch.Tensor,
+        h_t: torch.Tensor | None,
+        states: SVGStates,
+        draw: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, Params | None, Params, SVGStates]:
+        """One step of the recurrence, shared by training and prediction: the prior reads the
+        code h_{t-1} (B, g_dim), the posterior h_t when given (training, and the context when
+        predicting); z_t = draw(mean, logvar) of the posterior when there is one, else of the
+        prior; the predictor maps [h_{t-1}, z_t] to the code of x_t.
+        -> (that code (B, g_dim), the posterior's (mean, logvar) or None, the prior's, the
+        states (posterior, prior, predictor))."""
+        s_q, s_p, s_f = states
+        q: Params | None = None
+        if h_t is not None:
+            q_mean, q_logvar, s_q = self.posterior(h_t, s_q)
+            q = (q_mean, q_logvar)
+        p_mean, p_logvar, s_p = self.prior(h_prev, s_p)
+        z = draw(*q) if q is not None else draw(p_mean, p_logvar)
+        g, s_f = self.predictor(torch.cat([h_prev, z], dim=1), s_f)
+        return g, q, (p_mean, p_logvar), (s_q, s_p, s_f)
 
     # --- capability -------------------------------------------------------------------------
     def predict(
@@ -307,18 +350,14 @@ class SVGLP(Predicts, StepModule):
             eps = torch.randn(mean.shape, generator=generator, device=mean.device)
             return mean + eps.to(mean.dtype) * torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
 
-        s_q = s_p = s_f = None
+        states: SVGStates = (None, None, None)
         for t in range(1, t_c):  # the context: states advanced with posterior draws
-            h_prev = codes[:, t - 1]
-            q_mean, q_logvar, s_q = self.posterior(codes[:, t], s_q)
-            _, _, s_p = self.prior(h_prev, s_p)
-            _, s_f = self.predictor(torch.cat([h_prev, draw(q_mean, q_logvar)], dim=1), s_f)
+            *_, states = self.transition(codes[:, t - 1], codes[:, t], states, draw)
         skip = [s[:, t_c - 1] for s in skips]
         h_prev = codes[:, t_c - 1]
         out = []
-        for _ in range(n_future):
-            p_mean, p_logvar, s_p = self.prior(h_prev, s_p)
-            g, s_f = self.predictor(torch.cat([h_prev, draw(p_mean, p_logvar)], dim=1), s_f)
+        for _ in range(n_future):  # the future: z_t from the learned prior
+            g, _, _, states = self.transition(h_prev, None, states, draw)
             frame = torch.sigmoid(self.decoder(g, skip))  # (s * b, c, h, w)
             out.append(frame)
             h_prev = self.encoder(frame)[0]
