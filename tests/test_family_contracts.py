@@ -113,6 +113,18 @@ class TestSVGLP(FamilyContract):
     )
 
 
+class TestVideoGAN(FamilyContract):
+    overrides = (
+        "model=video_gan",
+        *VIDEO,
+        "model.generator.hidden_channels=[4]",
+        "model.generator.frame_channels=4",
+        "model.generator.downsample=1",
+        "model.discriminator.hidden_channels=[4,8]",
+    )
+    loss_key = "train/loss_g"
+
+
 class TestWaveNet(FamilyContract):
     overrides = (
         "model=wavenet",
