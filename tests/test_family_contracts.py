@@ -192,3 +192,18 @@ class TestWaveGAN(FamilyContract):
         "callbacks.sample_grid.n=2",
     )
     loss_key = "train/loss_g"
+
+
+class TestVoxelGAN(FamilyContract):
+    overrides = (
+        "model=voxel_gan",
+        "data.size=16",
+        "data.shapes_per_category=4",
+        "data.batch_size=4",
+        "model.latent_dim=8",
+        "model.generator.base_channels=4",
+        "model.discriminator.base_channels=4",
+        "model.n_critic=2",
+        *FEW_RENDERS,
+    )
+    loss_key = "train/loss_g"

@@ -144,6 +144,7 @@ class VoxelDiscriminator(nn.Module):
         super().__init__()
         self.features = VoxelFeatures(size=size, base_channels=base_channels, norm=norm)
         self.head = nn.Conv3d(self.features.out_channels, 1, 4, 1, 0)  # (1, 1, 1, 1)
+        self.size, self.norm = size, norm
         gan_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
