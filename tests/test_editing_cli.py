@@ -306,3 +306,58 @@ def test_edit_recipes_compose_and_build_their_labelers(recipe, tmp_path):
     for judge in cfg.judges or []:
         assert cfg.attribute in instantiate(judge).names
     assert cfg.method in METHODS
+
+
+def test_lfw_faces_inversion_as_documented(tmp_path):
+    """docs/editing.md's face demo at a tiny budget: `experiment=dcgan_lfw_faces` (40
+    iterations) and `genlab.edit attribute=null source=data split=test n_inputs=10` invert the
+    10 held-out faces: the strip's first column is 10 distinct faces of skimage's lfw_subset
+    (resized as documented, within 1/255), none of them a training face; the inversion lowered
+    its loss; edit.json's PSNR is the strip's own (input vs reconstruction tiles), and the
+    report embeds the strip. (Seen failing with source=data reading the train split: the
+    held-out check.)"""
+    from skimage.data import lfw_subset
+
+    from genlab.data.datamodules import materialize
+    from genlab.data.lfw_faces import LFWFaces
+
+    ckpt = trained(
+        tmp_path,
+        [
+            "experiment=dcgan_lfw_faces",
+            "trainer.max_steps=40",
+            "model.generator.base_channels=16",
+            "model.discriminator.base_channels=16",
+            *QUIET,
+        ],
+    )
+    edit(ckpt, "attribute=null", "source=data", "split=test", "n_inputs=10", "inversion.steps=60")
+    out = edit_folder(ckpt)
+    summary = json.loads((out / "edit.json").read_text())
+    assert summary["route"] == "invert" and summary["amounts"] == []
+    assert summary["coding"]["loss_end"] < summary["coding"]["loss_start"], summary
+    strip = tiles(out / "strip_reconstruction.png", 10, 2)  # (10, 2, 28, 28)
+    faces = torch.from_numpy(lfw_subset()[:100]).float()[:, None]
+    faces = (
+        torch.nn.functional.interpolate(
+            faces, size=(28, 28), mode="bilinear", antialias=True, align_corners=False
+        )[:, 0]
+        .clamp(0, 1)
+        .mul(255)
+        .round()
+        / 255
+    )  # (100, 28, 28)
+    error = (strip[:, 0, None] - faces[None]).abs().flatten(2).amax(2)  # (10, 100)
+    best = error.min(1)
+    assert (best.values <= 1.01 / 255).all(), best
+    assert len(set(best.indices.tolist())) == 10
+    dm = LFWFaces(data_dir=str(tmp_path), image_size=28, channels=1, split_seed=0)
+    train = materialize(dm.dataset("train"))[0].float()[:, 0] / 255  # (80, 28, 28)
+    seen = (strip[:, 0, None] - train[None]).abs().flatten(2).amax(2).min(1).values
+    assert (seen > 0.05).all(), seen
+    mse = (strip[:, 0] - strip[:, 1]).pow(2).flatten(1).mean(1)
+    psnr = float((10 * torch.log10(1 / mse)).mean())
+    assert summary["methods"]["reconstruction"]["reconstruction"]["psnr_db"] == pytest.approx(
+        psnr, abs=0.2
+    )
+    assert "![strip_reconstruction](strip_reconstruction.png)" in (out / "report.md").read_text()

@@ -52,7 +52,8 @@ def main(cfg: DictConfig) -> None:
         # the refusal of a model that cannot be edited comes before anything else is built
         model, _, data = load_for_command(cfg, seed=cfg.seed, data="optional", check=code_route)
         model.eval()
-        check_method(model, cfg.method, data)
+        if cfg.attribute is not None:  # attribute=null: the images are only coded
+            check_method(model, cfg.method, data)
         labeler = instantiate(cfg.labeler) if cfg.get("labeler") else None
         judges = (
             [instantiate(j) for j in cfg.judges]
@@ -63,7 +64,7 @@ def main(cfg: DictConfig) -> None:
             model,
             data,
             out_dir,
-            attribute=str(cfg.attribute),
+            attribute=None if cfg.attribute is None else str(cfg.attribute),
             amounts=amounts,
             method=cfg.method,
             baselines=list(cfg.baselines),

@@ -26,6 +26,8 @@ def _amounts(summary: dict[str, Any]) -> str:
 
 def strip_caption(summary: dict[str, Any], method: str) -> str:
     """What a strip's rows and columns are."""
+    if summary["attribute"] is None:
+        return f"{method}: one row per input; columns: input | reconstruction"
     return (
         f"{method}: one row per input; columns: input | reconstruction | "
         f"{summary['attribute']} {_amounts(summary)}"
@@ -47,8 +49,9 @@ def scalars(summary: dict[str, Any]) -> dict[str, float]:
             out[f"{key}/{kind}/abs_error"] = float(judged["abs_error"])
         identity = entry.get("identity")
         if identity:
-            kept = identity["edit_agreement"]
-            out[f"{key}/identity_kept"] = float(sum(kept) / len(kept))
+            kept = identity.get("edit_agreement")
+            if kept:
+                out[f"{key}/identity_kept"] = float(sum(kept) / len(kept))
             out[f"{key}/reconstruction_identity_kept"] = float(
                 identity["reconstruction_agreement"]
             )
@@ -71,8 +74,13 @@ def write_report(out_dir: Path, summary: dict[str, Any], *, ckpt_path: str) -> P
             + ")"
         )
     labeler = summary.get("labeler") or {}
+    title = (
+        f"{summary['attribute']} by {_amounts(summary)}"
+        if summary["attribute"] is not None
+        else "none (attribute=null: the images coded and decoded)"
+    )
     lines = [
-        f"# Edit: {summary['attribute']} by {_amounts(summary)} ({summary['ckpt_model']})",
+        f"# Edit: {title} ({summary['ckpt_model']})",
         "",
         f"- checkpoint: `{ckpt_path}`",
         f"- inputs: {summary['n_inputs']} images ({summary['source']}), coded by {how}",
@@ -107,7 +115,8 @@ def write_report(out_dir: Path, summary: dict[str, Any], *, ckpt_path: str) -> P
             rows.append(
                 ("identity kept by the reconstruction", identity["reconstruction_agreement"])
             )
-            for asked, kept in zip(summary["amounts"], identity["edit_agreement"], strict=True):
+            kept_by_amount = identity.get("edit_agreement", [])
+            for asked, kept in zip(summary["amounts"], kept_by_amount, strict=True):
                 rows.append((f"identity kept at {asked:+g}", kept))
         direction = entry.get("direction")
         if direction:

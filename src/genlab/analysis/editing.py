@@ -671,13 +671,18 @@ def identity_report(
         return torch.cat(out)
 
     own = classes(inputs)
+    out = {
+        "reconstruction_agreement": float((classes(reconstructions) == own).float().mean()),
+        "reconstruction_feature_distance": float(distance(reconstructions).mean()),
+    }
+    if a == 0:  # no edits (attribute=None): the reconstruction alone
+        return out
     ed = edited.flatten(0, 1)
     ed_classes = classes(ed).view(n, a)
     ed_dist = torch.stack([distance(edited[:, j]) for j in range(a)], 1)  # (n, a)
     return {
-        "reconstruction_agreement": float((classes(reconstructions) == own).float().mean()),
+        **out,
         "edit_agreement": [float(v) for v in (ed_classes == own[:, None]).float().mean(0)],
-        "reconstruction_feature_distance": float(distance(reconstructions).mean()),
         "edit_feature_distance": [float(v) for v in ed_dist.mean(0)],
     }
 
@@ -785,7 +790,7 @@ def write_edits(
     data: Any,
     out_dir: Path,
     *,
-    attribute: str,
+    attribute: str | None,
     amounts: Sequence[float],
     method: str = "auto",
     baselines: Sequence[str] = (),
@@ -808,7 +813,9 @@ def write_edits(
     """Edit images (files, the data's, or scikit-image's faces) with `model`: strips
     (input | reconstruction | edits at `amounts`) per method, the edited files, the
     direction, and edit.json with the evaluation (`judges`: labelers that measure the edits;
-    `classifier_ckpt`: identity kept). See the module doc for the methods."""
+    `classifier_ckpt`: identity kept). See the module doc for the methods. `attribute=None`
+    changes nothing: the images are only coded (encoded or inverted), and the strip
+    (input | reconstruction), the files and the reconstruction's PSNR/SSIM say how well."""
     from genlab.analysis.inversion import (
         classifier_features,
         discriminator_features,
@@ -823,8 +830,11 @@ def write_edits(
             f"genlab.edit edits images, and this model's data are {modality.kind}: use a model "
             "trained on images."
         )
-    method = check_method(model, method, data)
-    methods = [method, *[b for b in baselines if b != method]]
+    if attribute is None:  # nothing to change: how well the model's codes reproduce the images
+        method, methods, amounts, baselines = "reconstruction", ["reconstruction"], [], []
+    else:
+        method = check_method(model, method, data)
+        methods = [method, *[b for b in baselines if b != method]]
     for b in methods[1:]:
         if b not in (*METHODS, "pixel"):
             raise GenlabError(f"baselines={list(baselines)}: use some of {METHODS} or pixel.")
@@ -934,6 +944,8 @@ def write_edits(
             )
         elif m == "condition":
             edited = cond_edit.edit(model, coded.codes, values, amounts)
+        elif m == "reconstruction":  # attribute=None: the strip is input | reconstruction
+            edited = images.float()[:, None][:, :0]  # (n, 0, c, h, w)
         else:  # pixel: the edit made on the images themselves, reconstruction = the input
             recon = images.float()
             edited = torch.stack([pixel_edit(images, attribute, a) for a in amounts], 1)
@@ -971,7 +983,8 @@ def write_edits(
         (out_dir / "outputs").mkdir(exist_ok=True)
         from torchvision.utils import save_image
 
-        for path, image in zip(paths, edited_by[method][:, -1], strict=True):
+        final = edited_by[method][:, -1] if len(amounts) else recon_by[method]
+        for path, image in zip(paths, final, strict=True):
             save_image(image, out_dir / "outputs" / f"{Path(path).stem}.png")
     summary = {
         "ckpt_model": type(model).__name__,
