@@ -6,6 +6,7 @@ Voxel grids are (B, 1, N, N, N), occupancy in [0, 1] (genlab.data.modality, `vox
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.distributions import DiagonalGaussian, std_normal_log_prob
+from genlab.losses.gan_objectives import objective as make_objective
 from genlab.losses.likelihood import bits_per_dim
 from genlab.metrics.shape_metrics import chamfer_batch, iou
 from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
@@ -28,6 +30,62 @@ def voxel_bce(logits: torch.Tensor, x: torch.Tensor, filled_weight: float = 1.0)
     few percent of the grid, and an unweighted loss favours empty predictions)."""
     weight = None if filled_weight == 1.0 else torch.as_tensor(filled_weight, device=x.device)
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none", pos_weight=weight)
+
+
+def _checkpoint_part(
+    path: str, *, option: str, model: str, prefixes: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors of a checkpoint's state dict under `prefixes`, read as weights only, and
+    the model section of the config stored with them ({} when none), as data; a GenlabError
+    naming `option` when the file is unusable or of another model than `model`."""
+    from genlab.utils.checkpoint import CONFIG_KEY, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except GenlabError as exc:
+        raise GenlabError(f"{option}: {exc}") from None
+    config = ckpt.get(CONFIG_KEY)
+    model_cfg = config.get("model") if isinstance(config, dict) else None
+    model_cfg = model_cfg if isinstance(model_cfg, dict) else {}
+    target = str(model_cfg.get("_target_", ""))
+    if target and target.rsplit(".", 1)[-1] != model:
+        raise GenlabError(
+            f"{option}={path!r} is a checkpoint of {target}, not of a {model}: give the "
+            f"last.ckpt of a {model} run."
+        )
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        raise GenlabError(f"{option}={path!r} holds no state dict of tensors.")
+    part = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefixes)}
+    if not part or not all(isinstance(v, torch.Tensor) for v in part.values()):
+        raise GenlabError(
+            f"{option}={path!r} holds no {model} weights ({', '.join(prefixes)}): give the "
+            f"last.ckpt of a {model} run."
+        )
+    return part, model_cfg
+
+
+def _check_fits(
+    own: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    path: str,
+    *,
+    option: str,
+    advice: str,
+) -> None:
+    """Refuse weights whose names or shapes differ from the net's, naming the first few."""
+    problems = sorted(set(own) ^ set(given)) + [
+        f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in given and given[k].shape != v.shape
+    ]
+    if problems:
+        raise GenlabError(
+            f"{option}={path!r} does not fit this model ("
+            + "; ".join(problems[:4])
+            + (" ..." if len(problems) > 4 else "")
+            + f"): {advice}."
+        )
 
 
 def _check_weight(filled_weight: float) -> float:
@@ -180,6 +238,18 @@ class ShapeCompletion(StepModule):
     default metric is `val/loss`: early in training the probabilities stay below 0.5 and the
     IoU at 0.5 says little (choose the threshold on the validation split, docs/3d.md).
 
+    ShapeHD's fine-tuning (Wu et al. 2018; experiment=shapehd_shapes): with
+    `naturalness_weight` w > 0 the loss adds w times the "naturalness" of the predicted
+    occupancies p = sigmoid(logits), the generator loss of the prior's game (`naturalness_loss`:
+    -mean D(p) under wgan_gp) through `prior_discriminator`, the D of a trained voxel GAN
+    (genlab.models.voxel_gan.VoxelGAN). That D is frozen: built without gradients, kept in
+    eval mode, left out of the optimizer; its weights are read from `prior_ckpt` when training
+    starts (not when resuming: the run's own checkpoint holds them). `init_ckpt` starts the
+    completion net (and estimator) from a trained completion run's checkpoint. Both files are
+    read as untrusted (weights only, genlab.utils.checkpoint) and checked against the nets
+    before the first step. Logged besides `*/loss` (the total): `*/loss_voxel` and
+    `*/loss_natural`.
+
     Capabilities: `generate(views)` (CanGenerate: the data's conditions -> occupancy
     probabilities (B, 1, N, N, N) in [0, 1]; the model is deterministic, so `samples` > 1
     repeats the one answer) and `reconstruct3d(views)`, the same for callers that name the
@@ -195,17 +265,39 @@ class ShapeCompletion(StepModule):
         scheduler: SchedulerFactory | None = None,
         estimator: nn.Module | None = None,
         filled_weight: float = 1.0,
+        init_ckpt: str | None = None,
+        prior_discriminator: nn.Module | None = None,
+        prior_ckpt: str | None = None,
+        naturalness_weight: float = 0.0,
+        naturalness_loss: str = "wgan_gp",
         monitor: str = "val/loss",
         monitor_mode: str = "min",
     ) -> None:
         super().__init__()
         if estimator is not None and not isinstance(estimator, DepthEstimator):
             raise GenlabError("model.estimator must be a DepthEstimator (RGB -> 2.5D sketch).")
+        if not naturalness_weight >= 0:
+            raise GenlabError(f"model.naturalness_weight={naturalness_weight} must be >= 0.")
+        if naturalness_weight > 0 and prior_discriminator is None:
+            raise GenlabError(
+                f"model.naturalness_weight={naturalness_weight} needs the prior's D: use "
+                "experiment=shapehd_shapes (or model=shapehd), which builds "
+                "model.prior_discriminator, and give model.prior_ckpt."
+            )
         self.net, self.estimator = net, estimator
         self.filled_weight = _check_weight(filled_weight)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.input_channels = 3 if estimator is not None else int(getattr(net, "in_channels", 2))
+        self.init_ckpt, self.prior_ckpt = init_ckpt, prior_ckpt
+        self.naturalness_weight = float(naturalness_weight)
+        self.naturalness_loss = naturalness_loss
+        # the prior's D: a fixed judge of how natural a shape is, never trained here
+        self.prior_discriminator = prior_discriminator
+        self.naturalness = None
+        if prior_discriminator is not None:
+            prior_discriminator.requires_grad_(False).eval()
+            self.naturalness = make_objective(naturalness_loss)
 
     def logits(self, view: torch.Tensor) -> torch.Tensor:
         """Voxel logits (B, 1, N, N, N) of sketches (or RGB renders, with an estimator)."""
@@ -236,13 +328,37 @@ class ShapeCompletion(StepModule):
     def forward(self, sketch: torch.Tensor, y: Any = None) -> torch.Tensor:
         return self.reconstruct3d(sketch)
 
+    def train(self, mode: bool = True) -> ShapeCompletion:
+        super().train(mode)
+        if self.prior_discriminator is not None:
+            self.prior_discriminator.eval()  # frozen: its batch norm (if any) never updates
+        return self
+
+    def configure_optimizers(self) -> Any:
+        # the frozen prior's D is no parameter of the optimizer
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=trainable)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }
+
     def setup(self, stage: str) -> None:
-        # the data's condition, before any step: a class label or a sketch where an RGB
-        # render is needed is named now, not at the first batch
         try:
-            condition = getattr(self.trainer.datamodule, "condition", None)
+            trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer
             return
+        if stage == "fit" and not trainer.ckpt_path:  # a resumed run's checkpoint has them
+            if self.init_ckpt:
+                self.load_completion(self.init_ckpt)
+            if self.prior_discriminator is not None and self.naturalness_weight > 0:
+                self.load_prior(self.prior_ckpt)
+        # the data's condition, before any step: a class label or a sketch where an RGB
+        # render is needed is named now, not at the first batch
+        condition = getattr(trainer.datamodule, "condition", None)
         if condition is None:
             return
         want = self.input_channels
@@ -255,12 +371,73 @@ class ShapeCompletion(StepModule):
                 "voxel_shapes or shapenet_voxels)."
             )
 
+    # --- ShapeHD's fine-tuning: the two files it starts from -------------------------------
+    def load_completion(self, path: str) -> None:
+        """The completion net (and estimator) of a trained ShapeCompletion checkpoint."""
+        parts = ("net.", "estimator.")
+        state, _ = _checkpoint_part(
+            path, option="model.init_ckpt", model="ShapeCompletion", prefixes=parts
+        )
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(parts)}
+        _check_fits(
+            own,
+            state,
+            path,
+            option="model.init_ckpt",
+            advice="the completion run must have the same model.net and model.estimator "
+            "options and the same data.size and data.image_size",
+        )
+        self.load_state_dict(state, strict=False)
+        logging.getLogger(__name__).info("completion net read from %s", path)
+
+    def load_prior(self, path: str | None) -> None:
+        """The prior's D of a trained VoxelGAN checkpoint, into `prior_discriminator`."""
+        if not path:
+            raise GenlabError(
+                "the naturalness loss needs a trained shape prior: give model.prior_ckpt="
+                "PRIOR_RUN/checkpoints/last.ckpt of a voxel GAN run (experiment=voxel_gan_shapes"
+                " with the same data.size)."
+            )
+        state, model_cfg = _checkpoint_part(
+            path, option="model.prior_ckpt", model="VoxelGAN", prefixes=("discriminator.",)
+        )
+        loss = model_cfg.get("loss")
+        if isinstance(loss, str) and loss != self.naturalness_loss:
+            raise GenlabError(
+                f"model.prior_ckpt={path!r} was trained with model.loss={loss}, but "
+                f"model.naturalness_loss={self.naturalness_loss}: set model.naturalness_loss="
+                f"{loss} (the naturalness is the generator loss of the prior's own game)."
+            )
+        state = {k.removeprefix("discriminator."): v for k, v in state.items()}
+        assert self.prior_discriminator is not None
+        _check_fits(
+            self.prior_discriminator.state_dict(),
+            state,
+            path,
+            option="model.prior_ckpt",
+            advice="set model.prior_discriminator's size, base_channels and norm to the prior "
+            "run's model.discriminator (and data.size to its data.size)",
+        )
+        self.prior_discriminator.load_state_dict(state)
+        logging.getLogger(__name__).info("prior discriminator read from %s", path)
+
     def step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, view = batch  # (b, 1, n, n, n), (b, 2 or 3, h, w)
         logits = self.logits(view)
-        loss = voxel_bce(logits, x, self.filled_weight).mean()
+        loss = voxel_loss = voxel_bce(logits, x, self.filled_weight).mean()
+        natural = None
+        if self.naturalness is not None and self.naturalness_weight > 0:
+            # the prior's generator loss on the predicted occupancies; D is frozen (no
+            # requires_grad): the gradient reaches the completion net only
+            natural = self.naturalness.generator_loss(
+                self.prior_discriminator, torch.sigmoid(logits)
+            )
+            loss = voxel_loss + self.naturalness_weight * natural
         if self.logs_now(stage):
             scalars: dict[str, torch.Tensor] = {"loss": loss.detach()}
+            if natural is not None:
+                scalars["loss_voxel"] = voxel_loss.detach()
+                scalars["loss_natural"] = natural.detach()
             if stage != "train":
                 with torch.no_grad():
                     p = torch.sigmoid(logits)
