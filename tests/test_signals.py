@@ -148,8 +148,11 @@ def test_a_second_ctrl_c_stops_at_once(processes):
 # --- the same, in-process ---------------------------------------------------------------------
 @pytest.fixture
 def keep_handlers():
-    """The test process's SIGINT and SIGTERM handlers, put back after the test."""
+    """The test process's SIGINT and SIGTERM handlers, put back after the test. SIGINT's is
+    Python's own during the test (KeyboardInterrupt), as in a user's `python -m genlab.train`:
+    a runner may have set another (mutmut's ignores SIGINT, so a second Ctrl-C went nowhere)."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
