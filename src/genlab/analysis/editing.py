@@ -563,17 +563,27 @@ class ConditionEdit:
     holds the values, known only for inputs taken from the data."""
 
     def __init__(self, data: Any, attribute: str) -> None:
-        self.data = data
-        if isinstance(data, AttributeData):
-            self.names = list(data.edit_attributes)
-        else:
-            self.names = list(getattr(data, "attr_names", None) or [])
-        if attribute not in self.names:
+        self.data, self.attribute = data, attribute
+        self.k  # noqa: B018  (the refusal, before any image is read)
+
+    @property
+    def names(self) -> list[str]:
+        if isinstance(self.data, AttributeData):
+            return list(self.data.edit_attributes)
+        return list(getattr(self.data, "attr_names", None) or [])
+
+    @property
+    def k(self) -> int:
+        """The attribute's column, looked up each time: data that read their attribute names
+        from their files when set up (CelebA's list_attr_celeba.txt) may order them otherwise
+        than the names they know before."""
+        names = self.names
+        if self.attribute not in names:
             raise GenlabError(
-                f"attribute={attribute!r} is not part of the model's condition: use one of "
-                f"{', '.join(self.names) or '(none)'}."
+                f"attribute={self.attribute!r} is not part of the model's condition: use one of "
+                f"{', '.join(names) or '(none)'}."
             )
-        self.k = self.names.index(attribute)
+        return names.index(self.attribute)
 
     def values(
         self, images: torch.Tensor, paths: Sequence[str] | None, y: torch.Tensor | None

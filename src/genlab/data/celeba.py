@@ -78,6 +78,20 @@ def read_attributes(path: str) -> tuple[list[str], list[str], torch.Tensor]:
     return attr_names, names, torch.tensor(rows, dtype=torch.long).view(-1, len(attr_names))
 
 
+# the 40 attributes of the official list_attr_celeba.txt, in its order: the names of the
+# condition before the file is read (genlab.edit and genlab.sample build a run's data without
+# setting it up); setup replaces them with the file's own
+ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair",
+    "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair",
+    "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes",
+    "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)  # fmt: skip
+
+
 class CelebA(FileDataModule):
     """CelebA faces, resized and center-cropped to `image_size` (64 by default).
 
@@ -93,7 +107,7 @@ class CelebA(FileDataModule):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("num_classes", None)
         super().__init__(**kwargs)
-        self.attr_names: list[str] = []
+        self.attr_names: list[str] = list(ATTRIBUTES)
         self._partition = torch.zeros(0, dtype=torch.long)
 
     @property
