@@ -10,7 +10,7 @@ GAN, the voxel VAE) draws, seen three ways.
   and `copy_fraction`, the share at or above `copy_iou`), beside the same numbers for the real
   shapes of `reference_split`, the level a prior that generalises shows rather than exceeds
   (genlab.metrics.shape_metrics.memorisation); `shape_prior_nearest.png` shows samples next
-  to their nearest training shapes;
+  to their nearest training shapes, four pairs a row;
 - **category coverage**: a small 3D classifier trained on the training shapes' categories
   (`classifier_steps` Adam steps, seeded; its accuracy on `reference_split` is reported) names
   the category of each sample: the share of categories hit, those given at least a quarter of
@@ -142,7 +142,8 @@ def shape_prior(
         pairs = torch.stack([shown, train["x"][nearest].float()], dim=1).flatten(0, 1)
         side = voxels_writer.renders(pairs, views_[:1])[:, 0]  # (2 n, 3, h, w)
         nearest_png = out / "shape_prior_nearest.png"
-        save_image(make_grid(side, nrow=2, padding=2, pad_value=0.5), nearest_png)
+        # pairs (sample, its nearest training shape), four pairs a row
+        save_image(make_grid(side, nrow=8, padding=2, pad_value=0.5), nearest_png)
         voxels_writer.save(
             shown, out / "shape_prior_samples", modality=voxels(shown.shape[-1]), n_per_row=4
         )
