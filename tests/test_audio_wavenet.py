@@ -1,8 +1,8 @@
 """WaveNet against its definition: μ-law companding within its quantisation error, causality,
 the receptive field as computed, fast generation (queues) equal to the naive loop for the
-same seed, the discretised logistic mixture a distribution; WaveGAN's shapes and phase
-shuffle; the model trained briefly beats the unigram baseline over seeds, resumes exactly,
-and its samples go through the waveform writer. Broken variants each test was seen failing
+same seed, the discretised logistic mixture a distribution; the model trained briefly beats
+the unigram baseline over seeds, resumes exactly, and its samples go through the waveform
+writer. (WaveGAN's nets: test_audio_wavegan.py.) Broken variants each test was seen failing
 on are named in its docstring."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from genlab.losses.mu_law import (
     mu_law_encode,
     quantisation_error_bound,
 )
-from genlab.nets.wavegan import WaveGANDiscriminator, WaveGANGenerator, phase_shuffle
 from genlab.nets.wavenet import WaveNet
 from genlab.utils.errors import GenlabError
 
@@ -169,35 +168,3 @@ def test_conditioning_is_required_when_configured():
     # model checks the data's classes once before training)
     with pytest.raises(GenlabError, match="0..9"):
         net.eval()(torch.zeros(1, 8, dtype=torch.long), y=torch.tensor([10]))
-
-
-# --- WaveGAN -------------------------------------------------------------------------------------
-
-
-def test_wavegan_shapes_and_phase_shuffle():
-    """G makes base·4^n samples in [-1, 1] (16 · 4^3 here, model size 2); D scores (B,); a
-    length that is not base·4^n is one paragraph naming the lengths that work. Phase
-    shuffle moves each clip by its own shift in [-r, r], filling by reflection: each row
-    equals its input shifted, all five shifts occur."""
-    g = WaveGANGenerator(length=1024, model_size=2, num_classes=10)
-    d = WaveGANDiscriminator(length=1024, model_size=2, num_classes=10)
-    z, y = torch.randn(3, 100), torch.tensor([1, 2, 3])
-    x = g(z, y)
-    assert x.shape == (3, 1, 1024) and float(x.abs().max()) <= 1
-    assert d(x, y).shape == (3,)
-    with pytest.raises(GenlabError, match="4096"):
-        WaveGANGenerator(length=4000)
-    x = torch.arange(20.0).repeat(50, 2, 1)  # (50, 2, 20)
-    out = phase_shuffle(x, 2, generator=torch.Generator().manual_seed(0))
-    shifts = set()
-    for row in out:
-        for k in range(-2, 3):
-            idx = (torch.arange(20) - k).abs()  # reflect at the start
-            idx = torch.where(idx > 19, 38 - idx, idx)
-            if torch.equal(row[0], x[0, 0][idx]):
-                shifts.add(k)
-                assert torch.equal(row[1], row[0])
-                break
-        else:
-            raise AssertionError(f"not a shift of the input: {row[0].tolist()}")
-    assert shifts == {-2, -1, 0, 1, 2}
