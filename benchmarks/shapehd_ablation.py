@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prior", type=Path, required=True)
     parser.add_argument("--completion", nargs="+", required=True, help="SEED=RUN_DIR ...")
-    parser.add_argument("--weight", type=float, default=1e-2)
+    parser.add_argument("--weight", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/shapehd_shapes"))
@@ -102,14 +102,15 @@ def main() -> None:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out.parent / args.out.name  # OUT.json, OUT.md (OUT may hold dots: w0.001)
+    out.with_name(out.name + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| predictor | seed | threshold (val) | IoU | Chamfer |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['predictor']} | {r['seed'] if r['seed'] is not None else ''} | "
             f"{r['threshold']:g} | {r['iou']:.3f} | {r['chamfer']:.4f} |"
         )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
