@@ -8,6 +8,9 @@ Two loops, each a StepModule on batches (x, y) = (frames to predict (B, T_f, C, 
   sampling;
 - SVGLP: stochastic video generation with a learned prior (Denton & Fergus 2018).
 
+The adversarial variant trains on the one adversarial loop: genlab.models.video_gan, with
+`rollout` below as its generator's forward pass.
+
 Capabilities: `predict(context, n_future, *, generator=None, samples=1)` -> (samples, B,
 n_future, C, H, W) in [0, 1] (a deterministic model repeats its one future `samples` times),
 and CanGenerate's `generate(y, *, generator=None, samples=1)` (genlab.models.protocols): the
