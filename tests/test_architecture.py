@@ -82,6 +82,8 @@ CAPABILITIES = {
     "wavegan": GAN_LIKE,
     "voxel_vae": VAE,
     "shape_completion": {GEN},
+    "voxel_gan": GAN_LIKE,
+    "shapehd": {GEN},
 }
 PROTOCOLS = {
     ENC: CanEncode,

@@ -12,6 +12,7 @@ from genlab.train import train
 # trained after its prerequisite run in its family's tests
 NEEDS_A_RUN = {
     "stackgan_stage2": "tests/test_stackgan.py::test_stage_two_resumes_exactly_mid_stage",
+    "shapehd": "tests/test_voxel_gan.py::test_shapehd_fine_tuning_keeps_the_prior_frozen",
 }
 
 
