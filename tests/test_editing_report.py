@@ -1,6 +1,6 @@
 """What genlab.edit tells a reader (genlab.analysis.edit_report), in process: report.md's
 sections for an edit and for attribute=null, and the loggers other than W&B (whose offline run
-tests/test_editing_cli.py reads): TensorBoard gets the strip file's own pixels and its caption,
+tests/test_editing_cli.py reads): TensorBoard gets the strip file's own pixels, and
 the CSV logger the measured numbers. (Seen failing with the strip logged as float at half its
 intensity, and with the identity kept averaged over an empty list for attribute=null.)
 """
