@@ -85,8 +85,8 @@ def main(cfg: DictConfig) -> None:
             max_image_pixels=cfg.max_image_pixels,
         )
         summary["report"] = str(write_report(out_dir, summary, ckpt_path=str(cfg.ckpt_path)))
+        write_json(out_dir / "edit.json", summary)  # on disk before any logger is reached
         synced = log_edit(loggers, out_dir, summary, config=to_plain(cfg))
-        write_json(out_dir / "edit.json", summary)
     log.info("edits written to %s", out_dir)
     for folder in synced:
         log.info("W&B ran offline: upload with `wandb sync %s`", folder)
