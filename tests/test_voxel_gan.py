@@ -19,11 +19,14 @@ in `ShapeCompletion.train`: its batch-norm statistics moved, the bit-equality fa
 prior's D built without `requires_grad_(False)` (the optimizer took its parameters and moved
 them); the naturalness computed on the logits instead of the occupancies (the hand computation
 differs); the writer's preview cache keyed without the tensor's version (the grids zeroed in
-place got the stale image).
+place got the stale image); the start files read in `setup` unless `trainer.ckpt_path` (the
+first version: Lightning sets that path after `setup`, so the resumed run asked for the
+moved files).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -31,8 +34,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, load, make_cfg, run_cli
+from conftest import FAST, assert_same_state, load, make_cfg, run_cli
 from hydra.utils import instantiate
+from runlogs import assert_resumed_at
 
 from genlab.data.binvox import read_binvox
 from genlab.data.modality import voxels
@@ -196,6 +200,33 @@ def test_shapehd_fine_tuning_keeps_the_prior_frozen(runs, tmp_path):
     (opt,) = trainer.optimizers
     held = {id(p) for g in opt.param_groups for p in g["params"]}
     assert held == {id(p) for p in model.net.parameters()}
+
+
+def test_shapehd_resumes_exactly_without_reading_its_start_files(runs, tmp_path):
+    """6 steps straight == 3 steps, then resumed to 6 with the two start files gone (moved
+    away: the resumed run's own checkpoint holds the completion net and the prior's D);
+    bit-equal states, logged from step 3 on."""
+    moved = {k: tmp_path / f"{k}.ckpt" for k in ("completion", "prior")}
+    for key, path in moved.items():
+        shutil.copy(runs[key], path)
+    start = [f"model.init_ckpt={moved['completion']}", f"model.prior_ckpt={moved['prior']}"]
+    common = [
+        "model.naturalness_weight=0.01",
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=1",
+    ]
+
+    def cfg(name: str, *extra: str):
+        return shapehd_cfg(tmp_path / name, runs, *common, *start, *extra)
+
+    straight = train(cfg("a", "trainer.max_steps=6"))
+    first = train(cfg("b", "trainer.max_steps=3"))
+    for path in moved.values():
+        path.unlink()
+    resumed = train(cfg("c", "trainer.max_steps=6", f"ckpt_path={first['last_ckpt']}"))
+    assert straight["global_step"] == resumed["global_step"] == 6
+    assert_same_state(load(straight["last_ckpt"]), load(resumed["last_ckpt"]))
+    assert_resumed_at(straight["run_dir"], resumed["run_dir"], 3, "train/loss_natural")
 
 
 def test_naturalness_term_is_the_prior_generator_loss(runs, tmp_path):

@@ -346,16 +346,27 @@ class ShapeCompletion(StepModule):
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
         }
 
+    _restored = False  # whether this fit resumed from a checkpoint (on_load_checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored = True
+
+    def on_fit_start(self) -> None:
+        # The start files, read before the first step. Not in `setup`: Lightning restores a
+        # resumed run's checkpoint after `setup` (and only then knows its path), and that
+        # checkpoint holds both nets, so a resumed run reads neither file.
+        if self._restored or self.trainer.ckpt_path:
+            return
+        if self.init_ckpt:
+            self.load_completion(self.init_ckpt)
+        if self.prior_discriminator is not None and self.naturalness_weight > 0:
+            self.load_prior(self.prior_ckpt)
+
     def setup(self, stage: str) -> None:
         try:
             trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer
             return
-        if stage == "fit" and not trainer.ckpt_path:  # a resumed run's checkpoint has them
-            if self.init_ckpt:
-                self.load_completion(self.init_ckpt)
-            if self.prior_discriminator is not None and self.naturalness_weight > 0:
-                self.load_prior(self.prior_ckpt)
         # the data's condition, before any step: a class label or a sketch where an RGB
         # render is needed is named now, not at the first batch
         condition = getattr(trainer.datamodule, "condition", None)
