@@ -156,6 +156,17 @@ class CanGenerate(Protocol):
 
 
 @runtime_checkable
+class CanReconstruct3D(Protocol):
+    """Single-view 3D reconstruction (ShapeHD's completion): one view of an object, as the
+    data's image condition says (a 2.5D sketch, depth + silhouette, or an RGB render) -> the
+    occupancy of its voxel grid (genlab.reconstruct3d)."""
+
+    def reconstruct3d(self, views: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Views (B, C, H, W) in [0, 1] -> occupancy (B, 1, N, N, N) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
 class Grows(Protocol):
     """Models trained on a resolution schedule (the progressive GAN): the stage
     (genlab.nets.progressive_nets.Progress) of an iteration, for callbacks."""
