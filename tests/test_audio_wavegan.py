@@ -141,7 +141,8 @@ def test_d_is_frozen_in_the_g_step_and_steps_n_critic_times():
     parameters do not require grad and hold no gradient while G's do; D steps twice per
     iteration with gradients; D requires grad again after training. Seen failing with the
     loop's `frozen` replaced by a no-op (in a scratch copy: D requires grad and receives
-    G's gradient)."""
+    G's gradient). The clips stay in G's units, [-1, 1], into D and out of decode: seen
+    failing with decode mapping to [0, 1] as the image GAN does."""
     t = torch.arange(256) / 8000
     x = torch.stack([0.5 * torch.sin(2 * torch.pi * (200 + 50 * i) * t) for i in range(12)])
     data = torch.utils.data.TensorDataset(x[:, None], torch.arange(12) % 10)
@@ -165,6 +166,13 @@ def test_d_is_frozen_in_the_g_step_and_steps_n_critic_times():
     clips = model.sample(4, generator=gen())
     assert clips.shape == (4, 1, 256) and float(clips.abs().max()) <= 1
     assert torch.equal(clips, model.sample(4, generator=gen(), y=torch.arange(4)))
+    # in G's units both ways: real clips reach D as they are, decode is the EMA G's output
+    z = model.sample_latent(4, generator=gen())
+    with torch.no_grad():
+        assert torch.equal(
+            model.decode(z, y=torch.arange(4)), model.generator_ema(z, torch.arange(4))
+        )
+    assert torch.equal(model.prepare_batch((x[:4, None], torch.arange(4)))[0], x[:4, None])
 
 
 def sc09_folder(root: Path) -> None:
@@ -237,7 +245,8 @@ def test_sample_cli_writes_wav_files_of_the_digit(tmp_path, family):
     """`genlab.sample ckpt_path=... digit=7 n=8` on a checkpoint of a short run on tones in
     FSDD's layout writes eight 16-bit mono WAV files at the data's 8 kHz, each the data's
     256 samples long, holding the model's own samples of the digit 7 for the CLI's seed
-    (recomputed here from the checkpoint: within 16-bit rounding), and their spectrograms.
+    (recomputed here from the checkpoint: within 16-bit rounding), and their spectrograms;
+    the run's own sample grid was written as spectrograms and WAVs too.
     Seen failing with digit= ignored (a row of 8 per class: 80 WAVs) and with the wrong
     class drawn (samples.json's classes; the WAVs are not the model's sevens)."""
     data = tmp_path / "data"
@@ -252,7 +261,10 @@ def test_sample_cli_writes_wav_files_of_the_digit(tmp_path, family):
             "data.length=256",
             "data.test_indices=1",
             "data.batch_size=4",
-            "callbacks=model_checkpoint",
+            # the GAN recipes' callbacks: a sample grid at the end of training
+            "callbacks=gan",
+            "~callbacks.rich_progress_bar",
+            "callbacks.sample_grid.n=2",
             "trainer=cpu",
             "logger=csv",
             "extras.print_config=false",
@@ -264,6 +276,12 @@ def test_sample_cli_writes_wav_files_of_the_digit(tmp_path, family):
         )
     )
     ckpt = summary["last_ckpt"]
+    # training wrote the grid as the waveform writer writes it: spectrograms and a WAV a clip
+    images = Path(summary["run_dir"]) / "images"
+    assert (images / "samples_s00000003.png").exists()
+    for i in range(2):
+        wav = read_wav(images / f"samples_s00000003_{i:02d}.wav")
+        assert (wav.rate, wav.channels, wav.samples.shape[-1]) == (8000, 1, 256)
     args = (f"ckpt_path={ckpt}", "digit=7", "n=8", "device=cpu")
     run_cli(*args, cwd=tmp_path, module="genlab.sample")
     [out] = Path(ckpt).parents[1].glob("samples/*/")
