@@ -14,6 +14,7 @@ OPTIONS = {
     "genlab.sample": ["n=64", "temperature=1.0", "classes=[0,3]", "save_individual=true"],
     "genlab.latent": ["op=interpolate", "op=attribute", "source=data"],
     "genlab.translate": ["input_dir=DIR", "mode=derive", "mask_dir=DIR", "resize=true|false"],
+    "genlab.reconstruct3d": ["input_dir=DIR", "source=data", "threshold=0.5"],
 }
 # runs the module as `python -m` would, then says which heavy packages got imported
 PROBE = """

@@ -38,6 +38,7 @@ LAYERS = {
     "translate": 7,
     "compare": 7,
     "edit": 7,
+    "reconstruct3d": 7,
 }
 ENTRY_POINTS = {name for name, layer in LAYERS.items() if layer == 7 and name != "conf"}
 # the config groups and the layer of what they build
