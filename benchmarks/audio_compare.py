@@ -32,61 +32,34 @@ import datetime
 import json
 import os
 import platform
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from runs import train_once
 
 QUIET = ["logger=csv", "extras.print_config=false"]
 FAMILIES = ("wavenet", "wavegan")
-
-
-def run_cli(module: str, args: list[str], log_file: Path, threads: int) -> dict[str, float]:
-    """`python -m module args` with its output in log_file; its wall and CPU seconds (the
-    child's own rusage)."""
-    cmd = [sys.executable, "-m", module, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(cmd)} failed; see {log_file}")
-    return {
-        "wall_s": round(time.perf_counter() - start, 1),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-    }
 
 
 def train_run(family: str, seed: int, args: argparse.Namespace) -> dict:
     """One genlab.train run (skipped when its time.json says it finished): its times and
     summary.json."""
     run_dir = Path(args.work) / f"{family}_seed{seed}"
-    done = run_dir / "time.json"
-    if not done.exists():
-        if run_dir.exists():  # an unfinished run of an earlier invocation: start it again
-            shutil.rmtree(run_dir)
-        steps = args.wavenet_steps if family == "wavenet" else args.wavegan_steps
-        overrides = [
-            f"experiment={family}_digits",
-            f"seed={seed}",
-            f"threads={args.threads}",
-            f"trainer.max_steps={steps}",
-            f"paths.data_dir={args.data_dir}",
-            f"hydra.run.dir={run_dir}",
-            *QUIET,
-        ]
-        if family == "wavegan":  # its recipe's callbacks=gan has a progress bar; wavenet's none
-            overrides.append("~callbacks.rich_progress_bar")
-        times = run_cli("genlab.train", overrides, run_dir.parent / f"{run_dir.name}.log", 1)
-        done.write_text(json.dumps(times))
-        print(f"  trained {family} seed {seed}: {times['cpu_s']:.0f} CPU-s", flush=True)
+    steps = args.wavenet_steps if family == "wavenet" else args.wavegan_steps
+    overrides = [
+        f"experiment={family}_digits",
+        f"seed={seed}",
+        f"threads={args.threads}",
+        f"trainer.max_steps={steps}",
+        f"paths.data_dir={args.data_dir}",
+        *QUIET,
+    ]
+    if family == "wavegan":  # its recipe's callbacks=gan has a progress bar; wavenet's none
+        overrides.append("~callbacks.rich_progress_bar")
+    times = train_once(f"{family} seed {seed}", overrides, run_dir, 1)
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {**json.loads(done.read_text()), "summary": summary}
+    return {**times, "summary": summary}
 
 
 def main() -> None:

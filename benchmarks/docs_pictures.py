@@ -47,9 +47,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,16 +112,8 @@ STAMP = re.compile(r"^(?P<kind>.+)_(?:e\d{4}|s\d{8})\.png$")
 
 def machine() -> str:
     """The CPU's model name (Linux) or architecture, its core count and the load average."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} CPUs, {platform.system()}{load}"
+    return f"{runs.machine()}, {platform.system()}{load}"
 
 
 def versions() -> dict[str, str]:
@@ -139,24 +132,19 @@ def versions() -> dict[str, str]:
 def genlab(module: str, args: list[str], *, threads: int, log: Path) -> tuple[str, float]:
     """Run `python -m genlab.<module> args` from the repository root, its output in `log`;
     return the command as a user types it and its wall time in seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
     # paths under the repository as the user (who runs from there) would type them
     command = shlex.join(["python", "-m", f"genlab.{module}", *args]).replace(f"{REPO}/", "")
     print(f"$ OMP_NUM_THREADS={threads} {command}", flush=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.run(
-            [sys.executable, "-m", f"genlab.{module}", *args],
-            cwd=REPO,
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-        )
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        tail = log.read_text()[-3000:]
-        sys.exit(f"`{command}` failed (exit {proc.returncode}); the end of {log}:\n{tail}")
-    return command, wall
+    times = runs.run_timed(
+        [sys.executable, "-m", f"genlab.{module}", *args],
+        log,
+        threads,
+        cwd=REPO,
+        wandb_mode="disabled",
+        shown=f"`{command}`",
+        tail=3000,
+    )
+    return command, times["wall_s"]
 
 
 def final_grids(images: Path) -> dict[str, Path]:

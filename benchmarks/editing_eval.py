@@ -49,15 +49,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from runs import machine, run_timed
 
 REPO = Path(__file__).resolve().parents[1]
 AMOUNTS = {"thickness": [-1.0, 1.0, 2.0], "slant": [-15.0, 15.0, 30.0]}
@@ -77,16 +75,10 @@ def train_run(overrides: list[str], run_dir: Path, threads: int) -> dict:
         "extras.print_config=false", "~callbacks.rich_progress_bar", "test=false",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
     run_dir.mkdir(parents=True, exist_ok=True)
     print("training:", " ".join(cmd[3:]), flush=True)
-    start = time.perf_counter()
-    with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(cmd)} failed; see {run_dir.parent / run_dir.name}.log")
-    times = {"train_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime}
+    run = run_timed(cmd, run_dir.parent / f"{run_dir.name}.log", threads)
+    times = {"train_s": run["wall_s"], "cpu_s": run["cpu_s"]}
     marker.write_text(json.dumps({**times, "overrides": overrides}))
     return times
 
@@ -295,19 +287,6 @@ def evaluate_seed(
         "timing_s": {k: round(v, 1) for k, v in timing.items()},
     }
     return rows, extra
-
-
-def machine() -> str:
-    """The CPU's model name (Linux) and its core count."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
 
 
 SUMMED = (

@@ -39,15 +39,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from runs import machine, run_timed
 from torch import nn
 
 from genlab.data import MNIST5k
@@ -135,16 +134,9 @@ def train_run(overrides: list[str], seed: int, run_dir: Path, threads: int) -> d
         sys.executable, "-m", "genlab.train", *overrides, f"seed={seed}", "logger=csv",
         "extras.print_config=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
     run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed; see {run_dir.parent / run_dir.name}.log")
-    times = {"train_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime}
+    run = run_timed(cmd, run_dir.parent / f"{run_dir.name}.log", threads)
+    times = {"train_s": run["wall_s"], "cpu_s": run["cpu_s"]}
     (run_dir.parent / f"{run_dir.name}.time.json").write_text(json.dumps(times))
     return times
 
@@ -337,19 +329,6 @@ def main() -> None:
     (args.out / f"gan_recipes-{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / f"gan_recipes-{name}.md").write_text(markdown(result))
     print(markdown(result))
-
-
-def machine() -> str:
-    """The CPU's model name (Linux) or architecture, and its core count."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def summary(rows: list[dict]) -> list[dict]:

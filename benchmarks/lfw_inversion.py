@@ -34,16 +34,13 @@ import argparse
 import datetime
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from runs import machine, run_timed
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODER = ["inversion.encoder_steps=500"]
@@ -64,21 +61,14 @@ def run(cmd: list[str], out_dir: Path, threads: int) -> dict:
     marker = out_dir.parent / f"{out_dir.name}.time.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
     out_dir.mkdir(parents=True, exist_ok=True)
     print("running:", " ".join(cmd[2:]), flush=True)
-    start = time.perf_counter()
-    with open(out_dir.parent / f"{out_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *cmd, f"hydra.run.dir={out_dir}"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(cmd)} failed; see {out_dir.parent / out_dir.name}.log")
-    times = {"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime}
+    times = run_timed(
+        [sys.executable, *cmd, f"hydra.run.dir={out_dir}"],
+        out_dir.parent / f"{out_dir.name}.log",
+        threads,
+        shown=" ".join(cmd),
+    )
     marker.write_text(json.dumps(times))
     return times
 
@@ -101,18 +91,6 @@ def baselines(seed_of_split: int = 0) -> dict[str, dict[str, float]]:
         "mean training face": reconstruction_quality(test, mean),
         "nearest training face": reconstruction_quality(test, nearest),
     }
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def evaluate(args: argparse.Namespace) -> dict:

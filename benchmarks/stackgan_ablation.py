@@ -50,15 +50,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from runs import cpu_model, run_cli, train_once
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "stage1": ("Stage-I at 32, CA, matching-aware D (the recipe)", []),
@@ -93,36 +89,9 @@ METRICS = ("caption_acc", "digit_acc", "position_acc", "r_precision", "fid_domai
 SPLITS = ("test", "test_heldout")
 
 
-def run_cli(module: str, args: list[str], log_file: Path, threads: int) -> dict[str, float]:
-    """`python -m module args` with its output in log_file; its wall and CPU seconds (the
-    child's own rusage)."""
-    cmd = [sys.executable, "-m", module, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(cmd)} failed; see {log_file}")
-    return {
-        "wall_s": round(time.perf_counter() - start, 1),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-    }
-
-
 def train_run(name: str, overrides: list[str], run_dir: Path, threads: int) -> dict:
     """One genlab.train run into run_dir (skipped when run_dir/time.json says it finished)."""
-    done = run_dir / "time.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    if run_dir.exists():  # an unfinished run of an earlier invocation: start it again
-        shutil.rmtree(run_dir)
-    args = [*overrides, *QUIET, f"hydra.run.dir={run_dir}"]
-    times = run_cli("genlab.train", args, run_dir.parent / f"{run_dir.name}.log", threads)
-    done.write_text(json.dumps(times))
-    print(f"  trained {name}: {times['wall_s']:.0f} s", flush=True)
-    return times
+    return train_once(name, [*overrides, *QUIET], run_dir, threads)
 
 
 def variant_overrides(name: str, seed: int, args: argparse.Namespace, work: Path) -> list[str]:
@@ -359,15 +328,8 @@ def write_grids(work: Path, grid_dir: Path, names: list[str], n: int) -> list[st
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    """The CPU and its core count, as this benchmark's results name them."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def main() -> None:
