@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from runs import cpu_model
 
 
 def make_folder(folder: Path, n: int, seed: int = 0) -> None:
@@ -74,16 +75,6 @@ def measure(name: str, epochs: int, **options) -> dict:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,7 +107,7 @@ def main() -> None:
 
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()}",
         "torch_threads": torch.get_num_threads(),
         "cache_build_threads": len(os.sched_getaffinity(0)),
         "load_average_1min_before_after": [load_before[0], load_after[0]],

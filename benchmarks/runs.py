@@ -71,14 +71,13 @@ def train_once(label: str, overrides: list[str], run_dir: Path, threads: int) ->
 
 def cpu_model() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo) or, elsewhere, its architecture."""
-    model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return model
+    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
