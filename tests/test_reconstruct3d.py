@@ -17,7 +17,7 @@ check); the missing-partner problem dropped (2 problems named, the lone depth ma
 skipped); the size check removed (a 20x20 depth map reached the model: exit 1, a traceback);
 check_reconstructs removed (the VAE refused later, for its data's condition, without naming
 the checkpoint); the data views taken from `train` whatever split= says (the names check of
-test_run_views_with_their_iou)."""
+test_run_views_with_their_iou); transparent pixels put on black (the RGB reader's check)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from genlab.data.voxel_render import cast, sketch
 from genlab.models.voxel_models import ShapeCompletion
 from genlab.train import train
 from genlab.utils.checkpoint import data_config, load_model
+from genlab.utils.errors import GenlabError
 from genlab.writers import voxels_writer
 
 SIZE, IMAGE = 16, 16
@@ -241,3 +242,20 @@ def test_a_model_that_cannot_reconstruct_3d_is_refused(runs, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"ckpt_path='{runs['vae']}' holds a VoxelVAE, which cannot reconstruct" in proc.stderr
     assert outputs(runs["vae"]) == []
+
+
+def test_rgb_renders_are_read_on_white_and_grey_files_refused(tmp_path):
+    """The reader of an RGB model's files (in process: the command around it is the one the
+    tests above run)."""
+    render = np.zeros((IMAGE, IMAGE, 4), np.uint8)
+    render[..., :3], render[..., 3] = (200, 50, 50), 255
+    render[:4, :, 3] = 0  # a transparent band: white, as the data's background
+    Image.fromarray(render).save(tmp_path / "red.png")
+    names, views, files = read_views(tmp_path, "rgb", image_size=IMAGE)
+    assert names == ["red"] and files == [[str(tmp_path / "red.png")]]
+    want = np.broadcast_to(np.float32([200, 50, 50])[:, None, None] / 255, (3, IMAGE, IMAGE))
+    want = np.where(np.arange(IMAGE)[None, :, None] < 4, np.float32(1), want)
+    assert np.array_equal(views[0].numpy(), want)
+    Image.fromarray(np.zeros((IMAGE, IMAGE), np.uint8)).save(tmp_path / "grey.png")
+    with pytest.raises(GenlabError, match=r"grey.png has 1 channel \(mode L\), not the three"):
+        read_views(tmp_path, "rgb", image_size=IMAGE)
