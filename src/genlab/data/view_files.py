@@ -77,11 +77,27 @@ def input_files(
         )
     problems: list[str] = []
     inputs: dict[str, tuple[Path, ...]] = {}
+
+    def by_name(files: list[Path], suffix: str) -> dict[str, Path]:
+        """{NAME: file} of the files ending in `suffix` (any case); a file without a NAME
+        or whose NAME another file has (a.png and a.PNG) is a problem."""
+        out: dict[str, Path] = {}
+        for p in files:
+            if not p.name.lower().endswith(suffix):
+                continue
+            name = p.name[: -len(suffix)]
+            if not name:
+                problems.append(f"{p} has no NAME before {suffix}: rename it")
+            elif name in out:
+                problems.append(f"{out[name]} and {p} are both input {name!r}: rename one")
+            else:
+                out[name] = p
+        return out
+
     if kind == "rgb":
-        inputs = {p.name[: -len(".png")]: (p,) for p in pngs}
+        inputs = {name: (p,) for name, p in by_name(pngs, ".png").items()}
     else:
-        depth = {p.name[: -len(DEPTH)]: p for p in pngs if p.name.lower().endswith(DEPTH)}
-        mask = {p.name[: -len(MASK)]: p for p in pngs if p.name.lower().endswith(MASK)}
+        depth, mask = by_name(pngs, DEPTH), by_name(pngs, MASK)
         for name in sorted(set(depth) | set(mask)):
             if name not in mask:
                 problems.append(f"{depth[name]} has no partner {name}{MASK} (the silhouette)")
@@ -89,11 +105,10 @@ def input_files(
                 problems.append(f"{mask[name]} has no partner {name}{DEPTH} (the depth map)")
             else:
                 inputs[name] = (depth[name], mask[name])
-        paired = {*depth.values(), *mask.values()}
         problems += [
             f"{p} is neither NAME{DEPTH} nor NAME{MASK}: rename it, or move it out"
             for p in pngs
-            if p not in paired
+            if not p.name.lower().endswith((DEPTH, MASK))
         ]
     if not inputs and not problems:
         what = f"NAME{DEPTH} + NAME{MASK} pairs" if kind == "sketch" else "NAME.png renders"
