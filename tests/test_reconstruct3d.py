@@ -17,7 +17,8 @@ check); the missing-partner problem dropped (2 problems named, the lone depth ma
 skipped); the size check removed (a 20x20 depth map reached the model: exit 1, a traceback);
 check_reconstructs removed (the VAE refused later, for its data's condition, without naming
 the checkpoint); the data views taken from `train` whatever split= says (the names check of
-test_run_views_with_their_iou); transparent pixels put on black (the RGB reader's check)."""
+test_run_views_with_their_iou); transparent pixels put on black (the RGB reader's check); the
+temporary folder kept when writing fails (the failure check)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from conftest import FAST, make_cfg, run_cli
 from hydra.utils import instantiate
 from PIL import Image
 
+from genlab.analysis.reconstruct3d_folder import reconstruct_views
 from genlab.data import procedural_shapes as procedural
 from genlab.data.binvox import read_binvox
 from genlab.data.view_files import read_views
@@ -259,3 +261,16 @@ def test_rgb_renders_are_read_on_white_and_grey_files_refused(tmp_path):
     Image.fromarray(np.zeros((IMAGE, IMAGE), np.uint8)).save(tmp_path / "grey.png")
     with pytest.raises(GenlabError, match=r"grey.png has 1 channel \(mode L\), not the three"):
         read_views(tmp_path, "rgb", image_size=IMAGE)
+
+
+def test_a_failure_while_writing_leaves_no_shapes(runs, tmp_path):
+    """The library under the command, in process: the second input's files cannot be written
+    (its name is a path into a folder that does not exist), and the first one's, already
+    written, go with them."""
+    views = write_views(tmp_path / "views")
+    model, _ = load_model(runs["completion"])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FileNotFoundError):
+        reconstruct_views(model, ["chair", "no/such"], torch.stack([views["chair"]] * 2), out)
+    assert list(out.iterdir()) == []
