@@ -3,7 +3,7 @@ the loop of the single-optimizer models (autoencoders, VAEs, the classifier)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -351,8 +351,12 @@ class StepModule(GenlabModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.step(batch, "test")
 
+    def trainable_parameters(self) -> Iterable[torch.nn.Parameter]:
+        """What the optimizer updates: every parameter, unless a subclass keeps some frozen."""
+        return self.parameters()
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.trainable_parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -48,6 +48,7 @@ from genlab.nets.stackgan import (
     StackOutput,
     mismatch_index,
 )
+from genlab.utils.checkpoint import check_fits, checkpoint_for
 from genlab.utils.errors import GenlabError
 
 log = logging.getLogger(__name__)
@@ -329,21 +330,14 @@ class StackGAN(AdversarialModule):
         EMA weights when it has them) into G and its EMA copy, and its D's text encoder into
         D's when the shapes agree. Read as weights only; a GenlabError naming
         model.stage1_ckpt when it is missing or does not fit."""
-        from genlab.utils.checkpoint import CONFIG_KEY, load_checkpoint
-
         if not path:
             raise GenlabError(
                 "model.stage=2 trains Stage-II on a trained Stage-I: give model.stage1_ckpt="
                 "RUN/checkpoints/last.ckpt of a model.stage=1 run with the same model.low_size "
                 f"({self.low_size}), or use model.stage=joint to train both stages together."
             )
-        try:
-            ckpt = load_checkpoint(path)
-        except GenlabError as exc:
-            raise GenlabError(f"model.stage1_ckpt: {exc}") from None
-        config = ckpt.get(CONFIG_KEY)
-        model_cfg = config.get("model") if isinstance(config, dict) else None
-        if isinstance(model_cfg, dict):
+        state, model_cfg = checkpoint_for(path, option="model.stage1_ckpt")
+        if model_cfg:
             target = str(model_cfg.get("_target_", ""))
             if not target.endswith(".StackGAN") or str(model_cfg.get("stage")) not in (
                 "1",
@@ -354,7 +348,6 @@ class StackGAN(AdversarialModule):
                     f"(stage {model_cfg.get('stage')}), not of a StackGAN Stage-I: train one "
                     "with model.stage=1 (experiment=stackgan_digits model.low_size=...)."
                 )
-        state = ckpt["state_dict"]
         source = "generator_ema." if any(k.startswith("generator_ema.") for k in state) else None
         source = source or "generator."
         parts = ("text_encoder.", "ca1.", "stage1.")
@@ -364,19 +357,15 @@ class StackGAN(AdversarialModule):
             for k, v in state.items()
             if k.startswith(source) and k[len(source) :].startswith(parts)
         }
-        problems = sorted(set(own) ^ set(given)) + [
-            f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}"
-            for k, v in own.items()
-            if k in given and given[k].shape != v.shape
-        ]
-        if problems:
-            raise GenlabError(
-                f"model.stage1_ckpt={path!r} does not fit this model's Stage-I ("
-                + "; ".join(problems[:4])
-                + (" ..." if len(problems) > 4 else "")
-                + f"): the Stage-I run must have the same model.low_size ({self.low_size}), "
-                "text encoder, embed_dim, cond_dim, latent_dim and Stage-I widths."
-            )
+        check_fits(
+            own,
+            given,
+            path,
+            option="model.stage1_ckpt",
+            what="this model's Stage-I",
+            advice=f"the Stage-I run must have the same model.low_size ({self.low_size}), "
+            "text encoder, embed_dim, cond_dim, latent_dim and Stage-I widths",
+        )
         for net in (self.generator, self.generator_ema):
             if net is not None:
                 net.load_state_dict(given, strict=False)

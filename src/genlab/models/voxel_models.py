@@ -20,6 +20,7 @@ from genlab.metrics.shape_metrics import chamfer_batch, iou
 from genlab.models.genlab_module import OptimizerFactory, SchedulerFactory, StepModule
 from genlab.models.protocols import SampleFromPrior
 from genlab.nets.voxel_nets import DepthEstimator
+from genlab.utils.checkpoint import check_fits, checkpoint_for
 from genlab.utils.errors import GenlabError
 
 
@@ -38,22 +39,13 @@ def _checkpoint_part(
     """The tensors of a checkpoint's state dict under `prefixes`, read as weights only, and
     the model section of the config stored with them ({} when none), as data; a GenlabError
     naming `option` when the file is unusable or of another model than `model`."""
-    from genlab.utils.checkpoint import CONFIG_KEY, load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(path)
-    except GenlabError as exc:
-        raise GenlabError(f"{option}: {exc}") from None
-    config = ckpt.get(CONFIG_KEY)
-    model_cfg = config.get("model") if isinstance(config, dict) else None
-    model_cfg = model_cfg if isinstance(model_cfg, dict) else {}
+    state, model_cfg = checkpoint_for(path, option=option)
     target = str(model_cfg.get("_target_", ""))
     if target and target.rsplit(".", 1)[-1] != model:
         raise GenlabError(
             f"{option}={path!r} is a checkpoint of {target}, not of a {model}: give the "
             f"last.ckpt of a {model} run."
         )
-    state = ckpt["state_dict"]
     if not isinstance(state, dict):
         raise GenlabError(f"{option}={path!r} holds no state dict of tensors.")
     part = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefixes)}
@@ -63,29 +55,6 @@ def _checkpoint_part(
             f"last.ckpt of a {model} run."
         )
     return part, model_cfg
-
-
-def _check_fits(
-    own: dict[str, torch.Tensor],
-    given: dict[str, torch.Tensor],
-    path: str,
-    *,
-    option: str,
-    advice: str,
-) -> None:
-    """Refuse weights whose names or shapes differ from the net's, naming the first few."""
-    problems = sorted(set(own) ^ set(given)) + [
-        f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in given and given[k].shape != v.shape
-    ]
-    if problems:
-        raise GenlabError(
-            f"{option}={path!r} does not fit this model ("
-            + "; ".join(problems[:4])
-            + (" ..." if len(problems) > 4 else "")
-            + f"): {advice}."
-        )
 
 
 def _check_weight(filled_weight: float) -> float:
@@ -334,17 +303,9 @@ class ShapeCompletion(StepModule):
             self.prior_discriminator.eval()  # frozen: its batch norm (if any) never updates
         return self
 
-    def configure_optimizers(self) -> Any:
+    def trainable_parameters(self) -> list[nn.Parameter]:
         # the frozen prior's D is no parameter of the optimizer
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=trainable)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
-        }
+        return [p for p in self.parameters() if p.requires_grad]
 
     _restored = False  # whether this fit resumed from a checkpoint (on_load_checkpoint)
 
@@ -390,7 +351,7 @@ class ShapeCompletion(StepModule):
             path, option="model.init_ckpt", model="ShapeCompletion", prefixes=parts
         )
         own = {k: v for k, v in self.state_dict().items() if k.startswith(parts)}
-        _check_fits(
+        check_fits(
             own,
             state,
             path,
@@ -421,7 +382,7 @@ class ShapeCompletion(StepModule):
             )
         state = {k.removeprefix("discriminator."): v for k, v in state.items()}
         assert self.prior_discriminator is not None
-        _check_fits(
+        check_fits(
             self.prior_discriminator.state_dict(),
             state,
             path,

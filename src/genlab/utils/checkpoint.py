@@ -81,6 +81,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def checkpoint_for(path: str, *, option: str) -> tuple[dict[str, Any], dict]:
+    """The state dict of the checkpoint an option names, read as weights only, and the model
+    section of the config stored with it ({} when none), as data; a GenlabError naming
+    `option` when the file is unusable."""
+    try:
+        ckpt = load_checkpoint(path)
+    except GenlabError as exc:
+        raise GenlabError(f"{option}: {exc}") from None
+    config = ckpt.get(CONFIG_KEY)
+    model_cfg = config.get("model") if isinstance(config, dict) else None
+    return ckpt["state_dict"], model_cfg if isinstance(model_cfg, dict) else {}
+
+
+def check_fits(
+    own: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    path: str,
+    *,
+    option: str,
+    advice: str,
+    what: str = "this model",
+) -> None:
+    """Refuse weights (read from `path`, named by `option`) whose names or shapes differ from
+    `own` (those of `what`), naming the first few differences and `advice`."""
+    problems = sorted(set(own) ^ set(given)) + [
+        f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in given and given[k].shape != v.shape
+    ]
+    if problems:
+        raise GenlabError(
+            f"{option}={path!r} does not fit {what} ("
+            + "; ".join(problems[:4])
+            + (" ..." if len(problems) > 4 else "")
+            + f"): {advice}."
+        )
+
+
 def check_state_dict(
     model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path
 ) -> None:
