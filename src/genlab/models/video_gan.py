@@ -30,7 +30,7 @@ from torch import nn
 from genlab.metrics.video_metrics import frame_mse
 from genlab.models.adversarial import AdversarialModule, Critic
 from genlab.models.video_prediction import (
-    Predicts,
+    PredictsOneFuture,
     check_future_frames,
     prediction_scalars,
     rollout,
@@ -38,7 +38,7 @@ from genlab.models.video_prediction import (
 from genlab.utils.errors import GenlabError
 
 
-class VideoGAN(Predicts, AdversarialModule):
+class VideoGAN(PredictsOneFuture, AdversarialModule):
     """A predictor G (`generator`: `encode_context`, `step`; genlab.nets.convlstm
     .ConvLSTMPredictor or genlab.nets.video_predictors.LSTMPredictor) judged by a clip
     discriminator D (`discriminator`: clips (B, T, C, H, W) in [0, 1] -> scores (B,)).
@@ -82,22 +82,8 @@ class VideoGAN(Predicts, AdversarialModule):
         self.future_frames = check_future_frames(future_frames)
 
     # --- capability -------------------------------------------------------------------------
-    def predict(
-        self,
-        context: torch.Tensor,
-        n_future: int,
-        *,
-        generator: torch.Generator | None = None,
-        samples: int = 1,
-    ) -> torch.Tensor:
-        """Context (B, T_c, C, H, W) in [0, 1] -> futures (samples, B, n_future, C, H, W) in
-        [0, 1] from the sampling G (the EMA copy when there is one); deterministic: the one
-        future repeated (`generator` is not used)."""
-        future = torch.sigmoid(rollout(self.sampling_generator, context, n_future))
-        return future.unsqueeze(0).expand(samples, *future.shape)
-
-    def forward(self, context: torch.Tensor, n_future: int) -> torch.Tensor:
-        return self.predict(context, n_future)[0]
+    def prediction_net(self) -> nn.Module:
+        return self.sampling_generator  # the EMA copy when there is one
 
     # --- the family's part of the loop -----------------------------------------------------
     def prepare_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -121,6 +121,30 @@ class Predicts:
         return out[0] if samples == 1 else out
 
 
+class PredictsOneFuture(Predicts):
+    """`predict` and `forward` of a deterministic frame-by-frame predictor: the one future
+    that `prediction_net()` (`encode_context`, `step`) rolls out on its own frames."""
+
+    def prediction_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        context: torch.Tensor,
+        n_future: int,
+        *,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+    ) -> torch.Tensor:
+        """Context (B, T_c, C, H, W) in [0, 1] -> futures (samples, B, n_future, C, H, W) in
+        [0, 1]; deterministic: the one future repeated (`generator` is not used)."""
+        future = torch.sigmoid(rollout(self.prediction_net(), context, n_future))
+        return future.unsqueeze(0).expand(samples, *future.shape)
+
+    def forward(self, context: torch.Tensor, n_future: int) -> torch.Tensor:
+        return self.predict(context, n_future)[0]
+
+
 def check_future_frames(future_frames: int) -> int:
     if future_frames < 1:
         raise GenlabError(
@@ -130,7 +154,7 @@ def check_future_frames(future_frames: int) -> int:
     return future_frames
 
 
-class VideoPredictor(Predicts, StepModule):
+class VideoPredictor(PredictsOneFuture, StepModule):
     """A deterministic next-frames predictor around `net`, which provides
     `encode_context(context) -> state` and `step(previous frame, state) -> (logits, state)`
     (genlab.nets.convlstm.ConvLSTMPredictor, genlab.nets.video_predictors.LSTMPredictor).
@@ -195,21 +219,8 @@ class VideoPredictor(Predicts, StepModule):
         return rollout(self.net, context, n_future, truth=truth, p_truth=p_truth)
 
     # --- capability -------------------------------------------------------------------------
-    def predict(
-        self,
-        context: torch.Tensor,
-        n_future: int,
-        *,
-        generator: torch.Generator | None = None,
-        samples: int = 1,
-    ) -> torch.Tensor:
-        """Context (B, T_c, C, H, W) in [0, 1] -> futures (samples, B, n_future, C, H, W) in
-        [0, 1]; deterministic: the one future repeated (`generator` is not used)."""
-        future = torch.sigmoid(self.rollout(context, n_future))
-        return future.unsqueeze(0).expand(samples, *future.shape)
-
-    def forward(self, context: torch.Tensor, n_future: int) -> torch.Tensor:
-        return self.predict(context, n_future)[0]
+    def prediction_net(self) -> nn.Module:
+        return self.net
 
     # --- training ---------------------------------------------------------------------------
     def step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
