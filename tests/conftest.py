@@ -9,6 +9,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -55,6 +56,24 @@ TINY_GAN = [
     "model.discriminator.hidden_dims=[32]",
     "data.batch_size=16",
 ]
+# Moving digits small enough for a video model's few steps: 16 pixels, 3 + 3 frames.
+TINY_VIDEO = (
+    "data.image_size=16",
+    "data.context_frames=3",
+    "data.future_frames=3",
+    "data.batch_size=4",
+    "data.train_size=64",
+    "data.val_size=8",
+    "data.test_size=8",
+)
+# A ConvLSTM predictor of one 4-channel layer on them.
+TINY_CONVLSTM = (
+    "model=convlstm",
+    *TINY_VIDEO,
+    "model.net.hidden_channels=[4]",
+    "model.net.frame_channels=4",
+    "model.net.downsample=1",
+)
 
 
 # A barely trained domain classifier: enough for the generation metrics' plumbing, not for
@@ -68,6 +87,22 @@ TINY_CLASSIFIER = [
     "~callbacks.sample_grid",
     "test=false",
 ]
+
+
+def short_trainer(max_steps: int, *callbacks: L.Callback, **options) -> L.Trainer:
+    """A CPU Trainer for a test's own few steps, watched by `callbacks`: no logger,
+    checkpoints, progress bar or model summary; `options` (limit_val_batches=0, ...) add to
+    these."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        **options,
+    )
 
 
 def load(path) -> dict:

@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_state, load, make_cfg
+from conftest import assert_same_state, load, make_cfg, short_trainer
 from runlogs import assert_resumed_at
 
 from genlab.data.spoken_digits import SynthesizedDigits, clips_of
@@ -79,15 +79,7 @@ def test_short_training_beats_the_unigram_baseline_over_seeds(spoken):
     for seed in range(3):
         L.seed_everything(seed, verbose=False)
         model = tiny_model(seed, length=256)
-        trainer = L.Trainer(
-            max_steps=80,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-        )
+        trainer = short_trainer(80, limit_val_batches=0)
         trainer.fit(model, train_dataloaders=spoken.train_dataloader())
         with torch.no_grad():
             nll = float(model.nll_bits_per_sample(x_test, y_test).mean())
@@ -159,22 +151,30 @@ def tones_in_fsdd_layout(root):
                     w.writeframes(pcm.tobytes())
 
 
-def test_resume_is_exact(tmp_path):
-    """genlab.train with model=wavenet: 10 steps straight == 6 steps, stop in the middle of
-    the second epoch, resume to 10 (weights, Adam state and step bit-equal), and the resumed
-    run logged only steps >= 6, with the straight run's values. Seen failing with a plain
-    shuffling DataLoader in place of the base class's resumable loader (the resumed epoch
-    drew other clips: the weights differ)."""
+def tones_as_fsdd(tmp_path) -> list[str]:
+    """Tones in FSDD's layout under tmp_path/data (tones_in_fsdd_layout), and the data options
+    that read them: 256-sample clips, take 1 of each speaker and digit for test, batches of 4."""
     data = tmp_path / "data"
     tones_in_fsdd_layout(data / "fsdd")
-    common = [
-        "model=wavenet",
+    return [
         "data=fsdd",
         f"paths.data_dir={data}",
         "data.folder=fsdd",
         "data.length=256",
         "data.test_indices=1",
         "data.batch_size=4",
+    ]
+
+
+def test_resume_is_exact(tmp_path):
+    """genlab.train with model=wavenet: 10 steps straight == 6 steps, stop in the middle of
+    the second epoch, resume to 10 (weights, Adam state and step bit-equal), and the resumed
+    run logged only steps >= 6, with the straight run's values. Seen failing with a plain
+    shuffling DataLoader in place of the base class's resumable loader (the resumed epoch
+    drew other clips: the weights differ)."""
+    common = [
+        "model=wavenet",
+        *tones_as_fsdd(tmp_path),
         "model.net.residual_channels=4",
         "model.net.gate_channels=4",
         "model.net.skip_channels=8",

@@ -15,11 +15,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import make_cfg, run_cli
+from conftest import make_cfg, run_cli, short_trainer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_audio_data import WORDS, tone, write_pcm16
-from test_audio_training import tones_in_fsdd_layout
+from test_audio_training import tones_as_fsdd
 
 from genlab.data.spoken_digits import clips_of
 from genlab.data.wav_files import read_wav
@@ -147,15 +147,7 @@ def test_d_is_frozen_in_the_g_step_and_steps_n_critic_times():
     x = torch.stack([0.5 * torch.sin(2 * torch.pi * (200 + 50 * i) * t) for i in range(12)])
     data = torch.utils.data.TensorDataset(x[:, None], torch.arange(12) % 10)
     watch = WatchSteps()
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[watch],
-    )
+    trainer = short_trainer(3, watch)
     model = tiny_wavegan()
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=4))
     assert (watch.g_steps, watch.d_steps) == (3, 6)
@@ -249,18 +241,11 @@ def test_sample_cli_writes_wav_files_of_the_digit(tmp_path, family):
     the run's own sample grid was written as spectrograms and WAVs too.
     Seen failing with digit= ignored (a row of 8 per class: 80 WAVs) and with the wrong
     class drawn (samples.json's classes; the WAVs are not the model's sevens)."""
-    data = tmp_path / "data"
-    tones_in_fsdd_layout(data / "fsdd")
     summary = train(
         make_cfg(
             tmp_path,
             *TINY[family],
-            "data=fsdd",
-            f"paths.data_dir={data}",
-            "data.folder=fsdd",
-            "data.length=256",
-            "data.test_indices=1",
-            "data.batch_size=4",
+            *tones_as_fsdd(tmp_path),
             # the GAN recipes' callbacks: a sample grid at the end of training
             "callbacks=gan",
             "~callbacks.rich_progress_bar",

@@ -4,7 +4,7 @@ configuration small enough for a few seconds of CPU."""
 
 from __future__ import annotations
 
-from conftest import TINY_GAN
+from conftest import TINY_CONVLSTM, TINY_GAN, TINY_VIDEO
 from family_contract import FamilyContract
 
 TINY_AE = (
@@ -78,31 +78,14 @@ class TestPix2Pix(FamilyContract):
     loss_key = "train/loss_g"
 
 
-VIDEO = (
-    "data.image_size=16",
-    "data.context_frames=3",
-    "data.future_frames=3",
-    "data.batch_size=4",
-    "data.train_size=64",
-    "data.val_size=8",
-    "data.test_size=8",
-)
-
-
 class TestConvLSTM(FamilyContract):
-    overrides = (
-        "model=convlstm",
-        *VIDEO,
-        "model.net.hidden_channels=[4]",
-        "model.net.frame_channels=4",
-        "model.net.downsample=1",
-    )
+    overrides = TINY_CONVLSTM
 
 
 class TestSVGLP(FamilyContract):
     overrides = (
         "model=svg_lp",
-        *VIDEO,
+        *TINY_VIDEO,
         "model.g_dim=8",
         "model.z_dim=2",
         "model.encoder.hidden_channels=[4,8]",
@@ -116,7 +99,7 @@ class TestSVGLP(FamilyContract):
 class TestVideoGAN(FamilyContract):
     overrides = (
         "model=video_gan",
-        *VIDEO,
+        *TINY_VIDEO,
         "model.generator.hidden_channels=[4]",
         "model.generator.frame_channels=4",
         "model.generator.downsample=1",

@@ -10,7 +10,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, assert_same_state, load, make_cfg, run_cli, run_dirs
+from conftest import FAST, assert_same_state, load, make_cfg, run_cli, run_dirs, short_trainer
 from hydra.utils import instantiate
 from runlogs import assert_resumed_at
 
@@ -138,16 +138,7 @@ def test_discriminator_is_frozen_and_untouched_in_the_generator_step(tmp_path):
     datamodule = instantiate(cfg.data)
     watch = WatchGeneratorStep()
     d_before = [p.detach().clone() for p in model.discriminator.parameters()]
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[watch],
-    )
+    trainer = short_trainer(3, watch, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
     assert watch.g_steps == 3
     # ... while D's own steps do change it
@@ -410,16 +401,7 @@ def gan_learning_statistics(tmp_path, *overrides: str, seeds=LEARNING_SEEDS) -> 
                 x = model.eval().sample(500, generator=torch.Generator().manual_seed(1))
                 stats["before"] = class_statistics(clf(x).softmax(1))
             model.train()
-        trainer = L.Trainer(
-            accelerator="cpu",
-            max_steps=LEARNING_ITERATIONS,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-        )
+        trainer = short_trainer(LEARNING_ITERATIONS, max_epochs=-1, limit_val_batches=0)
         trainer.fit(model, datamodule=instantiate(cfg.data))
         assert trainer.global_step == LEARNING_ITERATIONS
         with torch.no_grad():

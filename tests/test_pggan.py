@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, TINY_CLASSIFIER, assert_same_state, load, make_cfg, run_cli
+from conftest import (
+    FAST,
+    TINY_CLASSIFIER,
+    assert_same_state,
+    load,
+    make_cfg,
+    run_cli,
+    short_trainer,
+)
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from PIL import Image
@@ -374,16 +382,7 @@ def test_discriminator_is_frozen_and_untouched_in_the_generator_step(tmp_path):
     model, datamodule = instantiate(cfg.model), instantiate(cfg.data)
     watch = WatchGeneratorStep()
     d_before = [p.detach().clone() for p in model.discriminator.parameters()]
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=7,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[watch],
-    )
+    trainer = short_trainer(7, watch, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
     assert watch.g_steps == 7 and watch.resolutions == {4, 8, 16}
     d_after = list(model.discriminator.parameters())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, assert_same_state, load, make_cfg, run_cli, run_dirs
+from conftest import FAST, assert_same_state, load, make_cfg, run_cli, run_dirs, short_trainer
 from datafiles import write_ab_images, write_image_folder, write_pair_folders
 from hydra.utils import instantiate
 from PIL import Image
@@ -445,16 +445,7 @@ class WatchGeneratorStep(L.Callback):
 
 
 def fit_steps(model, cfg, steps: int, *callbacks):
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=list(callbacks),
-    )
+    trainer = short_trainer(steps, *callbacks, limit_val_batches=0)
     trainer.fit(model, datamodule=instantiate(cfg.data))
     return trainer
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, make_cfg
+from conftest import FAST, make_cfg, short_trainer
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from test_gan import WatchGeneratorStep
@@ -67,16 +67,7 @@ def fit(tmp_path, *overrides: str, steps: int = 3):
     model, datamodule = instantiate(cfg.model), instantiate(cfg.data)
     watch, seen = WatchGeneratorStep(), SeenByD()
     d_before = [p.detach().clone() for p in model.discriminator.parameters()]
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[watch, seen],
-    )
+    trainer = short_trainer(steps, watch, seen, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
     d_changed = not all(
         torch.equal(a, b) for a, b in zip(d_before, model.discriminator.parameters(), strict=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, FAST, make_cfg, options
+from conftest import CONF, FAST, TINY_CONVLSTM, make_cfg, options
 from family_contract import FamilyContract
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -366,21 +366,7 @@ def test_a_short_training_beats_copy_last_frame(tmp_path, seed):
     assert m["test/mse_per_frame"] < 0.9 * m["test/mse_mean_frame"], m
 
 
-SCHEDULED = (
-    "model=convlstm",
-    "data.image_size=16",
-    "data.context_frames=3",
-    "data.future_frames=3",
-    "data.batch_size=4",
-    "data.train_size=64",
-    "data.val_size=8",
-    "data.test_size=8",
-    "model.net.hidden_channels=[4]",
-    "model.net.frame_channels=4",
-    "model.net.downsample=1",
-    "model.teacher_forcing=1.0",
-    "model.teacher_forcing_decay_steps=8",
-)
+SCHEDULED = (*TINY_CONVLSTM, "model.teacher_forcing=1.0", "model.teacher_forcing_decay_steps=8")
 
 
 class TestScheduledSampling(FamilyContract):

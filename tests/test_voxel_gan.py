@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, assert_same_state, load, make_cfg, run_cli
+from conftest import FAST, assert_same_state, load, make_cfg, run_cli, short_trainer
 from hydra.utils import instantiate
 from runlogs import assert_resumed_at
 
@@ -168,17 +168,7 @@ def test_shapehd_fine_tuning_keeps_the_prior_frozen(runs, tmp_path):
     cfg = shapehd_cfg(tmp_path, runs, "model.naturalness_weight=0.5")
     model, dm = instantiate(cfg.model), instantiate(cfg.data)
     watch = Watch()
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[watch],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = short_trainer(3, watch, limit_val_batches=0, default_root_dir=str(tmp_path))
     trainer.fit(model, dm)
     prior, completion = load(runs["prior"])["state_dict"], load(runs["completion"])["state_dict"]
     after = model.state_dict()
