@@ -56,6 +56,15 @@ TINY_GAN = [
     "model.discriminator.hidden_dims=[32]",
     "data.batch_size=16",
 ]
+# A WaveNet of one stack of three 4-channel layers.
+TINY_WAVENET = (
+    "model=wavenet",
+    "model.net.residual_channels=4",
+    "model.net.gate_channels=4",
+    "model.net.skip_channels=8",
+    "model.net.layers_per_stack=3",
+    "model.net.stacks=1",
+)
 # Moving digits small enough for a video model's few steps: 16 pixels, 3 + 3 frames.
 TINY_VIDEO = (
     "data.image_size=16",

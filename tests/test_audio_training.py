@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_state, load, make_cfg, short_trainer
+from conftest import TINY_WAVENET, assert_same_state, load, make_cfg, short_trainer
 from runlogs import assert_resumed_at
 
 from genlab.data.spoken_digits import SynthesizedDigits, clips_of
@@ -173,13 +173,8 @@ def test_resume_is_exact(tmp_path):
     shuffling DataLoader in place of the base class's resumable loader (the resumed epoch
     drew other clips: the weights differ)."""
     common = [
-        "model=wavenet",
+        *TINY_WAVENET,
         *tones_as_fsdd(tmp_path),
-        "model.net.residual_channels=4",
-        "model.net.gate_channels=4",
-        "model.net.skip_channels=8",
-        "model.net.layers_per_stack=3",
-        "model.net.stacks=1",
         "callbacks=model_checkpoint",
         "trainer=cpu",
         "logger=csv",

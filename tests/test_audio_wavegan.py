@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import make_cfg, run_cli, short_trainer
+from conftest import TINY_WAVENET, make_cfg, run_cli, short_trainer
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_audio_data import WORDS, tone, write_pcm16
@@ -214,14 +214,7 @@ def test_sc09_recipes_build_on_files_in_the_sc09_layout(tmp_path, family):
 
 
 TINY = {
-    "wavenet": (
-        "model=wavenet",
-        "model.net.residual_channels=4",
-        "model.net.gate_channels=4",
-        "model.net.skip_channels=8",
-        "model.net.layers_per_stack=3",
-        "model.net.stacks=1",
-    ),
+    "wavenet": TINY_WAVENET,
     "wavegan": (
         "model=wavegan",
         "model.latent_dim=8",

@@ -4,7 +4,7 @@ configuration small enough for a few seconds of CPU."""
 
 from __future__ import annotations
 
-from conftest import TINY_CONVLSTM, TINY_GAN, TINY_VIDEO
+from conftest import TINY_CONVLSTM, TINY_GAN, TINY_VIDEO, TINY_WAVENET
 from family_contract import FamilyContract
 
 TINY_AE = (
@@ -110,16 +110,11 @@ class TestVideoGAN(FamilyContract):
 
 class TestWaveNet(FamilyContract):
     overrides = (
-        "model=wavenet",
+        *TINY_WAVENET,
         "data.speakers=2",
         "data.takes=3",
         "data.length=256",
         "data.batch_size=4",
-        "model.net.residual_channels=4",
-        "model.net.gate_channels=4",
-        "model.net.skip_channels=8",
-        "model.net.layers_per_stack=3",
-        "model.net.stacks=1",
         "callbacks.sample_grid.n=2",
     )
 
