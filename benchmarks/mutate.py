@@ -191,6 +191,7 @@ GROUPS: dict[str, dict] = {
         ],
         "tests": [
             "tests/test_last_checkpoint.py",
+            "tests/test_csv_logger.py::test_a_resumed_run_drops_rows_written_after_its_checkpoint",
             "tests/test_signals.py::test_sigterm_in_process",
             "tests/test_signals.py::test_one_ctrl_c_in_process_finishes_the_step",
             "tests/test_signals.py::test_a_second_ctrl_c_in_process_stops_at_once",

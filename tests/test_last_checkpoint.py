@@ -3,7 +3,7 @@
 again after a validation in the middle of an epoch, at an epoch's end, after an error; the
 random state stored and put back; the checks of a written file; the interruption's message.
 A probe reads `LastCheckpoint.saved_at` (the step and the point of the loop of its last write)
-at every batch start of a real run.
+at every batch start of a real run, and after an error.
 
 Seen failing (each in a scratch copy of src/): `crossed` computed from the step alone (no
 write when a 4-step batch passes a multiple of 3), no write after a mid-epoch validation, the
@@ -33,7 +33,7 @@ from genlab.callbacks.last_checkpoint import (
     finite_weights,
 )
 from genlab.train import train
-from genlab.utils.errors import GenlabError
+from genlab.utils.errors import PEER_LOST, GenlabError
 from genlab.utils.run import read_summary
 
 TINY_AE = [
@@ -44,6 +44,7 @@ TINY_AE = [
     "model.latent_dim=4",
 ]
 SEEN: list = []
+LAST: list = []  # the run's LastCheckpoint, when the run ended with an error
 
 
 class SavedAt(L.Callback):
@@ -58,15 +59,24 @@ class SavedAt(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         SEEN.append(("end", self._last(trainer).saved_at))
 
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        LAST[:] = [self._last(trainer)]  # its saved_at read after the run (its own hook too)
+
 
 class FailAt(L.Callback):
     """Raises RuntimeError (or genlab's own GenlabError) at the start of step `step`, after
     poisoning the weights, or putting a file where the checkpoint folder is, if told."""
 
     def __init__(
-        self, step: int, poison: bool = False, genlab: bool = False, block: bool = False
+        self,
+        step: int,
+        poison: bool = False,
+        genlab: bool = False,
+        block: bool = False,
+        peer: bool = False,
     ) -> None:
         self.step, self.poison, self.genlab, self.block = step, poison, genlab, block
+        self.peer = peer
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step != self.step:
@@ -80,6 +90,8 @@ class FailAt(L.Callback):
             folder.write_text("not a folder")
         if self.genlab:
             raise GenlabError("a refusal in the middle of training")
+        if self.peer:  # what torch.distributed says when another rank went away
+            raise RuntimeError(f"a failure in the middle of training: {PEER_LOST[0]}")
         raise RuntimeError("a failure in the middle of training")
 
 
@@ -150,10 +162,12 @@ def test_a_validation_in_the_middle_of_an_epoch_is_written_after(tmp_path):
 def test_an_error_writes_the_state_at_its_step_unless_the_weights_are_not_finite(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="genlab.callbacks.last_checkpoint")
     fail = ["+callbacks.fail._target_=test_last_checkpoint.FailAt", "+callbacks.fail.step=3"]
+    LAST.clear()
     with pytest.raises(RuntimeError, match="a failure in the middle of training"):
-        train(make_cfg(tmp_path / "a", *TINY_AE, *fail))
+        train(make_cfg(tmp_path / "a", *TINY_AE, *PROBE, *fail))
     last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
     assert load(last)["global_step"] == 3
+    assert LAST[0].saved_at == (3, "exception")
     assert messages(caplog) == [
         f"RuntimeError: the state at step 3 was written to {last} after the error"
     ]
@@ -163,6 +177,37 @@ def test_an_error_writes_the_state_at_its_step_unless_the_weights_are_not_finite
     # not even tried (the model would refuse to save non-finite weights, an error in the log)
     assert not (tmp_path / "b" / "run" / "checkpoints" / "last.ckpt").exists()
     assert "could not write" not in caplog.text and "was written" not in caplog.text
+
+
+def test_a_lost_peer_writes_nothing_after_the_error(tmp_path, caplog):
+    """Another rank went away (torch.distributed's message): writing needs every rank, so the
+    last complete checkpoint stands and nothing is tried (genlab's paragraph says so). Seen
+    failing with `lost_peer` asked about nothing (the write was tried: last.ckpt at step 3)."""
+    caplog.set_level(logging.WARNING, logger="genlab.callbacks.last_checkpoint")
+    fail = ["+callbacks.fail._target_=test_last_checkpoint.FailAt", "+callbacks.fail.step=3"]
+    LAST.clear()
+    with pytest.raises(GenlabError, match="another rank died, so rank 0 stopped at step 3"):
+        train(make_cfg(tmp_path, *TINY_AE, *PROBE, *fail, "+callbacks.fail.peer=true"))
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    assert LAST[0].saved_at is None and messages(caplog) == []
+
+
+def test_a_run_without_a_csv_log_resumes(tmp_path):
+    """A checkpoint of a run without genlab's CSV logger holds no CSV marks: the resumed run
+    starts at its step and has nothing to cut. Seen failing with the marks read under another
+    key with no default (TypeError: 'NoneType' object is not iterable)."""
+    first = train(make_cfg(tmp_path / "a", *TINY_AE, "logger=tensorboard", "trainer.max_steps=3"))
+    assert "csv_logs" not in str(load(first["last_ckpt"])["callbacks"])
+    resumed = train(
+        make_cfg(
+            tmp_path / "b",
+            *TINY_AE,
+            "logger=tensorboard",
+            "trainer.max_steps=6",
+            f"ckpt_path={first['last_ckpt']}",
+        )
+    )
+    assert resumed["status"] == "completed" and load(resumed["last_ckpt"])["global_step"] == 6
 
 
 def messages(caplog) -> list[str]:
