@@ -13,6 +13,7 @@ LastCheckpoint.on_train_batch_end not checking for a signal (the SIGTERM run tra
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -87,6 +88,22 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
         raise AssertionError(f"the run did not stop within {timeout} s of the signal") from None
 
 
+def read_until(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """The process's output up to and including the line that contains `text`."""
+    deadline, lines = time.time() + timeout, []
+    while time.time() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if text in line:
+                return "".join(lines)
+            if not line and proc.poll() is not None:
+                break
+    proc.kill()
+    raise AssertionError(f"{text!r} not seen within {timeout} s: {''.join(lines)[-2000:]}")
+
+
 @pytest.fixture(scope="module")
 def processes(tmp_path_factory):
     """Both training processes, started together (their start-up, ~7 s each, overlaps):
@@ -131,10 +148,12 @@ def test_a_second_ctrl_c_stops_at_once(processes):
     proc, probe, cwd = processes["ctrl_c"]
     wait_for_step(proc, probe, 2)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    # the second only once the first was handled: two signals pending at once are one (on a
+    # loaded machine, 0.5 s apart was not always enough: the run then slept out its step)
+    said = read_until(proc, "press Ctrl-C again", 60)
     proc.send_signal(signal.SIGINT)
     second = time.time()
-    err = finish(proc, 40)
+    err = said + finish(proc, 40)
     assert time.time() - second < 30
     assert "press Ctrl-C again to stop at once" in err
     assert "interrupted by SIGINT after step" not in err
