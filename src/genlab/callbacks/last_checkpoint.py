@@ -248,9 +248,13 @@ class LastCheckpoint(Checkpoint):
             )
         previous = self._previous_handlers.get(signum)
         # other SIGTERM handlers (Lightning's stops DDP children) always run; a second Ctrl-C
-        # goes to the previous handler (Python's raises KeyboardInterrupt)
+        # goes to the previous handler (Python's raises KeyboardInterrupt), or stops at once
+        # here when there was none to call: a process started with SIGINT ignored (a
+        # script's `cmd &`) has no Python handler, and the second Ctrl-C would do nothing
         if callable(previous) and (signum == signal.SIGTERM or not first):
             previous(signum, frame)
+        elif signum == signal.SIGINT and not first:
+            raise KeyboardInterrupt
 
     def _signal_received(self, trainer: L.Trainer) -> bool:
         received = self._signal is not None
