@@ -54,6 +54,7 @@ def start(
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",  # its messages reach the pipe when they are said
     }
     return subprocess.Popen(
         [
