@@ -537,11 +537,14 @@ def _can_mount_tmpfs() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespace to mount a small tmpfs")
 def test_a_full_disk_mid_run_keeps_the_last_complete_checkpoint(tmp_path):
     """On a 1.1 MB file system a tiny AE's epoch-0 checkpoints fit and epoch 1's do not: the run
     stops with genlab's message; last.ckpt is epoch 0's complete file, summary.json points at
     it, and no partial or empty file is left."""
+    assert _can_mount_tmpfs(), (
+        "this test needs a small tmpfs in a private mount namespace (unshare --user "
+        "--map-root-user --mount; Linux with unprivileged user namespaces, as CI has)"
+    )
     disk = tmp_path / "disk"
     disk.mkdir()
     inspect = (
@@ -573,6 +576,12 @@ def test_a_full_disk_mid_run_keeps_the_last_complete_checkpoint(tmp_path):
     assert result["last"].endswith("last.ckpt") and result["loaded"] == result["step"] == 4
 
 
+NO_CHATTR = (
+    "this test makes a folder read-only: as root with chattr +i (a file system that supports "
+    "the immutable flag, as CI's does), or as another user with chmod"
+)
+
+
 def _immutable(path: Path, on: bool) -> bool:
     if os.geteuid() != 0:
         path.chmod(0o555 if on else 0o755)
@@ -590,7 +599,7 @@ def test_a_read_only_run_directory_is_one_paragraph_before_training(base_run, tm
     before = tree_digest(run)
     for folder in (run / "checkpoints", run):
         if not _immutable(folder, True):
-            pytest.skip("cannot make a folder read-only here (chattr)")
+            pytest.fail(NO_CHATTR)
         try:
             proc = run_cli(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path, check=False)
         finally:
@@ -609,7 +618,7 @@ def test_a_checkpoint_write_that_fails_later_says_the_same(tmp_path, background)
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     if not _immutable(folder, True):
-        pytest.skip("cannot make a folder read-only here (chattr)")
+        pytest.fail(NO_CHATTR)
     writer = AtomicCheckpointIO(background=background)
     try:
         with pytest.raises(GenlabError, match=f"cannot write to {folder}"):

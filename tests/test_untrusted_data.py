@@ -378,7 +378,7 @@ CACHE_SCRIPT = """
 
 def test_a_full_disk_under_the_cache_is_refused_with_nothing_left(tmp_path):
     """The decode cache of 12 images at 256 px (2,359,296 bytes) on a 2 MB tmpfs (mounted in
-    a private mount namespace; skipped where unshare/mount is not permitted): refused before
+    a private mount namespace; it fails where unshare/mount is not permitted): refused before
     writing, naming the folder, the bytes needed and free; nothing left behind.
     Before: the process died of SIGBUS writing through the memory map (Bus error, rc 135),
     leaving its temporary folder."""
@@ -388,7 +388,10 @@ def test_a_full_disk_under_the_cache_is_refused_with_nothing_left(tmp_path):
     mount = f"mount -t tmpfs -o size=2m tmpfs {disk}"
     probe = subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"no private tmpfs here (unshare -rm + mount: {probe.stderr[-200:]!r})")
+        pytest.fail(
+            "this test needs a small tmpfs in a private mount namespace (unshare -rm + mount; "
+            f"Linux with unprivileged user namespaces, as CI has): {probe.stderr[-200:]!r}"
+        )
     script = tmp_path / "cache_script.py"
     script.write_text(textwrap.dedent(CACHE_SCRIPT))
     cache_dir = disk / "cache"
