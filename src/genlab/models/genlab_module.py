@@ -36,6 +36,18 @@ class GenlabModule(L.LightningModule):
     # Whether the training loop leaves some parameters out of a backward pass, so that DDP
     # must look for unused parameters; the DDP trainer presets read it (genlab.ddp_strategy).
     ddp_find_unused_parameters: bool = False
+    _restored = False  # whether this fit resumed from a checkpoint (on_load_checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored = True
+
+    @property
+    def fit_resumed(self) -> bool:
+        """Whether the fit running now continues a checkpoint. Known from `on_fit_start` on:
+        Lightning restores a resumed run's checkpoint after `setup` (and only then sets
+        `trainer.ckpt_path`), so start files (a Stage-I run, a prior) are read in
+        `on_fit_start`, and not when the checkpoint already holds them."""
+        return self._restored or bool(self._trainer is not None and self.trainer.ckpt_path)
 
     def default_labels(self, n: int) -> torch.Tensor | None:
         """The labels a conditional model uses when a caller gives none: classes 0, 1, ...,

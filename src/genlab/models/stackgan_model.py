@@ -287,19 +287,12 @@ class StackGAN(AdversarialModule):
         if stage == "fit" and self.stage == "2" and not self.stage1_ckpt:
             self.load_stage1(None)  # refused now, naming model.stage1_ckpt
 
-    _restored = False  # whether this fit resumed from a checkpoint (on_load_checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._restored = True
-
     def on_fit_start(self) -> None:
-        # Stage-II's start, read before the first step. Not in `setup`: Lightning restores a
-        # resumed run's checkpoint after `setup` (and only then knows its path); that
-        # checkpoint holds Stage-I's weights, so a resumed run does not read stage1_ckpt
-        # (which may have moved since).
+        # Stage-II's start, read before the first step; a resumed run's checkpoint holds
+        # Stage-I's weights, so it does not read stage1_ckpt, which may have moved since
+        # (GenlabModule.fit_resumed).
         super().on_fit_start()
-        if self.stage == "2" and not (self._restored or self.trainer.ckpt_path):
+        if self.stage == "2" and not self.fit_resumed:
             self.load_stage1(self.stage1_ckpt)
 
     def _check_data(self, dm: Any) -> None:

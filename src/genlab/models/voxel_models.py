@@ -307,16 +307,10 @@ class ShapeCompletion(StepModule):
         # the frozen prior's D is no parameter of the optimizer
         return [p for p in self.parameters() if p.requires_grad]
 
-    _restored = False  # whether this fit resumed from a checkpoint (on_load_checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._restored = True
-
     def on_fit_start(self) -> None:
-        # The start files, read before the first step. Not in `setup`: Lightning restores a
-        # resumed run's checkpoint after `setup` (and only then knows its path), and that
-        # checkpoint holds both nets, so a resumed run reads neither file.
-        if self._restored or self.trainer.ckpt_path:
+        # The start files, read before the first step; a resumed run's checkpoint holds both
+        # nets, so it reads neither file (GenlabModule.fit_resumed).
+        if self.fit_resumed:
             return
         if self.init_ckpt:
             self.load_completion(self.init_ckpt)
