@@ -122,8 +122,11 @@ def load(path) -> dict:
 def assert_same_state(a: dict, b: dict) -> None:
     """Two checkpoints hold bit-equal weights (incl. EMA and BN buffers), optimizer states
     (incl. each parameter group's learning rate), learning-rate scheduler states and step
-    counters."""
+    counters (the step, and the epoch the fit loop stands in: its progress counts)."""
     assert a["global_step"] == b["global_step"]
+    assert a["epoch"] == b["epoch"], (a["epoch"], b["epoch"])
+    progress = [c["loops"]["fit_loop"]["epoch_progress"] for c in (a, b)]
+    assert progress[0] == progress[1], progress
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k

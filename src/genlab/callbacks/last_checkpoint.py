@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.loops.loop import _Loop
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from genlab.utils.errors import GenlabError, lost_peer
@@ -60,6 +61,9 @@ class LastCheckpoint(Checkpoint):
       with `RunInterrupted` (a second Ctrl-C stops at once);
     - at the end of training and on an exception, if the weights are finite and the step
       was not written yet.
+
+    A run resumed from a checkpoint written at an epoch's end starts the next epoch, also
+    under `trainer.max_steps` (where Lightning counts that epoch twice; see below).
 
     Every write is checked: a checkpoint that cannot be written (permissions, full disk) fails
     the run with a GenlabError instead of being skipped silently. Checkpoints with non-finite
@@ -215,8 +219,29 @@ class LastCheckpoint(Checkpoint):
             for mark in marks if hasattr(logger, "continue_from") else []:
                 logger.continue_from(mark, trainer.global_step)
 
+    # --- a resume from the end of an epoch under trainer.max_steps ------------------------
+    # A checkpoint written at an epoch's end (here, or by ModelCheckpoint) holds that epoch as
+    # processed but not completed. Without max_steps Lightning resumes it as finished and
+    # starts the next epoch. With max_steps it restarts every resumed run (FitLoop.restarting
+    # is forced true for iteration-based training), finds the epoch's batches all done, and
+    # runs the epoch's end again: the epoch is counted twice, so a run stopped by max_steps
+    # at an epoch's end and resumed with a larger max_steps ended at once when that extra
+    # count reached max_epochs (it trained nothing and said "completed"), and otherwise ran
+    # every later epoch under an epoch number one too high (Lightning-AI/pytorch-lightning
+    # #19617, open). Here the resumed run takes Lightning's own path without max_steps:
+    # the epoch is completed and the run starts the next one, as the run that never stopped.
+    @staticmethod
+    def _resume_after_the_epoch_end(trainer: L.Trainer) -> None:
+        loop = trainer.fit_loop
+        if not (loop.restarted_on_epoch_end and loop._iteration_based_training()):
+            return
+        loop.epoch_progress.increment_completed()
+        _Loop.restarting.fset(loop, False)  # not FitLoop's setter, which forces it on
+        loop.update_restart_stage()  # none: the next epoch starts as a new one
+
     # --- signals -------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._resume_after_the_epoch_end(trainer)
         self._continue_csv_logs(trainer)
         self._signal = None
         self._steps_seen = trainer.global_step
