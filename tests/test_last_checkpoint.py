@@ -12,10 +12,12 @@ position not restored, check_written accepting an empty file."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import lightning as L
@@ -149,17 +151,19 @@ def test_a_batch_of_several_steps_writes_when_it_passes_a_multiple(tmp_path):
 
 
 def test_a_validation_in_the_middle_of_an_epoch_is_written_after(tmp_path):
-    """Validation every 4 batches of an 8-batch epoch, a write every 4 steps: at step 4 the
-    step's checkpoint is written again after the validation (so it holds the state after it);
-    at step 8 the epoch's end writes it."""
+    """Validation every 4 batches of a 12-batch epoch, a write every 8 steps: at step 4 nothing
+    is written (no checkpoint at that step to bring up to date); at step 8 the step's
+    checkpoint is written again after the validation (so it holds the state after it); at
+    step 12 the epoch's end writes it. Seen failing with the validation's write made without a
+    step checkpoint before it (each way of breaking its condition: written at step 4)."""
     seen = run_and_see(
         tmp_path,
-        "trainer.limit_train_batches=8",
+        "trainer.limit_train_batches=12",
         "trainer.max_epochs=1",
         "+trainer.val_check_interval=4",
-        "callbacks.last_checkpoint.every_n_train_steps=4",
+        "callbacks.last_checkpoint.every_n_train_steps=8",
     )
-    assert [s for _, s in seen] == [None] * 4 + [(4, "validation")] * 4 + [(8, "epoch")]
+    assert [s for _, s in seen] == [None] * 8 + [(8, "validation")] * 4 + [(12, "epoch")]
 
 
 def test_an_error_writes_the_state_at_its_step_unless_the_weights_are_not_finite(tmp_path, caplog):
@@ -305,6 +309,7 @@ def test_random_state_is_stored_and_put_back_at_the_start_of_training():
     random.seed(3)
     np.random.standard_normal()  # numpy keeps the second of a pair of Gaussians
     saved = RandomState().state_dict()
+    assert saved["numpy"]["keys"].dtype == torch.int64  # numpy's uint32 words, exactly
     want = (torch.rand(3), np.random.standard_normal(2), np.random.rand(2), random.random())
     torch.manual_seed(9)
     np.random.seed(9)
@@ -345,6 +350,12 @@ def test_written_file_checks_and_finite_weights(tmp_path):
     check_written(full, 1001.0)
     with pytest.raises(GenlabError):
         check_written(full, 1001.5)  # older than the write it checks
+    gone = tmp_path / "gone" / "last.ckpt"  # a folder that is not there says so
+    with pytest.raises(GenlabError) as err:
+        check_written(gone, 0.0)
+    assert str(err.value).startswith(
+        f"the checkpoint {gone} could not be written ({gone.parent} is not writable). "
+    )
     net = torch.nn.BatchNorm1d(3)
     assert finite_weights(net)
     net.running_mean[1] = float("inf")
@@ -361,3 +372,131 @@ def test_the_interruption_names_the_signal_step_and_file():
     err = RunInterrupted(2, 3, None)
     assert str(err) == "interrupted by SIGINT after step 3"
     assert (err.signum, err.step, err.path) == (2, 3, None)
+
+
+class Lines(logging.Handler):
+    """Keeps the messages of the logger it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_max_steps_last_step_is_written_into_a_new_folder_without_a_log_line(tmp_path):
+    """A run stopped by max_steps=1, its last.ckpt in a folder whose parents do not exist yet:
+    they are made; the last step is written right after it, as a step's checkpoint (1, "step");
+    and no write adds a line to the log (Lightning's 'weights_only was not set' at every
+    write). Seen failing with the folder made without its parents (FileNotFoundError), with
+    max_steps=1 not taken for a stop (written at the end instead), and with `weights_only`
+    left to Lightning's default (the log line)."""
+    folder = tmp_path / "elsewhere" / "deep" / "checkpoints"
+    lightning_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    lines, level = Lines(), lightning_log.level
+    lightning_log.addHandler(lines)
+    lightning_log.setLevel(logging.INFO)
+    try:
+        seen = run_and_see(
+            tmp_path, "trainer.max_steps=1", f"callbacks.last_checkpoint.dirpath={folder}"
+        )
+    finally:
+        lightning_log.removeHandler(lines)
+        lightning_log.setLevel(level)
+    assert seen == [(0, None), ("end", (1, "step"))]
+    assert load(folder / "last.ckpt")["global_step"] == 1
+    assert lines.messages == []
+
+
+def test_a_stale_file_is_not_taken_for_a_write(tmp_path):
+    """A last.ckpt left from before (an older run's, modified long ago) where this run writes
+    with a writer that silently writes nothing: the check compares the file with the time the
+    write started and stops the run naming it. Seen failing with the start time not passed
+    (TypeError instead of genlab's message)."""
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    stale = folder / "last.ckpt"
+    stale.write_bytes(b"an older run's checkpoint")
+    os.utime(stale, (1000.0, 1000.0))
+    cfg = make_cfg(
+        tmp_path,
+        *TINY_AE,
+        "~callbacks.model_checkpoint",
+        "+trainer.plugins=[{_target_:test_last_checkpoint.SilentlyFailingIO}]",
+        f"callbacks.last_checkpoint.dirpath={folder}",
+    )
+    with pytest.raises(GenlabError) as err:
+        train(cfg)
+    assert str(err.value).startswith(f"the checkpoint {stale} could not be written. ")
+
+
+def test_background_writes_are_not_checked_before_they_are_done(tmp_path, monkeypatch):
+    """perf.async_checkpoints: genlab's writer writes in a thread and reports a failed write
+    itself, so last.ckpt is not looked at right after it was handed over. Each write here
+    takes 0.5 s; the run completes with last.ckpt at its last step. Seen failing with every
+    write checked at once (whatever the writer, or on rank 0 whatever the writer): the first
+    'could not be written'."""
+    import genlab.callbacks.last_checkpoint as lc
+
+    write = lc._write_when_ready
+
+    def slow(checkpoint, ready, path):
+        time.sleep(0.5)
+        write(checkpoint, ready, path)
+
+    monkeypatch.setattr(lc, "_write_when_ready", slow)
+    summary = train(make_cfg(tmp_path, *TINY_AE, "perf.async_checkpoints=true"))
+    assert summary["status"] == "completed"
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def callback_state(checkpoint: dict, name: str) -> dict:
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith(name)]
+    return state
+
+
+def test_last_ckpt_holds_the_csv_mark_and_a_run_with_two_loggers_resumes(tmp_path):
+    """A run with the CSV and the TensorBoard loggers stopped at step 3: last.ckpt holds the
+    CSV file's mark (its path and the rows it had then) and the step the next batch logs at;
+    resumed in place to step 6, the CSV log has every step once (the TensorBoard logger has
+    nothing to cut and is left alone). A LastCheckpoint outside a run has nothing to store.
+    Seen failing with the marks not stored (the trainer not kept, the loggers not asked, the
+    key renamed), with the marks handed to the TensorBoard logger too (AttributeError), and
+    with a LastCheckpoint outside a run asking for its trainer (AttributeError). That the
+    marks read back cut the log: tests/test_csv_logger.py's resume test."""
+    both = [*TINY_AE, "logger=[csv,tensorboard]"]
+    first = train(make_cfg(tmp_path, *both, "trainer.max_steps=3"))
+    run = Path(first["run_dir"])
+    metrics = run / "csv" / "metrics.csv"
+    state = callback_state(load(first["last_ckpt"]), "LastCheckpoint")
+    assert state.keys() == {"csv_logs", "next_log_step"} and state["next_log_step"] == 3
+    (mark,) = state["csv_logs"]
+    assert mark["file"] == str(metrics.resolve())
+    assert 0 < mark["rows"] <= len(metrics.read_text().splitlines()) - 1
+    resumed = train(make_cfg(tmp_path, *both, f"resume={run}", "trainer.max_steps=6"))
+    assert resumed["global_step"] == 6
+    with open(metrics, newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps == list(range(6))
+    assert LastCheckpoint(dirpath=str(tmp_path)).state_dict() == {}
+
+
+def test_random_state_keeps_the_cuda_generators_when_cuda_is_in_use(monkeypatch):
+    """With CUDA (faked: this machine may have none) in use, every device's generator state is
+    stored and put back; with CUDA there but not in use (a CPU run on a GPU machine) none is
+    stored, and CUDA is not started for it. Seen failing with the CUDA states stored under
+    another key or as None, and stored when CUDA was merely available."""
+    states, put = [torch.tensor([1, 2, 3], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", put.append)
+    assert "cuda" not in RandomState().state_dict()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    saved = RandomState().state_dict()
+    assert saved["cuda"] is states
+    restore = RandomState()
+    restore.load_state_dict(saved)
+    restore.on_train_start(None, None)
+    assert put == [states]
