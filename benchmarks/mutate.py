@@ -195,6 +195,8 @@ GROUPS: dict[str, dict] = {
             "tests/test_signals.py::test_sigterm_in_process",
             "tests/test_signals.py::test_one_ctrl_c_in_process_finishes_the_step",
             "tests/test_signals.py::test_a_second_ctrl_c_in_process_stops_at_once",
+            "tests/test_signals.py::"
+            "test_a_second_ctrl_c_in_process_stops_at_once_without_a_python_handler",
             "tests/test_trust.py::test_last_ckpt_holds_the_final_state",
             "tests/test_family_contracts.py::TestAutoEncoder::test_resume_is_exact_mid_epoch_and_starts_at_the_checkpoint",
             "tests/test_family_contracts.py::TestVAE::test_resume_is_exact_mid_epoch_and_starts_at_the_checkpoint",

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 from conftest import FAST, load, make_cfg, run_dirs
 
@@ -199,17 +200,33 @@ def self_signal(tmp_path: Path, *signals: int):
         "+callbacks.sig._target_=slow_steps.SelfSignal",
         "+callbacks.sig.step=2",
         f"+callbacks.sig.signals=[{','.join(str(int(s)) for s in signals)}]",
+        "+callbacks.lightning_saw._target_=test_signals.LightningSawSigterm",
     )
+
+
+LIGHTNING_SAW: list[bool] = []
+
+
+class LightningSawSigterm(L.Callback):
+    """Notes, when the run stops on an error, whether Lightning's own SIGTERM handler ran
+    (`trainer.received_sigterm`; under DDP that handler is what stops the other ranks)."""
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        LIGHTNING_SAW.append(trainer.received_sigterm)
 
 
 def test_sigterm_in_process(tmp_path, keep_handlers, caplog):
     """SIGTERM at the start of step 2: the step finishes, then RunInterrupted names SIGTERM and
     step 3; last.ckpt and summary.json hold step 3 (status interrupted); the handlers that were
-    there before training are back."""
+    there before training are back; the SIGTERM handler that was there when training started
+    (Lightning's) ran too. Seen failing with that handler not called on SIGTERM (no previous
+    handler looked up, or called only for a second signal)."""
     caplog.set_level("WARNING", logger="genlab.callbacks.last_checkpoint")
     before = signal.getsignal(signal.SIGTERM)
+    LIGHTNING_SAW.clear()
     with pytest.raises(RunInterrupted) as err:
         train(self_signal(tmp_path, signal.SIGTERM))
+    assert LIGHTNING_SAW == [True]
     assert err.value.signum == signal.SIGTERM and err.value.step == 3
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     # the message names the file to resume from (seen failing with the path left out: "None")
@@ -240,6 +257,20 @@ def test_a_second_ctrl_c_in_process_stops_at_once(tmp_path, keep_handlers):
     """Two SIGINTs at the start of step 2: the second raises KeyboardInterrupt right there
     (Lightning turns it into SystemExit), so step 2 never runs: summary.json says interrupted at
     step 2."""
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(self_signal(tmp_path, signal.SIGINT, signal.SIGINT))
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "interrupted" and summary["global_step"] == 2, summary
+
+
+def test_a_second_ctrl_c_in_process_stops_at_once_without_a_python_handler(
+    tmp_path, keep_handlers
+):
+    """The same in a run started with SIGINT ignored (a script's `cmd &`: Python installs no
+    KeyboardInterrupt handler, so there is no previous handler to pass the second Ctrl-C to):
+    it stops at once all the same, at step 2. Seen failing with the second signal's own stop
+    made for signals other than SIGINT (the run then finished step 2 and stopped after it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         train(self_signal(tmp_path, signal.SIGINT, signal.SIGINT))
     summary = read_summary(tmp_path / "run")
