@@ -500,3 +500,24 @@ def test_random_state_keeps_the_cuda_generators_when_cuda_is_in_use(monkeypatch)
     restore.load_state_dict(saved)
     restore.on_train_start(None, None)
     assert put == [states]
+
+
+def logged_steps(run: Path, key: str = "train/loss") -> list[int]:
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get(key)]
+
+
+def test_a_run_resumed_from_a_checkpoint_written_after_an_error_logs_at_its_steps(tmp_path):
+    """An error at the start of step 3 writes last.ckpt there, before that step's batch ran;
+    a run continued from it logs its batches at steps 3..7, as the run that never failed
+    (Lightning would guess the checkpoint was taken after the batch and log each row one step
+    late: 4..8). Seen failing with the step the next batch logs at not read back from the
+    checkpoint (each way: None, another key)."""
+    fail = ["+callbacks.fail._target_=test_last_checkpoint.FailAt", "+callbacks.fail.step=3"]
+    with pytest.raises(RuntimeError, match="a failure in the middle of training"):
+        train(make_cfg(tmp_path / "a", *TINY_AE, *fail))
+    assert logged_steps(tmp_path / "a" / "run") == [0, 1, 2]
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    resumed = train(make_cfg(tmp_path / "b", *TINY_AE, f"ckpt_path={last}"))
+    assert resumed["global_step"] == 8
+    assert logged_steps(tmp_path / "b" / "run") == [3, 4, 5, 6, 7]
