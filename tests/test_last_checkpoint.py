@@ -17,8 +17,11 @@ import logging
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -521,3 +524,52 @@ def test_a_run_resumed_from_a_checkpoint_written_after_an_error_logs_at_its_step
     resumed = train(make_cfg(tmp_path / "b", *TINY_AE, f"ckpt_path={last}"))
     assert resumed["global_step"] == 8
     assert logged_steps(tmp_path / "b" / "run") == [3, 4, 5, 6, 7]
+
+
+def test_a_run_in_another_thread_trains_and_leaves_signals_alone(tmp_path):
+    """A run started from a thread other than the main one (a notebook's or a search's worker),
+    where Python allows no signal handlers: it trains to its end and writes last.ckpt; the
+    process's handlers are untouched. Seen failing with the handlers' record set to None when
+    they could not be installed (AttributeError at the end of training)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(train(make_cfg(tmp_path, *TINY_AE)))
+        except BaseException as err:  # noqa: BLE001 - handed to the test's thread
+            out.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    (summary,) = out
+    assert isinstance(summary, dict) and summary["status"] == "completed", summary
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 8
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_rank_zero_takes_the_signals_and_gives_them_back(tmp_path):
+    """LastCheckpoint's own part, on a stand-in trainer (no DDP here): a single process and
+    rank 0 of several take SIGINT and SIGTERM at the start of training, the other ranks leave
+    them alone (rank 0 tells them to stop); the handlers found are given back at the end
+    (Lightning's teardown restores them too, later). Seen failing with rank 0 of several not
+    taking them, other ranks taking them, and the handlers not given back (none recorded, or
+    only the missing ones put back)."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for rank_zero, world_size, takes in ((True, 1, True), (True, 2, True), (False, 2, False)):
+        cb = LastCheckpoint(dirpath=str(tmp_path))
+        trainer = SimpleNamespace(
+            is_global_zero=rank_zero,
+            world_size=world_size,
+            global_step=0,
+            loggers=[],
+            fit_loop=SimpleNamespace(restarted_on_epoch_end=False),
+        )
+        try:
+            cb.on_train_start(trainer, None)
+            taken = [signal.getsignal(s) == cb._on_signal for s in before]
+        finally:
+            cb.on_exception(trainer, None, RunInterrupted(signal.SIGTERM, 0, None))
+        assert taken == [takes, takes], (rank_zero, world_size)
+        assert {s: signal.getsignal(s) for s in before} == before
