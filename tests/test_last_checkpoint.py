@@ -573,3 +573,60 @@ def test_rank_zero_takes_the_signals_and_gives_them_back(tmp_path):
             cb.on_exception(trainer, None, RunInterrupted(signal.SIGTERM, 0, None))
         assert taken == [takes, takes], (rank_zero, world_size)
         assert {s: signal.getsignal(s) for s in before} == before
+
+
+class OtherRank:
+    """A stand-in strategy of rank 0 of two, whose other rank decided `other`:
+    `reduce_boolean_decision` as Lightning's DDP does it (any rank with all=False, every
+    rank with all=True)."""
+
+    checkpoint_io = None
+
+    def __init__(self, other: bool) -> None:
+        self.other = other
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+        return (bool(decision) and self.other) if all else (bool(decision) or self.other)
+
+
+def rank_zero_of_two(other: bool, written: list) -> SimpleNamespace:
+    """A stand-in trainer at the end of batch 4 of 8 (step 5), on rank 0 of two."""
+
+    def save_checkpoint(path, weights_only):
+        Path(path).write_bytes(b"the state")
+        written.append(Path(path))
+
+    epoch_loop = SimpleNamespace(_batches_that_stepped=4, _should_accumulate=lambda: False)
+    return SimpleNamespace(
+        world_size=2,
+        is_global_zero=True,
+        global_step=5,
+        num_training_batches=8,
+        max_steps=-1,
+        fast_dev_run=False,
+        sanity_checking=False,
+        strategy=OtherRank(other),
+        fit_loop=SimpleNamespace(epoch_loop=epoch_loop),
+        save_checkpoint=save_checkpoint,
+    )
+
+
+def test_a_signal_on_either_rank_stops_both_after_the_same_step(tmp_path):
+    """Under DDP a scheduler may signal one rank only: rank 0 asks the others whether any got
+    one, so all write last.ckpt and stop after the same step (a rank that trained on alone
+    would wait forever for the others). Stand-in trainer and strategy (no DDP here). Seen
+    failing with the ranks not asked, or their answer or rank 0's own signal dropped."""
+    for mine, other in ((False, True), (True, False), (False, False)):
+        cb = LastCheckpoint(dirpath=str(tmp_path / f"{mine}-{other}"))
+        if mine:
+            cb._on_signal(signal.SIGTERM, None)  # what the handler does when it arrives
+        written: list = []
+        trainer = rank_zero_of_two(other, written)
+        if not (mine or other):
+            cb.on_train_batch_end(trainer, None, None, None, 4)  # trains on
+            assert written == []
+            continue
+        with pytest.raises(RunInterrupted) as err:
+            cb.on_train_batch_end(trainer, None, None, None, 4)
+        assert (err.value.signum, err.value.step) == (signal.SIGTERM, 5)
+        assert written == [cb.path] and cb.saved_at == (5, "step")
