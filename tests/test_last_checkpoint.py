@@ -488,8 +488,9 @@ def test_last_ckpt_holds_the_csv_mark_and_a_run_with_two_loggers_resumes(tmp_pat
 def test_random_state_keeps_the_cuda_generators_when_cuda_is_in_use(monkeypatch):
     """With CUDA (faked: this machine may have none) in use, every device's generator state is
     stored and put back; with CUDA there but not in use (a CPU run on a GPU machine) none is
-    stored, and CUDA is not started for it. Seen failing with the CUDA states stored under
-    another key or as None, and stored when CUDA was merely available."""
+    stored, and CUDA is not started for it; a CPU run's checkpoint continued with CUDA has none
+    to put back. Seen failing with the CUDA states stored under another key or as None, stored
+    when CUDA was merely available, and put back when CUDA was available (KeyError)."""
     states, put = [torch.tensor([1, 2, 3], dtype=torch.uint8)], []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
@@ -502,6 +503,10 @@ def test_random_state_keeps_the_cuda_generators_when_cuda_is_in_use(monkeypatch)
     restore = RandomState()
     restore.load_state_dict(saved)
     restore.on_train_start(None, None)
+    assert put == [states]
+    cpu_run = {k: v for k, v in saved.items() if k != "cuda"}  # a CPU run's checkpoint
+    restore.load_state_dict(cpu_run)
+    restore.on_train_start(None, None)  # continued on a GPU machine: no CUDA state to put back
     assert put == [states]
 
 
