@@ -635,3 +635,27 @@ def test_a_signal_on_either_rank_stops_both_after_the_same_step(tmp_path):
             cb.on_train_batch_end(trainer, None, None, None, 4)
         assert (err.value.signum, err.value.step) == (signal.SIGTERM, 5)
         assert written == [cb.path] and cb.saved_at == (5, "step")
+
+
+class FailAfterTraining(L.Callback):
+    """Raises RuntimeError when the fit ends, after every callback's on_train_end."""
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        raise RuntimeError("a failure after training")
+
+
+def test_an_error_after_training_ended_is_the_one_reported(tmp_path):
+    """An error after on_train_end (here in another callback's on_fit_end): LastCheckpoint,
+    which gave the signal handlers back at the end of training, has nothing more to give back
+    when the error reaches it, and the error itself is what the run reports; last.ckpt holds
+    the last step. Seen failing with the handlers' record set to None once given back
+    (AttributeError raised over the error)."""
+    with pytest.raises(RuntimeError, match="a failure after training"):
+        train(
+            make_cfg(
+                tmp_path,
+                *TINY_AE,
+                "+callbacks.after._target_=test_last_checkpoint.FailAfterTraining",
+            )
+        )
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 8
