@@ -31,10 +31,11 @@ PIX2PIX = [
 ]
 
 
-def fit(model, cfg, steps: int, *callbacks) -> L.Trainer:
+def fit(model, cfg, steps: int, *callbacks, log_every_n_steps: int = 50) -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=steps,
+        log_every_n_steps=log_every_n_steps,
         max_epochs=-1,
         logger=False,
         enable_checkpointing=False,
@@ -250,12 +251,16 @@ def test_ada_p_rises_when_d_overfits_and_falls_when_it_cannot(tmp_path):
     never learns (G's learning rate 0): D soon separates reals from fakes perfectly and p
     climbs from 0. A D that cannot tell anything (its output layer zeroed, learning rate 0:
     every score 0, r_t = 0): p falls from 0.5. Seen failing with the loop's scores on fakes
-    passed to `observe` (p falls in the first run)."""
+    passed to `observe` (p falls in the first run). p and r_t are logged (`train/ada_p`,
+    `train/ada_rt`) as they stand after the step: seen failing with them not logged."""
     fast = [*FAST, *TINY_GAN, "+model/augment=ada", "model.augment.speed_images=2000"]
     cfg = make_cfg(tmp_path, *fast, "model.optimizer_g.lr=0", "model.optimizer_d.lr=1e-2")
     model = instantiate(cfg.model)
-    fit(model, cfg, 40)
+    trainer = fit(model, cfg, 40, log_every_n_steps=1)
     assert 0.05 < float(model.augment.p) <= 1.0 and float(model.augment.rt) > 0.6
+    logged = trainer.callback_metrics
+    assert float(logged["train/ada_p"]) == float(model.augment.p)
+    assert float(logged["train/ada_rt"]) == float(model.augment.rt)
     cfg = make_cfg(tmp_path, *fast, "model.optimizer_d.lr=0", "model.augment.p=0.5")
     model = instantiate(cfg.model)
     last = [m for m in model.discriminator.modules() if isinstance(m, nn.Linear)][-1]

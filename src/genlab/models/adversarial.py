@@ -449,6 +449,8 @@ class AdversarialModule(GenlabModule):
             scalars["d_fake"] = self.objective.readable(d_logs["fake_scores"].detach()).mean()
             for p in self.objective.penalties:
                 scalars[p.name] = d_logs[p.name].detach()
+            if self.augment is not None and hasattr(self.augment, "scalars"):
+                scalars.update(self.augment.scalars())  # ADA: its p and last r_t
         if len(terms) > 1 or (terms and "adv" not in terms):
             scalars.update({f"loss_g_{k}": v.detach() for k, v in terms.items()})
         self.log_scalars("train", scalars, batch_size=b)
