@@ -81,11 +81,10 @@ def test_resume_is_exact_across_epoch_boundaries_in_a_chain(tmp_path, family):
     """0 -> 4 (the end of epoch 0) -> 7 (mid-epoch) -> 12 (the end of the last epoch of
     max_epochs=3) equals 12 straight, epoch counts included, and each part logged the straight
     run's rows from where the one before stopped to its own end, at the same steps with the
-    same values. (Seen failing without LastCheckpoint's next_log_step:
-    Lightning resumed the loggers' step one late after the end-of-epoch stop at 4, so the
-    weights were exact and every later row was one step off. Seen failing without
-    LastCheckpoint's resume after an epoch's end under max_steps (Lightning #19617): the
-    part to 12 counted epoch 0 twice, hit max_epochs=3 at step 8 and ended "completed".)"""
+    same values. (Seen failing without LastCheckpoint's resume after an epoch's end under
+    max_steps (Lightning #19617): the part to 12 counted epoch 0 twice, hit max_epochs=3 at
+    step 8 and ended "completed"; before that workaround, also without LastCheckpoint's
+    next_log_step: every row after the stop at 4 was one step late.)"""
     common = [*FAST, "test=false", "trainer.max_epochs=3", *FAMILIES[family]]
     key = "train/loss_g" if family == "gan" else "train/loss"
     straight = train(make_cfg(tmp_path / "s", *common, "trainer.max_steps=12"))

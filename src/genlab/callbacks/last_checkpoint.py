@@ -194,11 +194,12 @@ class LastCheckpoint(Checkpoint):
     # Lightning logs a batch's rows at its count of batches that stepped, which it increments
     # after the batch's end hooks and validation, and stores in checkpoints as it is when they
     # are written; on resume it guesses whether the checkpoint was written before or after the
-    # increment from where the epoch stood. A checkpoint written at the end of an epoch that a
-    # max_steps stop also ended is guessed wrong, and every later row is one step late. So each
-    # checkpoint also records the step the next batch logs at, and a resumed run starts there
-    # (Lightning's `_batches_that_stepped`, an internal; tests/test_trust.py's chain test fails
-    # when it is off).
+    # increment from where the epoch stood. It guesses wrong for a checkpoint written after an
+    # error in the middle of an epoch (and, before `_resume_after_the_epoch_end`, for one
+    # written at an epoch's end under max_steps), and every later row is one step late. So
+    # each checkpoint also records the step the next batch logs at, and a resumed run starts
+    # there (Lightning's `_batches_that_stepped`, an internal; test_last_checkpoint's resume
+    # after an error fails when it is off).
     _next_log_step: int | None = None
     _resume_log_step: int | None = None
 
