@@ -340,6 +340,22 @@ def test_penalty_configs_compose_and_reach_the_objective(tmp_path):
     assert model.objective.penalty("r1").weight == 2.0
 
 
+@pytest.mark.parametrize("recipe", ["gan_mnist", "dcgan_mnist"])
+def test_every_addition_composes_onto_the_recipes(tmp_path, recipe):
+    """What `benchmarks/gan_recipes.py --ablation` and a user add to a recipe composes: each
+    augmentation and each penalty on top of what the recipe has, and the recipe's own
+    penalties removed. Seen failing with gan_mnist taking LeCam in its defaults list (Hydra:
+    'Multiple values for model/penalties' on +model/penalties=r1)."""
+    own = set(make_cfg(tmp_path, f"experiment={recipe}").model.get("penalties") or {})
+    for extra in ("+model/augment=diffaugment", "+model/augment=ada"):
+        assert make_cfg(tmp_path, f"experiment={recipe}", extra).model.augment._target_
+    for name in ("r1", "lecam"):
+        cfg = make_cfg(tmp_path, f"experiment={recipe}", f"+model/penalties={name}")
+        assert set(cfg.model.penalties) == own | {name}
+    removed = [f"~model.penalties.{name}" for name in own]
+    assert not make_cfg(tmp_path, f"experiment={recipe}", *removed).model.get("penalties")
+
+
 # --- exact resume ----------------------------------------------------------------------------
 def test_resume_with_ada_and_lecam_mid_run_is_exact(tmp_path):
     """6 iterations per epoch, ADA adjusting every 4: the checkpoint after epoch 1 lies in the
