@@ -27,7 +27,8 @@ total, the script ends with an error once every family is done (the pages must s
 The budgets are the recipes' own: the default run (experiment=ae_mnist) 20 epochs,
 vae_mnist_classic 50, gan_mnist 48 (2,976 iterations), pix2pix_edges_mnist 10 (620
 iterations). Measured 2026-12-04/05 with one thread on a shared 2-core machine: 30 s, 56 s,
-127 s and 132 s of training, plus about 10 s of report each.
+127 s (224 s for the recipe of
+2026-12-05, under load) and 132 s of training, plus about 10 s of report each.
 
 WORK defaults to logs/docs_pictures/<date>_<time> (git-ignored); the run directories stay
 there for a closer look.
