@@ -298,6 +298,40 @@ def test_r1_of_a_linear_discriminator_is_closed_form():
     assert not real.requires_grad  # the reals handed in are left as they were
 
 
+def test_lazy_r1_is_taken_every_kth_d_step_weighted_k_times_and_resumes_in_rhythm():
+    """R1 with every=3 on a linear D (value ||w||^2 / 2): D steps 0, 3, 6 add 3 * gamma *
+    value to D's loss, the others add 0 and log the last value taken; a copy loaded from the
+    state dict after 4 steps goes on with step 4 (nothing) and step 6 (the term), as the
+    original does. Plain R1 (every=1) keeps an empty state dict (older checkpoints load) and
+    adds gamma * value at every step. Seen failing with the term not scaled by k, and with
+    the step count left out of the state dict."""
+    w = torch.randn(1, 2, 3, 3, requires_grad=True)
+    real = torch.randn(4, 2, 3, 3)
+
+    def critic(x):
+        return (x * w).flatten(1).sum(1)
+
+    closed = 0.5 * w.pow(2).sum().item()
+    lazy = R1(weight=2.0, every=3)
+
+    def step(r1):
+        added, logged = r1.term(critic, real, real, critic(real), critic(real), None)
+        assert logged.item() == pytest.approx(closed, rel=1e-6)
+        return added.item()
+
+    assert [step(lazy) for _ in range(4)] == pytest.approx([6 * closed, 0, 0, 6 * closed])
+    resumed = R1(weight=2.0, every=3)
+    resumed.load_state_dict(lazy.state_dict())
+    assert [step(r) for r in (lazy, resumed) for _ in range(3)] == pytest.approx(
+        [0, 0, 6 * closed] * 2
+    )
+    plain = R1(weight=2.0)
+    assert plain.state_dict() == {} and step(plain) == pytest.approx(2 * closed)
+    for bad in (0, 1.5, True):
+        with pytest.raises(GenlabError, match="r1.every"):
+            R1(weight=1.0, every=bad)
+
+
 def test_lecam_anchors_follow_the_documented_ema_and_the_term_uses_them():
     """alpha <- decay * alpha + (1 - decay) * batch mean at each D step, from 0, before the term
     is taken; the term is mean relu(D(x) - alpha_F)^2 + mean relu(alpha_R - D(G(z)))^2,
@@ -358,12 +392,14 @@ def test_every_addition_composes_onto_the_recipes(tmp_path, recipe):
 
 # --- exact resume ----------------------------------------------------------------------------
 def test_resume_with_ada_and_lecam_mid_run_is_exact(tmp_path):
-    """6 iterations per epoch, ADA adjusting every 4: the checkpoint after epoch 1 lies in the
-    middle of an adjustment interval. 2 epochs straight == 1 epoch, stop, resume: weights,
-    optimizers, ADA's p and its interval sums, LeCam's anchors all bit-equal; p did move (from
+    """6 iterations per epoch, ADA adjusting every 4, lazy R1 every 4: the checkpoint after
+    epoch 1 lies in the middle of an adjustment interval and of R1's rhythm. 2 epochs straight
+    == 1 epoch, stop, resume: weights, optimizers, ADA's p and its interval sums, LeCam's
+    anchors, R1's step count all bit-equal; p did move (from
     0.5); the resumed run started at the checkpoint's step 6 (it logged train/loss_d from step 6
     on, as the straight run did). Seen failing with ADA's interval sums kept as Python
-    attributes (not buffers: the resumed run adjusted p at other steps)."""
+    attributes (not buffers: the resumed run adjusted p at other steps), and with R1's host
+    count not read back from the checkpoint (R1 taken at step 6 instead of 8)."""
     common = [
         *FAST,
         *TINY_GAN,
@@ -373,6 +409,7 @@ def test_resume_with_ada_and_lecam_mid_run_is_exact(tmp_path):
         "model.augment.speed_images=500",
         "model.augment.p=0.5",
         "+model/penalties=[r1,lecam]",
+        "model.penalties.r1.every=4",
     ]
     straight = train(make_cfg(tmp_path / "a", *common, "trainer.max_epochs=2"))
     first = train(make_cfg(tmp_path / "b", *common, "trainer.max_epochs=1"))
@@ -386,6 +423,7 @@ def test_resume_with_ada_and_lecam_mid_run_is_exact(tmp_path):
     assert int(c["state_dict"]["augment.steps"]) == 6 and float(c["state_dict"]["augment.images"])
     assert float(a["state_dict"]["augment.p"]) != 0.5
     assert float(a["state_dict"]["objective.penalties.1.anchor_real"]) != 0.0
+    assert int(c["state_dict"]["objective.penalties.0.steps"]) == 6
     assert_same_state(a, b)
     assert_resumed_at(straight["run_dir"], resumed["run_dir"], 6, "train/loss_d")
 
@@ -404,6 +442,7 @@ def test_augmentations_and_penalties_add_no_host_sync(tmp_path):
         *TINY_GAN,
         "+model/augment=ada",
         "+model/penalties=[r1,lecam]",
+        "model.penalties.r1.every=3",  # lazy R1: it decides its steps on the host, unsynced
         f"trainer.log_every_n_steps={LOG_EVERY}",
         "trainer.limit_train_batches=10",
         "trainer.max_epochs=1",

@@ -67,6 +67,20 @@ class Penalty(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def term(
+        self,
+        critic: Critic,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        real_scores: torch.Tensor,
+        fake_scores: torch.Tensor,
+        noise: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What one D step adds to D's loss, and the value it logs: `weight * value` and
+        `value` (a lazy penalty, R1 with `every`, adds it on some steps only)."""
+        value = self.value(critic, real, fake, real_scores, fake_scores, noise)
+        return self.weight * value, value
+
 
 class GradientPenalty(Penalty):
     """WGAN-GP: (||grad critic(x_hat)|| - 1)^2 between real and fake (Gulrajani et al. 2017);
@@ -164,9 +178,8 @@ class AdversarialObjective(nn.Module):
         loss = per_image(self.d_terms(real_s, fake_s)).mean()
         logs = {"real_scores": real_s, "fake_scores": fake_s}
         for p in self.penalties:
-            value = p.value(critic, real, fake, real_s, fake_s, noise)
-            loss = loss + p.weight * value
-            logs[p.name] = value
+            added, logs[p.name] = p.term(critic, real, fake, real_s, fake_s, noise)
+            loss = loss + added
         return loss, logs
 
     def generator_loss(self, critic: Critic, fake: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 
 - `R1` (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?", eq. 9):
   gamma/2 * E ||grad_x D(x)||^2 on real images. Its `weight` is gamma: the value logged
-  (`train/r1`) is 1/2 E ||grad_x D(x)||^2.
+  (`train/r1`) is 1/2 E ||grad_x D(x)||^2. `every` = k > 1 makes it lazy (Karras et al. 2020,
+  StyleGAN2, §B): taken on one D step in k, weighted k times, at about 1/k of its cost.
 - `LeCam` (Tseng et al. 2021, "Regularizing Generative Adversarial Networks under Limited
   Data", eq. 3, in the form of the authors' code): E[relu(D(x) - alpha_F)^2] +
   E[relu(alpha_R - D(G(z)))^2], with alpha_R and alpha_F exponential moving averages of D's
@@ -31,12 +32,48 @@ class R1(Penalty):
 
     name = "r1"
 
+    def __init__(self, weight: float, *, every: int = 1) -> None:
+        super().__init__(weight)
+        if isinstance(every, bool) or int(every) != every or every < 1:
+            raise GenlabError(
+                f"model.penalties.r1.every={every!r} must be a whole number >= 1 (1: R1 at "
+                "every D step; k: lazy R1, on one D step in k, weighted k times)."
+            )
+        self.every = int(every)
+        self._steps = 0  # D steps taken, counted on the host: no sync to decide a step
+        if self.every > 1:  # a plain R1's state dict stays empty, as before `every` existed
+            self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
+            self.register_buffer("last", torch.tensor(0.0))  # the value last taken, logged
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, every={self.every}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.every > 1 and prefix + "steps" in state_dict:  # a resumed run keeps the rhythm
+            self._steps = int(state_dict[prefix + "steps"])
+
     def value(self, critic: Critic, real, fake, real_scores, fake_scores, noise):
         x = real.detach().requires_grad_(True)
         with torch.autocast(device_type=x.device.type, enabled=False):
             scores = per_image(critic(x)).sum()
         (grad,) = torch.autograd.grad(scores, x, create_graph=True)
         return 0.5 * grad.float().pow(2).flatten(1).sum(1).mean()
+
+    def term(self, critic: Critic, real, fake, real_scores, fake_scores, noise):
+        """Plain: `weight * value` at every D step. Lazy (`every` = k): `k * weight * value`
+        at D steps 0, k, 2k, ... and nothing in between (D is not run again there); the value
+        logged between them is the last one taken."""
+        if self.every == 1:
+            return super().term(critic, real, fake, real_scores, fake_scores, noise)
+        due = self._steps % self.every == 0
+        self._steps += 1
+        self.steps.fill_(self._steps)
+        if not due:
+            return real_scores.new_zeros((), dtype=torch.float32), self.last.clone()
+        value = self.value(critic, real, fake, real_scores, fake_scores, noise)
+        self.last.copy_(value.detach())
+        return self.every * self.weight * value, value
 
 
 class LeCam(Penalty):

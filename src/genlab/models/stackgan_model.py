@@ -467,9 +467,8 @@ class StackGAN(AdversarialModule):
         else:
             loss = loss + fake_term
         for p in obj.penalties:
-            value = p.value(critic, real, fake, real_s, fake_s, noise)
-            loss = loss + p.weight * value
-            logs[p.name] = value
+            added, logs[p.name] = p.term(critic, real, fake, real_s, fake_s, noise)
+            loss = loss + added
         return loss, logs
 
     def extra_generator_terms(
