@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +100,32 @@ def test_resume_is_exact_across_epoch_boundaries_in_a_chain(tmp_path, family):
         assert rows == {s: v for s, v in want.items() if before <= s < steps}, sorted(rows)
         before = steps
     assert_same_state(load(straight["last_ckpt"]), load(ckpt))
+
+
+def test_a_resume_at_an_epochs_end_under_max_steps_trains_on_without_last_checkpoint(tmp_path):
+    """The same resume (4 -> 8 steps, max_epochs=2, stopped by max_steps at epoch 0's end)
+    from Lightning's own ModelCheckpoint file, with genlab's last_checkpoint callback removed:
+    the run trains epoch 1 and ends at step 8 in the epoch of the straight run. Seen failing
+    (stuck at step 4, 'completed') with the fix in LastCheckpoint instead of every genlab
+    model (Lightning #19617)."""
+    common = [
+        *FAST,
+        *TINY_AE,
+        "test=false",
+        "~callbacks.last_checkpoint",
+        "model.monitor=val/loss",
+        "trainer.max_epochs=2",
+    ]
+    straight = train(make_cfg(tmp_path / "s", *common, "trainer.max_steps=8"))
+    first = train(make_cfg(tmp_path / "a", *common, "trainer.max_steps=4"))
+    [ckpt] = (Path(first["run_dir"]) / "checkpoints").glob("best-*.ckpt")
+    resumed = train(make_cfg(tmp_path / "b", *common, "trainer.max_steps=8", f"ckpt_path={ckpt}"))
+    ends = list((Path(resumed["run_dir"]) / "checkpoints").glob("best-*.ckpt"))
+    assert ends, "the resumed run wrote no checkpoint: it trained nothing"
+    [end] = ends
+    [want] = (Path(straight["run_dir"]) / "checkpoints").glob("best-*.ckpt")
+    assert (load(end)["global_step"], load(end)["epoch"]) == (8, 1)
+    assert_same_state(load(want), load(end))
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path):

@@ -23,7 +23,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.loops.loop import _Loop
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from genlab.utils.errors import GenlabError, lost_peer
@@ -195,8 +194,9 @@ class LastCheckpoint(Checkpoint):
     # after the batch's end hooks and validation, and stores in checkpoints as it is when they
     # are written; on resume it guesses whether the checkpoint was written before or after the
     # increment from where the epoch stood. It guesses wrong for a checkpoint written after an
-    # error in the middle of an epoch (and, before `_resume_after_the_epoch_end`, for one
-    # written at an epoch's end under max_steps), and every later row is one step late. So
+    # error in the middle of an epoch (and, before `resume_after_the_epoch_end`
+    # (genlab_module), for one written at an epoch's end under max_steps), and every later row
+    # is one step late. So
     # each checkpoint also records the step the next batch logs at, and a resumed run starts
     # there (Lightning's `_batches_that_stepped`, an internal; test_last_checkpoint's resume
     # after an error fails when it is off).
@@ -220,29 +220,8 @@ class LastCheckpoint(Checkpoint):
             for mark in marks if hasattr(logger, "continue_from") else []:
                 logger.continue_from(mark, trainer.global_step)
 
-    # --- a resume from the end of an epoch under trainer.max_steps ------------------------
-    # A checkpoint written at an epoch's end (here, or by ModelCheckpoint) holds that epoch as
-    # processed but not completed. Without max_steps Lightning resumes it as finished and
-    # starts the next epoch. With max_steps it restarts every resumed run (FitLoop.restarting
-    # is forced true for iteration-based training), finds the epoch's batches all done, and
-    # runs the epoch's end again: the epoch is counted twice, so a run stopped by max_steps
-    # at an epoch's end and resumed with a larger max_steps ended at once when that extra
-    # count reached max_epochs (it trained nothing and said "completed"), and otherwise ran
-    # every later epoch under an epoch number one too high (Lightning-AI/pytorch-lightning
-    # #19617, open). Here the resumed run takes Lightning's own path without max_steps:
-    # the epoch is completed and the run starts the next one, as the run that never stopped.
-    @staticmethod
-    def _resume_after_the_epoch_end(trainer: L.Trainer) -> None:
-        loop = trainer.fit_loop
-        if not (loop.restarted_on_epoch_end and loop._iteration_based_training()):
-            return
-        loop.epoch_progress.increment_completed()
-        _Loop.restarting.fset(loop, False)  # not FitLoop's setter, which forces it on
-        loop.update_restart_stage()  # none: the next epoch starts as a new one
-
     # --- signals -------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._resume_after_the_epoch_end(trainer)
         self._continue_csv_logs(trainer)
         self._signal = None
         self._steps_seen = trainer.global_step

@@ -8,11 +8,31 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loops.loop import _Loop
 
 from genlab.utils.errors import GenlabError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+
+# A checkpoint written at an epoch's end (by LastCheckpoint or ModelCheckpoint) holds that epoch
+# as processed but not completed. Without max_steps Lightning resumes it as finished and starts
+# the next epoch. With max_steps it restarts every resumed run (FitLoop.restarting is forced
+# true for iteration-based training), finds the epoch's batches all done, and runs the epoch's
+# end again: the epoch is counted twice, so a run stopped by max_steps at an epoch's end and
+# resumed with a larger max_steps ended at once when that extra count reached max_epochs (it
+# trained nothing and said "completed"), and otherwise ran every later epoch under an epoch
+# number one too high (Lightning-AI/pytorch-lightning #19617, open). Every genlab model
+# therefore takes Lightning's own path without max_steps when it starts training: the epoch is
+# completed and the run starts the next one, as the run that never stopped.
+def resume_after_the_epoch_end(trainer: L.Trainer) -> None:
+    loop = trainer.fit_loop
+    if not (loop.restarted_on_epoch_end and loop._iteration_based_training()):
+        return
+    loop.epoch_progress.increment_completed()
+    _Loop.restarting.fset(loop, False)  # not FitLoop's setter, which forces it on
+    loop.update_restart_stage()  # none: the next epoch starts as a new one
 
 
 class GenlabModule(L.LightningModule):
@@ -56,6 +76,9 @@ class GenlabModule(L.LightningModule):
         if not self.num_classes:
             return None
         return torch.arange(n, device=self.device) % self.num_classes
+
+    def on_train_start(self) -> None:
+        resume_after_the_epoch_end(self.trainer)
 
     def setup(self, stage: str) -> None:
         # a conditional model's classes (or attributes) against the data's, once before
