@@ -277,7 +277,7 @@ def curves(args: argparse.Namespace) -> dict:
         cpu = genlab(
             "genlab.train",
             *overrides,
-            *QUIET,
+            *[o for o in QUIET if "rich_progress_bar" not in o],  # callbacks= drops it
             *metrics,
             f"+callbacks.curve.every_n_steps={every}",
             f"seed={seed}",
