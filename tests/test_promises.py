@@ -655,15 +655,7 @@ def test_gan_step_checkpoints_count_iterations(tmp_path):
         assert global_step == step and adam == [{float(step)}, {float(step)}], (step, adam)
 
 
-@pytest.mark.slow
-def test_resume_a_given_run_and_auto_with_no_earlier_run(tmp_path):
-    """resume=auto where no run exists yet starts a new one; resume=RUN_DIR continues that run
-    in its directory (steps 8 -> 12)."""
-    run_cli(*FAST, "test=false", "resume=auto", cwd=tmp_path)
-    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["global_step"] == 8
-    assert "attempts" not in summary
-    run_cli(*FAST, "test=false", f"resume={run}", "trainer.max_epochs=3", cwd=tmp_path)
-    assert list((tmp_path / "logs" / "train" / "runs").iterdir()) == [run]
-    assert json.loads((run / "summary.json").read_text())["global_step"] == 12
+# resume=auto with no earlier run starting a new one, then continuing it: test_integrity.py::
+# test_resume_continues_with_the_stored_config_and_never_rewrites_it; resume=RUN_DIR
+# continuing that run in its directory: test_trust.py::
+# test_interrupted_run_resumes_to_the_uninterrupted_result
