@@ -171,30 +171,6 @@ def test_a_broken_study_file_is_one_paragraph_naming_it(tmp_path, damage):
         assert trial.state == TrialState.RUNNING and trial.user_attrs["heartbeat"] == "soon"
 
 
-def test_a_command_whose_overrides_differ_is_refused(tmp_path):
-    """A study remembers the overrides of the command that started it: the same command
-    continues it (in any order of its overrides), another one (other epochs) is refused with
-    the two lists and what to do, before any trial is asked for. `n_trials=0` starts the
-    study without training. Broken variant checked: `_check_same_study` without its
-    overrides comparison lets the second command through (exit 0)."""
-    sweep = tmp_path / "search"
-    first = search_args(sweep, "trainer.max_epochs=1", "hydra.sweeper.n_trials=0")
-    run_cli(*first, cwd=tmp_path)
-    recorded = load(sweep).user_attrs["overrides"]
-    assert "trainer.max_epochs=1" in recorded and "trainer=cpu" in recorded
-    other = search_args(sweep, "trainer.max_epochs=2", "hydra.sweeper.n_trials=1")
-    proc = run_cli(*other, cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "study 'ae' in" in proc.stderr and "was started with overrides" in proc.stderr
-    assert "'trainer.max_epochs=1'" in proc.stderr and "'trainer.max_epochs=2'" in proc.stderr
-    assert "hydra.sweeper.study_name=<another name>" in proc.stderr
-    assert load(sweep).trials == []  # nothing was asked for
-    # the same overrides in another order continue the study
-    same = [*first[:2], *reversed(first[2:])]
-    run_cli(*same, cwd=tmp_path)
-    assert load(sweep).trials == []
-
-
 # --- end to end --------------------------------------------------------------------------
 
 
@@ -208,7 +184,7 @@ def test_hopeless_trial_is_pruned_before_its_budget_ends_on_every_ddp_rank(tmp_p
     study = create(sweep)
     study.enqueue_trial({"model.optimizer.lr": 1e-2, "model.latent_dim": 16})
     study.enqueue_trial({"model.optimizer.lr": 1e-7, "model.latent_dim": 16})
-    budget_epochs = 4
+    budget_epochs = 2
     run_cli(
         *search_args(
             sweep,
@@ -264,13 +240,13 @@ def test_killed_search_resumes_and_replaces_the_interrupted_trial(tmp_path):
     sweep = tmp_path / "search"
     study = create(sweep)
     # the first trial is long, so that it is surely killed in the middle; the others short
-    for epochs in (40, 2, 2):
+    for epochs in (40, 1, 1):
         study.enqueue_trial(
             {"model.optimizer.lr": 1e-3, "model.latent_dim": 16, "trainer.max_epochs": epochs}
         )
     args = search_args(
         sweep,
-        "trainer.max_epochs=choice(2,40)",
+        "trainer.max_epochs=choice(1,40)",
         "hydra.sweeper.n_trials=2",
         "~hydra/sweeper/pruner",
         "hydra.sweeper.heartbeat_s=1",
@@ -413,21 +389,24 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_replaces_it(tmp_pat
     """Ctrl-C in the middle of a trial: the run stops after its step, with last.ckpt and a
     summary.json that say interrupted; its trial is FAIL ("interrupted"), does not count
     towards n_trials, and the worker ends with one paragraph and exit 130 (128 + SIGINT)
-    instead of a traceback. The same command again replaces the trial. Broken variant
-    checked: the sweeper re-raising the job's RunInterrupted (as it did) exits 1 with a
-    traceback."""
+    instead of a traceback. The study remembers the overrides of the command that started it:
+    another command is refused before any trial is asked for; the same command again (in any
+    order of its overrides) replaces the trial. Broken variants checked: the sweeper
+    re-raising the job's RunInterrupted (as it did) exits 1 with a traceback;
+    `_check_same_study` without its overrides comparison lets the other command through (exit
+    0, the queued trial run)."""
     sweep = tmp_path / "search"
     study = create(sweep)
-    for epochs in (40, 2):  # the first trial is long, so that it is surely stopped midway
+    for epochs in (40, 1):  # the first trial is long, so that it is surely stopped midway
         study.enqueue_trial(
             {"model.optimizer.lr": 1e-3, "model.latent_dim": 16, "trainer.max_epochs": epochs}
         )
-    args = search_args(
-        sweep,
-        "trainer.max_epochs=choice(2,40)",
+    extra = (
+        "trainer.max_epochs=choice(1,40)",
         "hydra.sweeper.n_trials=1",
         "~hydra/sweeper/pruner",
     )
+    args = search_args(sweep, *extra)
     log = tmp_path / "stopped.log"
     worker = start_worker(args, tmp_path, log)
     deadline = time.time() + 300
@@ -451,10 +430,25 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_replaces_it(tmp_pat
     assert (Path(trial.user_attrs["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
     assert summary_rows(sweep)[0]["status"] == "interrupted"
 
-    run_cli(*args, cwd=tmp_path)  # the same command again
+    # the study remembers the overrides of the command that started it: another command
+    # (other batches) is refused with the two lists and what to do, before any trial is asked
+    # for (the queued one stays queued)
+    recorded = load(sweep).user_attrs["overrides"]
+    assert "trainer.limit_train_batches=4" in recorded and "trainer=cpu" in recorded
+    other = search_args(sweep, *extra, batches=2)
+    proc = run_cli(*other, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "study 'ae' in" in proc.stderr and "was started with overrides" in proc.stderr
+    assert "'trainer.limit_train_batches=4'" in proc.stderr
+    assert "'trainer.limit_train_batches=2'" in proc.stderr
+    assert "hydra.sweeper.study_name=<another name>" in proc.stderr
+    assert [t.state for t in load(sweep).trials] == [TrialState.FAIL, TrialState.WAITING]
+
+    # the same command again, its overrides in another order, continues the study
+    run_cli(*args[:2], *reversed(args[2:]), cwd=tmp_path)
     trials = load(sweep).trials
     assert [(t.number, t.state, status_of(t)) for t in trials] == [
         (0, TrialState.FAIL, "interrupted"),
         (1, TrialState.COMPLETE, "completed"),
     ]
-    assert trials[1].params["trainer.max_epochs"] == 2
+    assert trials[1].params["trainer.max_epochs"] == 1

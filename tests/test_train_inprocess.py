@@ -22,6 +22,32 @@ NEEDS_A_RUN = {
 # frames as vectors)
 SHORTER = {"wavenet": ("data.length=600",), "lstm_predictor": ("data.image_size=32",)}
 
+# narrower widths (channels, hidden sizes: the same layers, kernels, strides and lengths as
+# shipped), fewer draws, and fewer items of the same synthesized data (spoken digits are
+# made by espeak, captioned canvases drawn, when the run prepares its data: 2,000 clips and
+# 13,000 canvases as shipped) where a run as shipped takes many seconds on a CPU; what this
+# test checks (the option composes with its data and trains, validates, tests and draws its
+# grids) does not depend on the width or the number of items
+FEW_CLIPS = ("data.speakers=2", "data.takes=3")
+STACKGAN_NARROW = (
+    "data.n_train=64",
+    "data.n_val=16",
+    "data.n_test=16",
+    "data.n_heldout=16",
+    "model.stage1_generator.base_channels=32",
+    "model.stage1_discriminator.base_channels=16",
+    "model.stage2_generator.base_channels=32",
+    "model.stage2_discriminator.base_channels=16",
+)
+NARROWER = {
+    "svg_lp": ("model.encoder.hidden_channels=[16,32,64,128]", "model.eval_samples=2"),
+    "wavenet": (*FEW_CLIPS, "callbacks.sample_grid.n=4"),
+    "wavegan": (*FEW_CLIPS, "model.generator.model_size=8", "model.discriminator.model_size=8"),
+    "lstm_predictor": ("model.net.hidden_size=256",),
+    "stackgan": STACKGAN_NARROW,
+    "stackgan_joint": STACKGAN_NARROW,
+}
+
 
 @pytest.mark.parametrize("model", [m for m in options("model") if m not in NEEDS_A_RUN])
 def test_fast_dev_run_every_model(tmp_path, model):
@@ -33,6 +59,7 @@ def test_fast_dev_run_every_model(tmp_path, model):
         "logger=csv",
         "data.batch_size=4",
         *SHORTER.get(model, ()),
+        *NARROWER.get(model, ()),
     )
     summary = train(cfg)
     assert summary["status"] == "completed"
