@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import collections
 import traceback
+from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from conftest import FAST, assert_same_state, load, make_cfg
 from runlogs import assert_resumed_at
 
+# the shared data folder of each pytest session (by its base temporary directory)
+_DATA_DIRS: dict[Path, Path] = {}
 WATCHED = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu")
 LOG_EVERY = 50
 
@@ -131,7 +135,17 @@ class FamilyContract:
     # options that make one epoch 4 batches and validation short, for the family's data
     epoch = ("trainer.limit_train_batches=4", "trainer.limit_val_batches=1")
 
-    def test_resume_is_exact_mid_epoch_and_starts_at_the_checkpoint(self, tmp_path):
+    @pytest.fixture
+    def data_dir(self, tmp_path_factory) -> Path:
+        """One data folder for every contract run in this process: data synthesized on first
+        use (eSpeak's spoken digits for WaveNet and WaveGAN) is made once, not once per run.
+        Deterministic data, so sharing it changes no run."""
+        base = tmp_path_factory.getbasetemp()
+        if base not in _DATA_DIRS:
+            _DATA_DIRS[base] = tmp_path_factory.mktemp("family_data")
+        return _DATA_DIRS[base]
+
+    def test_resume_is_exact_mid_epoch_and_starts_at_the_checkpoint(self, tmp_path, data_dir):
         from genlab.train import train
 
         common = [
@@ -141,6 +155,7 @@ class FamilyContract:
             "test=false",
             "trainer.max_epochs=5",
             "trainer.log_every_n_steps=1",
+            f"paths.data_dir={data_dir}",
         ]
         straight = train(make_cfg(tmp_path / "a", *common, "trainer.max_steps=10"))
         first = train(make_cfg(tmp_path / "b", *common, "trainer.max_steps=6"))
@@ -154,7 +169,7 @@ class FamilyContract:
         assert_same_state(load(straight["last_ckpt"]), load(resumed["last_ckpt"]))
         assert_resumed_at(straight["run_dir"], resumed["run_dir"], 6, self.loss_key)
 
-    def test_no_host_device_sync_between_logging_steps(self, tmp_path):
+    def test_no_host_device_sync_between_logging_steps(self, tmp_path, data_dir):
         fast = [o for o in FAST if "log_every" not in o and "rich_progress_bar" not in o]
         cfg = make_cfg(
             tmp_path,
@@ -162,6 +177,7 @@ class FamilyContract:
             *self.overrides,
             *self.sync_overrides,
             f"trainer.log_every_n_steps={LOG_EVERY}",
+            f"paths.data_dir={data_dir}",
             "trainer.limit_train_batches=10",
             "trainer.limit_val_batches=1",
             "trainer.max_epochs=1",
