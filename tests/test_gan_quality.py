@@ -378,8 +378,9 @@ def test_penalty_configs_compose_and_reach_the_objective(tmp_path):
 def test_every_addition_composes_onto_the_recipes(tmp_path, recipe):
     """What `benchmarks/gan_recipes.py --ablation` and a user add to a recipe composes: each
     augmentation and each penalty on top of what the recipe has, and the recipe's own
-    penalties removed. Seen failing with gan_mnist taking LeCam in its defaults list (Hydra:
-    'Multiple values for model/penalties' on +model/penalties=r1)."""
+    penalties removed. Seen failing with a recipe taking its penalty in its defaults list as
+    `/model/penalties: lecam` (Hydra: 'Multiple values for model/penalties' on
+    +model/penalties=r1); dcgan_mnist takes R1 under its own package instead."""
     own = set(make_cfg(tmp_path, f"experiment={recipe}").model.get("penalties") or {})
     for extra in ("+model/augment=diffaugment", "+model/augment=ada"):
         assert make_cfg(tmp_path, f"experiment={recipe}", extra).model.augment._target_
