@@ -565,10 +565,13 @@ def prepare_wandb(loggers: list, monitor: str | None, mode: str) -> str | None:
 
 
 def finish_wandb(loggers: list, exit_code: int = 0) -> None:
-    """Close this run's W&B run, so the next job of a multirun gets a run of its own."""
+    """Close this run's W&B run, so the next job of a multirun gets a run of its own. A run
+    without the W&B logger does not import wandb (about 0.6 s of every CLI process)."""
+    if not any(isinstance(lg, WandbLogger) for lg in loggers):
+        return
     import wandb
 
-    if any(isinstance(lg, WandbLogger) for lg in loggers) and wandb.run is not None:
+    if wandb.run is not None:
         wandb.finish(exit_code=exit_code)
 
 
