@@ -288,9 +288,19 @@ def peer_death(
         import socket
 
         same_host = summary.get("host") == socket.gethostname()
-        # rank 0 started this process: its parent changes when rank 0 dies
-        orphaned = PARENT_AT_START is not None and os.getppid() != PARENT_AT_START
-        if orphaned or (same_host and isinstance(pid, int) and not pid_alive(pid)):
+
+        def rank0_gone() -> bool:
+            # rank 0 started this process: its parent changes when rank 0 dies
+            orphaned = PARENT_AT_START is not None and os.getppid() != PARENT_AT_START
+            return orphaned or (same_host and isinstance(pid, int) and not pid_alive(pid))
+
+        # the backend reports rank 0's sockets closed while its process is still exiting (a
+        # dying process closes its files before its children are handed on): wait for the
+        # exit to show, or this rank does not know rank 0 died and records nothing
+        deadline = time.time() + 2.0
+        while not rank0_gone() and time.time() < deadline:
+            time.sleep(0.05)
+        if rank0_gone():
             dead.append(f"rank 0 died (its process {pid} is gone)")
             if rank == 1:
                 record.enabled = True
